@@ -1,0 +1,19 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: setup demo test bench
+
+# torch first, pinned to the local CPU wheel, only when no torch is importable:
+# an unpinned torch would pull several GB of CUDA packages.
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --disable-pip-version-check "torch==2.13.0"
+	@$(PIP) install --disable-pip-version-check -q -e ".[dev]"
+
+demo: setup
+	collapse-guard demo --out runs/demo
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) benchmarks/bench_metrics.py
