@@ -1,2 +1,20 @@
-"""collapse_guard: keep training on synthetic data honest, in PyTorch Lightning."""
+"""collapse_guard: keep training on synthetic data honest, in PyTorch Lightning.
+
+Wrap your LightningDataModule in :class:`MixedDataModule`, add :class:`RatioMonitor`, :class:`HeldOutRealCheck`
+and :class:`CollapseGuard` to your Trainer; your LightningModule stays as it is.
+"""
+from collapse_guard.callbacks import CollapseGuard, GuardEvent, HeldOutRealCheck, RatioMonitor, Rule, default_rules
+from collapse_guard.data import MixedDataModule, SyntheticSource
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "CollapseGuard",
+    "GuardEvent",
+    "HeldOutRealCheck",
+    "MixedDataModule",
+    "RatioMonitor",
+    "Rule",
+    "SyntheticSource",
+    "default_rules",
+]

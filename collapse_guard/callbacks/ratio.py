@@ -1,0 +1,85 @@
+"""``RatioMonitor``: log the real fraction actually trained on."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
+from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
+from collapse_guard.data.mixing import check_fraction
+
+
+class RatioMonitor(CollapseMetricsProducer, Callback):
+    r"""Logs the real fraction the model actually trained on: this epoch, cumulative, and per source.
+
+    Counts come from the :class:`~collapse_guard.MixedDataModule` (every batch the model received, summed over
+    ranks through the strategy). Logged at the end of every training epoch:
+
+    * ``collapse/real_fraction``: real share of this epoch's training samples, in ``[0, 1]`` (progress bar);
+    * ``collapse/real_fraction_cumulative``: real share of all training samples so far;
+    * ``collapse/real_fraction_target``: the target of this epoch (the schedule, raised by injections);
+    * ``collapse/share/<source>``: each source's share of this epoch's samples (``real``, ``reserve``, and
+      every synthetic source by name).
+
+    The real fraction alone does not mean collapse: accumulating synthetic data next to all the real data drives
+    it towards 0 without collapse (Gerstgrasser et al. 2024). Guard on held-out real indicators; this is context.
+
+    Args:
+        min_real_fraction: warn when an epoch's real fraction falls below this, in ``[0, 1]`` (``None``: never).
+        per_source: also log each source's share.
+        prog_bar: show ``collapse/real_fraction`` in the progress bar.
+
+    Raises:
+        ValueError: if ``min_real_fraction`` is outside ``[0, 1]``.
+        TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
+
+    Example::
+
+        trainer = pl.Trainer(callbacks=[RatioMonitor(min_real_fraction=0.1)])
+    """
+
+    def __init__(self, min_real_fraction: Optional[float] = None, per_source: bool = True, prog_bar: bool = True):
+        if min_real_fraction is not None:
+            check_fraction(min_real_fraction, "min_real_fraction")
+        self.min_real_fraction = min_real_fraction
+        self.per_source = per_source
+        self.prog_bar = prog_bar
+        self.history: list[dict] = []
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            require_mixed_datamodule(trainer, type(self).__name__)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        mixer = trainer.datamodule.mixer
+        counts = torch.stack([mixer.epoch_counts, mixer.total_counts]).to(pl_module.device)
+        counts = trainer.strategy.reduce(counts, reduce_op="sum").cpu()
+        epoch, total = counts[0].double(), counts[1].double()
+        if epoch.sum() == 0:
+            return
+        record = {
+            "epoch": trainer.current_epoch,
+            "real_fraction": float(epoch[:2].sum() / epoch.sum()),
+            "real_fraction_cumulative": float(total[:2].sum() / total.sum()),
+            "real_fraction_target": mixer.target_fraction(trainer.current_epoch),
+            "samples": dict(zip(mixer.names, epoch.long().tolist())),
+        }
+        self.history.append(record)
+        for key in ("real_fraction", "real_fraction_cumulative", "real_fraction_target"):
+            pl_module.log(f"collapse/{key}", record[key], prog_bar=self.prog_bar and key == "real_fraction")
+        if self.per_source:
+            for name, n in zip(mixer.names, epoch.tolist()):
+                pl_module.log(f"collapse/share/{name}", n / float(epoch.sum()))
+        if self.min_real_fraction is not None and record["real_fraction"] < self.min_real_fraction:
+            rank_zero_warn(
+                f"epoch {trainer.current_epoch}: real fraction {record['real_fraction']:.3f} is below "
+                f"min_real_fraction={self.min_real_fraction}. Judge collapse by held-out real indicators "
+                "(HeldOutRealCheck); this is a warning, not a decision."
+            )
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))

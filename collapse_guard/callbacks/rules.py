@@ -1,0 +1,160 @@
+"""Rules over logged indicators: a bound (absolute, or relative to a baseline), ``min_delta`` and ``patience``.
+
+A rule holds no Lightning objects: ``RuleState.check(value)`` takes a number and returns a verdict with its
+reason, so rules are tested and reused without a Trainer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+ACTIONS = ("warn", "inject", "stop")
+MODES = ("max", "min")
+BASELINES = ("best", "first")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a logged indicator counts as collapsing.
+
+    Args:
+        monitor: the logged metric key, e.g. ``"collapse/heldout_real/acc"``.
+        mode: ``"max"`` when higher is healthy (accuracy, recall: collapse makes it fall below the bound);
+            ``"min"`` when lower is healthy (loss, gap: collapse makes it rise above the bound).
+        threshold: absolute bound, in the metric's units.
+        relative: bound relative to the baseline: ``baseline * (1 - relative)`` for ``"max"``,
+            ``baseline * (1 + relative)`` for ``"min"`` (``relative`` in ``(0, 1]`` is a share of the baseline's
+            magnitude). With both ``threshold`` and ``relative``, the stricter bound applies.
+        baseline: ``"best"``: the best value of the earlier checks; ``"first"``: the mean of the first
+            ``baseline_checks`` checks.
+        baseline_checks: checks taken before a relative rule is armed (warm-up), ``>= 1``.
+        min_delta: how far beyond the bound a value must lie to count as a violation, ``>= 0``.
+        patience: consecutive violating checks before the rule fires, ``>= 1`` (as ``EarlyStopping``'s).
+        action: ``"warn"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
+        name: short name for events; default: the monitor key.
+
+    Raises:
+        ValueError: for an unknown mode, baseline or action, neither bound given, or out-of-range numbers.
+
+    Example::
+
+        Rule("collapse/heldout_real/worst_class_recall", mode="max", relative=0.15, patience=2)
+    """
+
+    monitor: str
+    mode: str = "max"
+    threshold: Optional[float] = None
+    relative: Optional[float] = None
+    baseline: str = "best"
+    baseline_checks: int = 1
+    min_delta: float = 0.0
+    patience: int = 1
+    action: Optional[str] = None
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Rule({self.monitor!r}): `mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"Rule({self.monitor!r}): `baseline` must be one of {BASELINES}, got {self.baseline!r}.")
+        if self.action is not None and self.action not in ACTIONS:
+            raise ValueError(f"Rule({self.monitor!r}): `action` must be one of {ACTIONS}, got {self.action!r}.")
+        if self.threshold is None and self.relative is None:
+            raise ValueError(f"Rule({self.monitor!r}): give a `threshold`, a `relative` bound, or both.")
+        if self.relative is not None and not 0.0 < self.relative <= 1.0:
+            raise ValueError(f"Rule({self.monitor!r}): `relative` must be in (0, 1], got {self.relative!r}.")
+        if self.patience < 1 or self.baseline_checks < 1 or self.min_delta < 0:
+            raise ValueError(f"Rule({self.monitor!r}): `patience` and `baseline_checks` must be >= 1, `min_delta` >= 0.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.monitor
+
+
+@dataclass
+class Verdict:
+    """The outcome of one check of one rule."""
+
+    rule: Rule
+    value: float
+    bound: Optional[float]
+    violated: bool
+    fired: bool
+    reason: str
+
+
+@dataclass
+class RuleState:
+    """The running state of a :class:`Rule`: baseline, best value, consecutive violations (checkpointed)."""
+
+    rule: Rule
+    checks: int = 0
+    first_values: list = field(default_factory=list)
+    best: Optional[float] = None
+    wait: int = 0
+
+    def baseline(self) -> Optional[float]:
+        if self.rule.baseline == "first":
+            if len(self.first_values) < self.rule.baseline_checks:
+                return None
+            return sum(self.first_values) / len(self.first_values)
+        return self.best if self.checks >= self.rule.baseline_checks else None
+
+    def bound(self) -> Optional[float]:
+        """The bound in force now (``None`` while a relative-only rule warms up)."""
+        rule, bounds = self.rule, []
+        if rule.threshold is not None:
+            bounds.append(rule.threshold)
+        base = self.baseline()
+        if rule.relative is not None and base is not None:
+            sign = -1.0 if rule.mode == "max" else 1.0
+            bounds.append(base + sign * rule.relative * abs(base))
+        if not bounds:
+            return None
+        return max(bounds) if rule.mode == "max" else min(bounds)
+
+    def check(self, value: float) -> Verdict:
+        """Judge one new value; updates the state and returns the verdict with its reason."""
+        rule = self.rule
+        if not math.isfinite(value):
+            self.wait = rule.patience
+            return Verdict(rule, value, self.bound(), True, True, f"{rule.monitor} = {value} is not finite")
+        bound = self.bound()
+        if bound is None:
+            violated = False
+            reason = f"{rule.monitor} = {value:.4f}: baseline warming up ({self.checks + 1}/{rule.baseline_checks})"
+        else:
+            if rule.mode == "max":
+                violated = value < bound - rule.min_delta
+                relation = "below" if violated else "at or above"
+            else:
+                violated = value > bound + rule.min_delta
+                relation = "above" if violated else "at or below"
+            base = self.baseline()
+            against = f" ({rule.baseline} baseline {base:.4f})" if rule.relative is not None and base is not None else ""
+            reason = f"{rule.monitor} = {value:.4f} {relation} bound {bound:.4f}{against}"
+        self.wait = self.wait + 1 if violated else 0
+        fired = violated and self.wait >= rule.patience
+        if violated:
+            reason += f", {self.wait}/{rule.patience} consecutive checks"
+        # update the baseline after judging, so a value is never compared with itself
+        self.checks += 1
+        if len(self.first_values) < rule.baseline_checks:
+            self.first_values.append(value)
+        if self.best is None or (value > self.best if rule.mode == "max" else value < self.best):
+            self.best = value
+        return Verdict(rule, value, bound, violated, fired, reason)
+
+    def reset_wait(self) -> None:
+        """After an action: count violations afresh (the action needs an epoch to take effect)."""
+        self.wait = 0
+
+    def state_dict(self) -> dict:
+        return {"checks": self.checks, "first_values": list(self.first_values), "best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.checks = state["checks"]
+        self.first_values = list(state["first_values"])
+        self.best = state["best"]
+        self.wait = state["wait"]

@@ -1,0 +1,417 @@
+"""``MixedDataModule``: the user's real data and synthetic sources, mixed at a target real fraction."""
+from __future__ import annotations
+
+import numbers
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from collapse_guard._compat import LightningDataModule
+from collapse_guard.data.mixing import RESERVE, MixingState, RealFraction, check_fraction
+from collapse_guard.data.sampler import MixedBatchSampler
+from collapse_guard.data.sources import (
+    DataSource,
+    LoaderSettings,
+    as_map_dataset,
+    datamodule_train_loader,
+    loader_settings,
+    resolve_synthetic,
+)
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def _check_split(value: Any, argument: str, allow_val: bool = False) -> None:
+    if allow_val and value == "val":
+        return
+    if isinstance(value, bool):
+        raise TypeError(f"`{argument}` must be a fraction in [0, 1) or a Dataset, got {value!r}.")
+    if isinstance(value, numbers.Real):
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"`{argument}` as a fraction must be in [0, 1), got {value!r}.")
+        return
+    if not (hasattr(value, "__getitem__") and hasattr(value, "__len__")):
+        accepted = '"val", ' if allow_val else ""
+        raise TypeError(f"`{argument}` must be {accepted}a fraction in [0, 1) or a map-style Dataset, got {value!r}.")
+
+
+def _split(indices: torch.Tensor, fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``indices`` at random into (kept, taken) with ``round(fraction * n)`` taken."""
+    perm = indices[torch.randperm(len(indices), generator=gen)]
+    n_take = int(round(fraction * len(indices)))
+    return perm[n_take:].sort().values, perm[:n_take]
+
+
+class MixedDataModule(LightningDataModule):
+    """Wraps the user's real data and synthetic sources; every training batch is drawn at a target real fraction.
+
+    The model sees batches in exactly the format the user's own data produced: the collate function, batch size
+    and worker settings are taken from the real ``LightningDataModule``'s training loader (or given here).
+    Held-out real data is never trained on; a reserve of fresh real data waits for :meth:`inject`.
+
+    Args:
+        real: the real data: a ``LightningDataModule``, a map-style torch ``Dataset`` or a ``datasets.Dataset``.
+        synthetic: one synthetic source or a mapping ``name -> source``; a source is a ``Dataset``,
+            ``datasets.Dataset``, ``LightningDataModule`` or :class:`~collapse_guard.SyntheticSource`.
+        real_fraction: target share of real samples in every training batch, in ``[0, 1]``: a float or a
+            function ``epoch -> float``. Each batch holds ``batch_size * real_fraction`` real samples to within one.
+        holdout: held-out real data, never trained on: ``"val"`` (the real DataModule's validation set), a
+            fraction in ``(0, 1)`` split off the real training data, or a ``Dataset``.
+        reserve: fresh real data withheld for :meth:`inject`: a fraction in ``[0, 1)`` of the real training data
+            (after the holdout) or a ``Dataset``. ``0`` keeps no reserve.
+        synthetic_holdout: fraction in ``[0, 1)`` of each synthetic source kept out of training, on which
+            :class:`~collapse_guard.HeldOutRealCheck` measures the real–synthetic gap.
+        batch_size: samples per training batch; default: the real DataModule's, else 32.
+        samples_per_epoch: samples per epoch over all ranks; default: real plus synthetic training samples.
+        synthetic_weights: relative share of each named synthetic source (default: proportional to size).
+        seed: seed of the splits and the sampler; batches are a function of ``(seed, epoch)`` alone.
+        num_workers: DataLoader workers; default: the real DataModule's, else 0.
+        collate_fn: collate function; default: the real DataModule's training loader's.
+
+    Raises:
+        ValueError: a fraction outside its range, an empty source, ``holdout="val"`` without a validation set,
+            a fraction that needs an empty pool, samples whose collate fails across sources.
+        TypeError: an argument of an unsupported type.
+
+    Example::
+
+        dm = MixedDataModule(real=MyDigits(), synthetic={"gen1": ds1, "gen2": ds2}, real_fraction=0.3, reserve=0.2)
+        trainer = pl.Trainer(callbacks=[RatioMonitor(), HeldOutRealCheck(), CollapseGuard()])
+        trainer.fit(model, datamodule=dm)
+    """
+
+    def __init__(
+        self,
+        real: Any,
+        synthetic: Any = None,
+        real_fraction: RealFraction = 0.5,
+        holdout: Union[str, float, Dataset] = "val",
+        reserve: Union[float, Dataset] = 0.0,
+        synthetic_holdout: float = 0.1,
+        batch_size: Optional[int] = None,
+        samples_per_epoch: Optional[int] = None,
+        synthetic_weights: Optional[Mapping[str, float]] = None,
+        seed: int = 0,
+        num_workers: Optional[int] = None,
+        collate_fn: Optional[Callable] = None,
+    ) -> None:
+        super().__init__()
+        if real is None:
+            raise ValueError("`real` is required: the real data to guard training with.")
+        if not callable(real_fraction):
+            check_fraction(real_fraction, "real_fraction")
+        _check_split(holdout, "holdout", allow_val=True)
+        if holdout == "val" and not isinstance(real, LightningDataModule):
+            raise ValueError(
+                '`holdout="val"` takes the real LightningDataModule\'s validation set, but `real` is a '
+                f"{type(real).__name__}. Pass a fraction (e.g. holdout=0.2) or a held-out Dataset."
+            )
+        _check_split(reserve, "reserve")
+        if not (isinstance(synthetic_holdout, numbers.Real) and 0.0 <= synthetic_holdout < 1.0):
+            raise ValueError(f"`synthetic_holdout` must be a fraction in [0, 1), got {synthetic_holdout!r}.")
+        for name, value in (("batch_size", batch_size), ("samples_per_epoch", samples_per_epoch)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        self.real = real
+        self.synthetic = synthetic
+        self.real_fraction = real_fraction
+        self.holdout = holdout
+        self.reserve = reserve
+        self.synthetic_holdout = float(synthetic_holdout)
+        self.batch_size = batch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.synthetic_weights = synthetic_weights
+        self.seed = int(seed)
+        self.num_workers = num_workers
+        self.collate_fn = collate_fn
+        self.mixer: Optional[MixingState] = None
+        self._pending_state: Optional[dict] = None
+        self._counting = True
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    @property
+    def real_datamodule(self) -> Optional[LightningDataModule]:
+        return self.real if isinstance(self.real, LightningDataModule) else None
+
+    def prepare_data(self) -> None:
+        if self.real_datamodule is not None:
+            self.real_datamodule.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        """Resolve sources, split held-out real, reserve and held-out synthetic data, and check the collate."""
+        dm = self.real_datamodule
+        if dm is not None:
+            dm.trainer = self.trainer
+        if self.mixer is not None:
+            return
+        settings = LoaderSettings()
+        if dm is not None:
+            real_loader = datamodule_train_loader(dm, "real")
+            real_dataset = real_loader.dataset
+            settings = loader_settings(real_loader)
+        else:
+            real_dataset = as_map_dataset(self.real, "real")
+        self._collate = self.collate_fn or settings.collate_fn
+        self._batch_size = self.batch_size or settings.batch_size or DEFAULT_BATCH_SIZE
+        self._num_workers = settings.num_workers if self.num_workers is None else self.num_workers
+        self._pin_memory = settings.pin_memory
+        self._build(real_dataset)
+
+    def _heldout_from_val(self) -> Dataset:
+        loader = self.real_datamodule.val_dataloader()
+        if isinstance(loader, (list, tuple)) and loader:
+            loader = loader[0]
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+            raise ValueError(
+                f'`holdout="val"`: {type(self.real).__name__}.val_dataloader() gives no map-style validation set '
+                "to hold out. Pass a fraction (e.g. holdout=0.2) or a held-out Dataset."
+            )
+        return dataset
+
+    def _build(self, real_dataset: Dataset) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        real_idx = torch.arange(len(real_dataset))
+        if self.holdout == "val":
+            self.heldout_real = self._heldout_from_val()
+        elif isinstance(self.holdout, numbers.Real):
+            real_idx, taken = _split(real_idx, float(self.holdout), gen)
+            self.heldout_real = Subset(real_dataset, taken.sort().values.tolist())
+        else:
+            self.heldout_real = as_map_dataset(self.holdout, "holdout")
+        if len(self.heldout_real) == 0:
+            raise ValueError("`holdout` leaves no held-out real samples: raise the fraction or pass a Dataset.")
+
+        datasets: list[Dataset] = [real_dataset]
+        offset = len(real_dataset)
+        if isinstance(self.reserve, numbers.Real):
+            real_idx, reserve_idx = _split(real_idx, float(self.reserve), gen)
+            reserve_data = Subset(real_dataset, reserve_idx.tolist())
+        else:
+            reserve_data = as_map_dataset(self.reserve, "reserve")
+            reserve_idx = torch.randperm(len(reserve_data), generator=gen) + offset
+            datasets.append(reserve_data)
+            offset += len(reserve_data)
+        sources = [
+            DataSource("real", real_dataset, is_real=True),
+            DataSource("reserve", reserve_data, is_real=True),
+        ]
+        synthetic = resolve_synthetic(self.synthetic)
+        synthetic_pools, heldout_synthetic, spans = [], [], []
+        for source in synthetic:
+            spans.append((offset, offset + len(source)))
+            idx = torch.arange(len(source)) + offset
+            train_idx, held_idx = _split(idx, self.synthetic_holdout, gen)
+            if len(train_idx) == 0:
+                raise ValueError(f"synthetic source {source.name!r} has no samples left after `synthetic_holdout`.")
+            synthetic_pools.append(train_idx)
+            heldout_synthetic.extend(held_idx.sort().values.tolist())
+            datasets.append(source.dataset)
+            offset += len(source)
+        sources.extend(synthetic)
+
+        source_of = torch.zeros(offset, dtype=torch.int16)
+        source_of[reserve_idx] = RESERVE
+        for i, (start, stop) in enumerate(spans):
+            source_of[start:stop] = i + 2
+        if len(real_idx) == 0 and len(reserve_idx) == 0:
+            raise ValueError("`real` has no training samples left after `holdout` and `reserve`.")
+
+        weights = None
+        if self.synthetic_weights is not None:
+            unknown = set(self.synthetic_weights) - {s.name for s in synthetic}
+            if unknown:
+                raise ValueError(f"`synthetic_weights` names unknown sources {sorted(unknown)}.")
+            weights = torch.tensor([float(self.synthetic_weights.get(s.name, 0.0)) for s in synthetic])
+            if (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError("`synthetic_weights` must be non-negative with a positive sum.")
+
+        self.train_set = ConcatDataset(datasets)
+        self.heldout_synthetic = Subset(self.train_set, heldout_synthetic) if heldout_synthetic else None
+        n_train = len(real_idx) + sum(len(p) for p in synthetic_pools)
+        self.mixer = MixingState(
+            sources=sources,
+            real_pool=real_idx,
+            reserve_order=reserve_idx,
+            synthetic_pools=synthetic_pools,
+            source_of=source_of,
+            real_fraction=self.real_fraction,
+            samples_per_epoch=self.samples_per_epoch or n_train,
+            seed=self.seed,
+            synthetic_weights=weights,
+        )
+        self._check_schedule(has_real=len(real_idx) > 0, has_synthetic=bool(synthetic_pools))
+        self._check_collate(synthetic_pools)
+        if self._pending_state is not None:
+            self.mixer.load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def _check_schedule(self, has_real: bool, has_synthetic: bool) -> None:
+        max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer_attached else None
+        epochs = range(max_epochs if max_epochs and max_epochs > 0 else 100) if callable(self.real_fraction) else [0]
+        for epoch in epochs:
+            f = self.mixer.scheduled_fraction(epoch)
+            if f < 1.0 and not has_synthetic:
+                raise ValueError(
+                    f"`real_fraction` is {f} at epoch {epoch} but no synthetic source was given: pass `synthetic` "
+                    "or set real_fraction=1.0."
+                )
+            if f > 0.0 and not has_real and self.mixer.reserve_remaining == 0:
+                raise ValueError(f"`real_fraction` is {f} at epoch {epoch} but no real training samples remain.")
+
+    @property
+    def _trainer_attached(self) -> bool:
+        return getattr(self, "trainer", None) is not None
+
+    def _check_collate(self, synthetic_pools: list[torch.Tensor]) -> None:
+        """Collate one real sample with one sample of each synthetic source, as a mixed batch will."""
+        if not synthetic_pools:
+            return
+        from torch.utils.data import default_collate
+
+        collate = self._collate or default_collate
+        picks = [int(self.mixer.base_real_pool[0])] if len(self.mixer.base_real_pool) else []
+        picks += [int(pool[0]) for pool in synthetic_pools]
+        names = ["real"] * (len(picks) - len(synthetic_pools)) + [s.name for s in self.mixer.sources[2:]]
+        try:
+            collate([self.train_set[i] for i in picks])
+        except Exception as err:  # noqa: BLE001 - re-raised with what to fix
+            raise ValueError(
+                f"samples of sources {names} cannot be collated into one batch ({type(err).__name__}: {err}). "
+                "Every source must yield samples of the same structure, shapes and dtypes as the real data "
+                "(e.g. the same (x, y) tuple or the same dict keys)."
+            ) from err
+
+    # -- loaders --------------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            collate_fn=self._collate,
+            num_workers=self._num_workers,
+            pin_memory=self._pin_memory,
+            persistent_workers=self._num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer if self._trainer_attached else None
+        sampler = MixedBatchSampler(
+            None,
+            self._batch_size,
+            True,
+            mixer=self.mixer,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        return self._loader(self.train_set, batch_sampler=sampler)
+
+    def val_dataloader(self) -> Any:
+        """The real DataModule's own validation loader when there is one, else the held-out real data."""
+        dm = self.real_datamodule
+        if dm is not None and self.holdout == "val":
+            return dm.val_dataloader()
+        return self.heldout_real_dataloader()
+
+    def test_dataloader(self) -> Any:
+        dm = self.real_datamodule
+        if dm is None:
+            raise NotImplementedError("`real` is not a LightningDataModule: it has no test set to delegate to.")
+        dm.setup("test")
+        return dm.test_dataloader()
+
+    def heldout_real_dataloader(self, batch_size: Optional[int] = None) -> DataLoader:
+        """Held-out real data, in order, never trained on."""
+        return self._loader(self.heldout_real, batch_size=batch_size or self._batch_size, shuffle=False)
+
+    def heldout_synthetic_dataloader(self, batch_size: Optional[int] = None) -> Optional[DataLoader]:
+        """Held-out synthetic data (``synthetic_holdout`` of every source), or ``None`` when there is none."""
+        if self.heldout_synthetic is None:
+            return None
+        return self._loader(self.heldout_synthetic, batch_size=batch_size or self._batch_size, shuffle=False)
+
+    # -- batch hooks: count what the model receives, then the user's own hooks --------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        dm = self.real_datamodule
+        return dm.on_before_batch_transfer(batch, dataloader_idx) if dm is not None else batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        dm = self.real_datamodule
+        if dm is not None:
+            return dm.transfer_batch_to_device(batch, device, dataloader_idx)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._counting and self._trainer_attached and self.trainer.training and self.mixer is not None:
+            self.mixer.count_next_batch()
+        dm = self.real_datamodule
+        return dm.on_after_batch_transfer(batch, dataloader_idx) if dm is not None else batch
+
+    @contextmanager
+    def counting_paused(self) -> Iterator[None]:
+        """Batches moved to the device inside this block are not training batches: do not count them."""
+        self._counting = False
+        try:
+            yield
+        finally:
+            self._counting = True
+
+    # -- the guard's handle ---------------------------------------------------------------------------------
+    @property
+    def reserve_remaining(self) -> int:
+        """Reserve samples not yet injected (0 before :meth:`setup`)."""
+        return self.mixer.reserve_remaining if self.mixer is not None else 0
+
+    def current_real_fraction(self) -> float:
+        """Target real fraction of the current (or next) epoch, injections included."""
+        epoch = self.trainer.current_epoch if self._trainer_attached else 0
+        return self.mixer.target_fraction(epoch)
+
+    def inject(
+        self,
+        num_samples: Optional[int] = None,
+        fraction_of_reserve: Optional[float] = None,
+        real_fraction: Optional[float] = None,
+        reason: str = "",
+    ) -> dict:
+        """Move reserve real data into training and/or raise the real fraction, from the next epoch on.
+
+        The batch sampler re-plans at the start of every epoch, so no ``reload_dataloaders_every_n_epochs`` is
+        needed. Injections are recorded (and checkpointed) with their reason.
+
+        Args:
+            num_samples: reserve samples to move into the real training pool.
+            fraction_of_reserve: alternatively, a share in ``(0, 1]`` of the *initial* reserve to move.
+            real_fraction: new lower bound in ``[0, 1]`` for the target real fraction (it never lowers it).
+            reason: why, for the record.
+
+        Returns:
+            The injection record: ``epoch``, ``samples`` moved, ``real_fraction_floor``, ``reserve_remaining``,
+            ``reason``.
+
+        Raises:
+            RuntimeError: before :meth:`setup`.
+            ValueError: for samples asked of an empty reserve, or bad arguments.
+        """
+        if self.mixer is None:
+            raise RuntimeError("MixedDataModule.inject() needs setup() first (the Trainer calls it).")
+        if num_samples is not None and fraction_of_reserve is not None:
+            raise ValueError("give `num_samples` or `fraction_of_reserve`, not both.")
+        if fraction_of_reserve is not None:
+            if not 0.0 < fraction_of_reserve <= 1.0:
+                raise ValueError(f"`fraction_of_reserve` must be in (0, 1], got {fraction_of_reserve!r}.")
+            num_samples = max(1, int(round(fraction_of_reserve * len(self.mixer.reserve_order))))
+        if num_samples is not None and num_samples > 0 and self.mixer.reserve_remaining == 0:
+            raise ValueError("the reserve is spent (or was never set: pass `reserve=` to MixedDataModule).")
+        epoch = self.trainer.current_epoch if self._trainer_attached else None
+        return self.mixer.inject(num_samples or 0, real_fraction, epoch, reason)
+
+    def state_dict(self) -> dict:
+        return self.mixer.state_dict() if self.mixer is not None else dict(self._pending_state or {})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.mixer is None:
+            self._pending_state = state_dict
+        else:
+            self.mixer.load_state_dict(state_dict)

@@ -1,0 +1,178 @@
+"""Mixing state: the training pools, the target real fraction, injections and the per-source sample counts.
+
+One object owns everything that decides which samples are drawn, so the batch sampler stays stateless
+between epochs and a checkpoint of this state is enough to replay a fit.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from collapse_guard.data.sampler import EpochPlan, plan_epoch
+from collapse_guard.data.sources import DataSource
+
+RealFraction = Union[float, Callable[[int], float]]
+
+REAL, RESERVE = 0, 1  # source ids of the real training data and of injected reserve data
+
+
+def check_fraction(value: object, argument: str, epoch: Optional[int] = None) -> float:
+    """Return ``value`` as a float in ``[0, 1]`` or raise a ``ValueError`` naming the argument (and epoch)."""
+    where = f" at epoch {epoch}" if epoch is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(
+            f"`{argument}`{where} must be a real number in [0, 1] (the share of real samples per batch), "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
+class MixingState:
+    """Pools, fraction schedule, injections and counts of a :class:`~collapse_guard.MixedDataModule`.
+
+    Args:
+        sources: all sources in dataset order: ``real``, ``reserve``, then the synthetic ones.
+        real_pool: long tensor of dataset indices of real training samples.
+        reserve_order: long tensor of reserve dataset indices, in the seeded order they are injected.
+        synthetic_pools: one long tensor of dataset indices per synthetic source (its training part).
+        source_of: tensor mapping each dataset index to its source id.
+        real_fraction: target real share, a float in ``[0, 1]`` or a function ``epoch -> float``.
+        samples_per_epoch: samples drawn per epoch over all ranks.
+        seed: sampler seed.
+        synthetic_weights: relative share of each synthetic source, or ``None`` for their sizes.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[DataSource],
+        real_pool: Tensor,
+        reserve_order: Tensor,
+        synthetic_pools: Sequence[Tensor],
+        source_of: Tensor,
+        real_fraction: RealFraction,
+        samples_per_epoch: int,
+        seed: int,
+        synthetic_weights: Optional[Tensor] = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.base_real_pool = real_pool
+        self.reserve_order = reserve_order
+        self.synthetic_pools = list(synthetic_pools)
+        self.source_of = source_of
+        self.schedule = real_fraction
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        self.synthetic_weights = synthetic_weights
+        # everything below is state: saved and restored with checkpoints
+        self.reserve_cursor = 0
+        self.real_fraction_floor = 0.0
+        self.injections: list[dict] = []
+        self.total_counts = torch.zeros(len(self.sources), dtype=torch.long)
+        self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
+        self.current_epoch: Optional[int] = None
+        self.plan: Optional[EpochPlan] = None
+        self.batch_cursor = 0
+
+    # -- what is drawn ---------------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    @property
+    def real_pool(self) -> Tensor:
+        """Real training indices now in play: the real pool and the reserve injected so far."""
+        return torch.cat([self.base_real_pool, self.reserve_order[: self.reserve_cursor]])
+
+    @property
+    def reserve_remaining(self) -> int:
+        """Reserve samples not yet injected."""
+        return len(self.reserve_order) - self.reserve_cursor
+
+    def scheduled_fraction(self, epoch: int) -> float:
+        """The user's target real fraction at ``epoch``, before any injection raised it."""
+        value = self.schedule(epoch) if callable(self.schedule) else self.schedule
+        return check_fraction(value, "real_fraction", epoch if callable(self.schedule) else None)
+
+    def target_fraction(self, epoch: int) -> float:
+        """Target real fraction at ``epoch``: the schedule, raised to the floor set by injections."""
+        return max(self.scheduled_fraction(epoch), self.real_fraction_floor)
+
+    def batches_per_rank(self, batch_size: int, num_replicas: int) -> int:
+        return max(1, self.samples_per_epoch // (batch_size * num_replicas))
+
+    def start_epoch(self, epoch: int, batch_size: int, num_replicas: int, rank: int) -> EpochPlan:
+        """Plan ``epoch`` (called by the batch sampler when the epoch's iteration starts) and reset its counts."""
+        self.plan = plan_epoch(
+            real_pool=self.real_pool,
+            synthetic_pools=self.synthetic_pools,
+            source_of=self.source_of,
+            num_sources=len(self.sources),
+            real_fraction=self.target_fraction(epoch),
+            batch_size=batch_size,
+            num_batches=self.batches_per_rank(batch_size, num_replicas),
+            seed=self.seed,
+            epoch=epoch,
+            synthetic_weights=self.synthetic_weights,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        self.current_epoch = epoch
+        self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
+        self.batch_cursor = 0
+        return self.plan
+
+    def count_next_batch(self) -> None:
+        """Add the next planned batch of this epoch to the counts (called once per batch the model receives)."""
+        if self.plan is None or self.batch_cursor >= len(self.plan.source_counts):
+            return
+        counts = self.plan.source_counts[self.batch_cursor]
+        self.epoch_counts += counts
+        self.total_counts += counts
+        self.batch_cursor += 1
+
+    # -- injection ------------------------------------------------------------------------------------------
+    def inject(self, num_samples: int, real_fraction: Optional[float], epoch: Optional[int], reason: str) -> dict:
+        """Move ``num_samples`` reserve samples into the real pool and raise the real fraction floor.
+
+        Returns:
+            A record ``{"epoch", "samples", "real_fraction", "reserve_remaining", "reason"}``.
+        """
+        moved = min(int(num_samples), self.reserve_remaining)
+        self.reserve_cursor += moved
+        if real_fraction is not None:
+            self.real_fraction_floor = max(self.real_fraction_floor, check_fraction(real_fraction, "real_fraction"))
+        record = {
+            "epoch": epoch,
+            "samples": moved,
+            "real_fraction_floor": self.real_fraction_floor,
+            "reserve_remaining": self.reserve_remaining,
+            "reason": reason,
+        }
+        self.injections.append(record)
+        return record
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "reserve_cursor": self.reserve_cursor,
+            "real_fraction_floor": self.real_fraction_floor,
+            "injections": list(self.injections),
+            "total_counts": self.total_counts.tolist(),
+            "names": self.names,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("names", self.names) != self.names:
+            raise ValueError(
+                f"checkpoint mixes sources {state['names']} but this MixedDataModule has {self.names}; "
+                "resume with the same real and synthetic sources."
+            )
+        self.seed = state["seed"]
+        self.reserve_cursor = state["reserve_cursor"]
+        self.real_fraction_floor = state["real_fraction_floor"]
+        self.injections = list(state["injections"])
+        self.total_counts = torch.tensor(state["total_counts"], dtype=torch.long)
