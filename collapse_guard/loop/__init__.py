@@ -1,0 +1,25 @@
+"""Generation-over-generation training (self-consuming loops): ``replace`` / ``accumulate`` / ``fresh``."""
+from collapse_guard.loop.chain import REGIMES, check_regime, generation_chain, to_tensor_dataset
+from collapse_guard.loop.digits import ClassConditionalGMM
+from collapse_guard.loop.evaluate import (
+    chain_table,
+    format_table,
+    load_digits_split,
+    mlp_real_accuracy,
+    total_variance,
+    within_class_variance,
+)
+
+__all__ = [
+    "REGIMES",
+    "check_regime",
+    "generation_chain",
+    "to_tensor_dataset",
+    "ClassConditionalGMM",
+    "chain_table",
+    "format_table",
+    "load_digits_split",
+    "mlp_real_accuracy",
+    "total_variance",
+    "within_class_variance",
+]
