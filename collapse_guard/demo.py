@@ -101,21 +101,29 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((model(data.tensors[0]).argmax(-1) == data.tensors[1]).float().mean())
 
 
-def real_fraction_schedule(start: float, end: float, epochs_to_end: int):
-    """Linear schedule from ``start`` at epoch 0 to ``end`` at ``epochs_to_end``, then flat."""
+def real_fraction_schedule(start: float, end: float, decline_from: int, decline_to: int):
+    """``start`` until epoch ``decline_from``, then linear down to ``end`` at ``decline_to``, then flat."""
 
     def schedule(epoch: int) -> float:
-        t = min(1.0, epoch / max(1, epochs_to_end))
+        t = min(1.0, max(0.0, (epoch - decline_from) / max(1, decline_to - decline_from)))
         return start + (end - start) * t
 
     return schedule
 
 
-def make_synthetic(splits: dict, generations: list[int], per_generation: int, seed: int) -> dict:
-    """Generations of a class-conditional GMM refitted on its own samples (``replace``), as named sources."""
+def make_synthetic(splits: dict, generations: list[int], per_generation: int, seed: int, **gmm) -> dict:
+    """Generations of a class-conditional GMM refitted on its own samples (``replace``), as named sources.
+
+    Args:
+        splits: the real splits; the generator is fitted on ``splits["train"]`` only.
+        generations: which generations become synthetic sources (named ``gen<g>``).
+        per_generation: samples drawn per generation.
+        seed: seed of the chain.
+        gmm: keyword arguments of :class:`~collapse_guard.loop.ClassConditionalGMM`.
+    """
     x, y = splits["train"]
     chain = generation_chain(
-        lambda: ClassConditionalGMM(n_components=3, n_pca=30, random_state=seed),
+        lambda: ClassConditionalGMM(random_state=seed, **gmm),
         x,
         y,
         generations=max(generations),
@@ -126,7 +134,7 @@ def make_synthetic(splits: dict, generations: list[int], per_generation: int, se
     sources = {}
     for g in generations:
         xg, yg = chain[g - 1]
-        params = {"n_components": 3, "n_pca": 30, "samples_per_generation": per_generation, "regime": "replace"}
+        params = {**gmm, "samples_per_generation": per_generation, "regime": "replace"}
         sources[f"gen{g}"] = SyntheticSource(
             digits_tensors(xg, yg), generator="ClassConditionalGMM", generation=g, params=params
         )
@@ -190,14 +198,16 @@ DEFAULTS = {
     "seed": 0,
     "epochs": 14,
     "batch_size": 64,
-    "lr": 2e-3,
-    "samples_per_epoch": 1280,
+    "lr": 5e-3,
+    "samples_per_epoch": 1920,
     "reserve": 0.3,
-    "generations": [5, 10, 20],
-    "samples_per_generation": 600,
-    "real_fraction_start": 0.6,
-    "real_fraction_end": 0.05,
-    "real_fraction_epochs": 6,
+    "generations": [10, 20, 30],
+    "samples_per_generation": 200,
+    "gmm_components": 2,
+    "gmm_pca": 20,
+    "real_fraction_start": 0.9,
+    "real_fraction_end": 0.0,
+    "real_fraction_decline": [3, 8],
 }
 
 
@@ -215,14 +225,17 @@ def run_demo(out: Optional[str] = "runs/demo", quick: bool = False, **overrides)
     cfg = dict(DEFAULTS)
     if quick:
         cfg.update(epochs=6, generations=[3, 8], samples_per_generation=300, samples_per_epoch=640,
-                   real_fraction_epochs=3)
+                   real_fraction_decline=[1, 4])
     cfg.update(overrides)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     splits = split_digits(cfg["seed"])
-    synthetic = make_synthetic(splits, cfg["generations"], cfg["samples_per_generation"], cfg["seed"])
+    synthetic = make_synthetic(
+        splits, cfg["generations"], cfg["samples_per_generation"], cfg["seed"],
+        n_components=cfg["gmm_components"], n_pca=cfg["gmm_pca"],
+    )
     gen_seconds = time.perf_counter() - t0
-    schedule = real_fraction_schedule(cfg["real_fraction_start"], cfg["real_fraction_end"], cfg["real_fraction_epochs"])
+    schedule = real_fraction_schedule(cfg["real_fraction_start"], cfg["real_fraction_end"], *cfg["real_fraction_decline"])
     fits = [
         run_fit("real_only", splits, None, 1.0, guard=False, cfg=cfg),
         run_fit("mixed", splits, synthetic, schedule, guard=False, cfg=cfg),
@@ -260,13 +273,13 @@ def format_report(record: dict) -> str:
         + ", ".join(str(s["generation"]) for s in record["synthetic"].values())
         + " of a refitted class-conditional GMM",
         "",
-        f"{'':5} | {'mixed, no guard':^29} | {'mixed, guarded':^55}",
-        f"{'epoch':>5} | {'real%':>6} {'acc':>6} {'worst':>6} {'effK':>6}"
+        f"{'':5} | {'real only':^9} | {'mixed, no guard':^27} | {'mixed, guarded':^55}",
+        f"{'epoch':>5} | {'acc':>9} | {'real%':>6} {'acc':>6} {'worst':>6} {'effK':>6}"
         f" | {'real%':>6} {'acc':>6} {'worst':>6} {'effK':>6} {'gap':>6} {'event':<16}",
     ]
     key = "collapse/heldout_real/"
-    for m, g in zip(mixed["epochs"], guarded["epochs"]):
-        row = f"{m['epoch']:>5} | "
+    for o, m, g in zip(fits["real_only"]["epochs"], mixed["epochs"], guarded["epochs"]):
+        row = f"{m['epoch']:>5} | {o.get(key + 'acc', float('nan')):>9.3f} | "
         for r in (m, g):
             row += (
                 f"{100 * r.get('collapse/real_fraction', float('nan')):>6.1f} {r.get(key + 'acc', float('nan')):>6.3f} "
@@ -275,7 +288,14 @@ def format_report(record: dict) -> str:
             row += " | " if r is m else ""
         row += f" {g.get('collapse/gap/acc', float('nan')):>+6.3f} {events.get(g['epoch'], ''):<16}"
         lines.append(row)
-    lines += ["", "guard events:"]
+    lines += [
+        "",
+        "real%: real share of the epoch's training samples (RatioMonitor); acc, worst, effK: held-out real accuracy,",
+        "worst-class recall, effective number of predicted classes / real (HeldOutRealCheck); gap: held-out synthetic",
+        "minus held-out real accuracy.",
+        "",
+        "guard events:",
+    ]
     lines += [f"  epoch {e['epoch']}: {e['action']} ({e['rule']}) — {e['reason']}" for e in guarded["events"]] or ["  none"]
     lines += ["", f"{'fit':<10} {'held-out real acc':>18} {'test acc (unseen)':>18} {'real share trained':>19} {'seconds':>8}"]
     for f in record["fits"]:

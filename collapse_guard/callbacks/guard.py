@@ -21,12 +21,14 @@ def default_rules() -> list[Rule]:
     * held-out real accuracy more than 2% below its best so far, two checks running;
     * worst-class recall on held-out real more than 10% below its best so far, two checks running (the tail
       a collapsing model loses first);
-    * effective number of predicted classes below 95% of the real label marginal's, two checks running.
+    * effective number of predicted classes more than 5% below its best so far, two checks running.
+
+    All three are relative to the best value so far, so the rising values of early training never fire them.
     """
     return [
         Rule("collapse/heldout_real/acc", mode="max", relative=0.02, patience=2, name="heldout_real_acc"),
         Rule("collapse/heldout_real/worst_class_recall", mode="max", relative=0.10, patience=2, name="worst_class"),
-        Rule("collapse/heldout_real/eff_classes_ratio", mode="max", threshold=0.95, patience=2, name="eff_classes"),
+        Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
     ]
 
 
@@ -92,7 +94,7 @@ class CollapseGuard(Callback):
         rules: Optional[Sequence[Rule]] = None,
         action: str = "inject",
         inject_fraction: float = 0.5,
-        real_fraction_step: float = 0.25,
+        real_fraction_step: float = 0.5,
         max_injections: int = 2,
         cooldown: int = 1,
         strict: bool = True,
@@ -170,12 +172,15 @@ class CollapseGuard(Callback):
         return [state.check(float(torch.as_tensor(metrics[state.rule.monitor]))) for state in self.states]
 
     def _act(self, trainer: Trainer, action: str, fired: list[Verdict]) -> None:
-        reason = "; ".join(v.reason for v in fired) or "a rule fired on another rank"
+        detail = ""
         if action == "inject":
-            action, reason = self._inject(trainer, reason)
+            action, detail = self._inject(trainer, "; ".join(v.reason for v in fired))
         if action == "stop":
             trainer.should_stop = True
+            detail = detail or "stopping training"
         for v in fired or [None]:
+            base = v.reason if v else "a rule fired on another rank"
+            reason = f"{base}; {detail}" if detail else base
             self.events.append(
                 GuardEvent(
                     epoch=trainer.current_epoch,
@@ -193,25 +198,28 @@ class CollapseGuard(Callback):
         self.cooldown_left = self.cooldown
         if self.state != "stop":
             self.state = action
-        message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — {reason}"
+        message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — "
+        message += "; ".join(v.reason for v in fired) or "a rule fired on another rank"
+        message += f"; {detail}" if detail else ""
         if action == "warn":
             rank_zero_warn(message)
         elif self.verbose:
             rank_zero_info(message)
 
     def _inject(self, trainer: Trainer, reason: str) -> tuple[str, str]:
+        """Inject reserve data and raise the real fraction, or escalate; returns (action taken, what was done)."""
         dm = trainer.datamodule
         if self.injections >= self.max_injections:
-            return "stop", f"{reason}; collapse persists after {self.injections} injection(s): stopping"
+            return "stop", f"collapse persists after {self.injections} injection(s): stopping"
         current = dm.current_real_fraction()
         target = min(1.0, current + self.real_fraction_step)
         samples = min(dm.reserve_remaining, max(1, round(self.inject_fraction * len(dm.mixer.reserve_order))))
         if samples == 0 and target <= current:
-            return "stop", f"{reason}; no reserve left and the real fraction is already {current:.2f}: stopping"
+            return "stop", f"no reserve left and the real fraction is already {current:.2f}: stopping"
         record = dm.inject(num_samples=samples, real_fraction=target, reason=reason)
         self.injections += 1
         detail = (
-            f"{reason}; injected {record['samples']} reserve samples "
+            f"injected {record['samples']} reserve samples "
             f"({record['reserve_remaining']} left), real fraction {current:.2f} -> {target:.2f} from next epoch"
         )
         return "inject", detail
