@@ -1,6 +1,8 @@
 """Generation-over-generation training (self-consuming loops): ``replace`` / ``accumulate`` / ``fresh``."""
 from collapse_guard.loop.chain import REGIMES, check_regime, generation_chain, to_tensor_dataset
 from collapse_guard.loop.digits import ClassConditionalGMM
+from collapse_guard.loop.models import CategoricalModel, GaussianMixtureModel, GaussianModel, LinearRegressionModel
+from collapse_guard.loop.self_consuming import LoopResult, SelfConsumingLoop
 from collapse_guard.loop.evaluate import (
     chain_table,
     format_table,
@@ -16,6 +18,12 @@ __all__ = [
     "generation_chain",
     "to_tensor_dataset",
     "ClassConditionalGMM",
+    "GaussianModel",
+    "GaussianMixtureModel",
+    "CategoricalModel",
+    "LinearRegressionModel",
+    "SelfConsumingLoop",
+    "LoopResult",
     "chain_table",
     "format_table",
     "load_digits_split",

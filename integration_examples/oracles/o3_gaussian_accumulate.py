@@ -1,0 +1,7 @@
+"""Oracle O3 of shared/REFERENCES.md: published vs ours (see run_oracles.py)."""
+import sys
+
+from run_oracles import main
+
+if __name__ == "__main__":
+    sys.exit(main(["o3"]))
