@@ -35,6 +35,9 @@ def run_after_producers(trainer: Trainer, callback: object) -> None:
     producers = [i for i, cb in enumerate(callbacks) if isinstance(cb, CollapseMetricsProducer)]
     me = next(i for i, cb in enumerate(callbacks) if cb is callback)
     if producers and me < max(producers):
-        callbacks.remove(callback)
+        # a new list, not an in-place move: Lightning is iterating `trainer.callbacks` to call `setup` right now,
+        # and moving an entry of that list would skip the `setup` of the callback after the guard
+        callbacks = [cb for cb in callbacks if cb is not callback]
         last = max(i for i, cb in enumerate(callbacks) if isinstance(cb, CollapseMetricsProducer))
         callbacks.insert(last + 1, callback)
+        trainer.callbacks = callbacks

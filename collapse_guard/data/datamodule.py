@@ -26,8 +26,9 @@ DEFAULT_BATCH_SIZE = 32
 def _check_split(value: Any, argument: str, allow_val: bool = False) -> None:
     if allow_val and value == "val":
         return
-    if isinstance(value, bool):
-        raise TypeError(f"`{argument}` must be a fraction in [0, 1) or a Dataset, got {value!r}.")
+    if isinstance(value, (bool, str, bytes)):  # a str has __getitem__ and __len__ but is no Dataset
+        accepted = '"val", ' if allow_val else ""
+        raise TypeError(f"`{argument}` must be {accepted}a fraction in [0, 1) or a Dataset, got {value!r}.")
     if isinstance(value, numbers.Real):
         if not 0.0 <= float(value) < 1.0:
             raise ValueError(f"`{argument}` as a fraction must be in [0, 1), got {value!r}.")

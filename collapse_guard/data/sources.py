@@ -107,7 +107,7 @@ def as_map_dataset(obj: Any, argument: str) -> Dataset:
         obj = obj.data
     if isinstance(obj, LightningDataModule):
         obj = datamodule_train_loader(obj, argument).dataset
-    if not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
+    if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
         raise TypeError(
             f"`{argument}` must be a map-style torch Dataset (with __len__ and __getitem__), a datasets.Dataset "
             f"or a LightningDataModule; got {type(obj).__name__}. Streaming/iterable datasets are not supported "

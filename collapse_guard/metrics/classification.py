@@ -60,9 +60,10 @@ class ClassificationIndicators(Metric):
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("loss_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("entropy_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("bin_count", torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("bin_conf", torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("bin_correct", torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")
+        # bins [b_k, b_k+1) as torchmetrics', plus one bin for a confidence of exactly 1 (a saturated softmax)
+        self.add_state("bin_count", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("bin_conf", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("bin_correct", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
@@ -76,9 +77,9 @@ class ClassificationIndicators(Metric):
         self.confmat += confusion_counts(preds, target, self.num_classes)
         self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         self.entropy_sum += predictive_entropy(probs).double().sum()
-        bins = torch.clamp(torch.bucketize(conf, torch.linspace(0, 1, self.n_bins + 1, device=conf.device)) - 1, 0)
-        bins = bins.clamp(max=self.n_bins - 1)
-        self.bin_count += torch.bincount(bins, minlength=self.n_bins).double()
+        edges = torch.linspace(0, 1, self.n_bins + 1, device=conf.device)
+        bins = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, self.n_bins)
+        self.bin_count += torch.bincount(bins, minlength=self.n_bins + 1).double()
         self.bin_conf += torch.zeros_like(self.bin_conf).index_add_(0, bins, conf.double())
         self.bin_correct += torch.zeros_like(self.bin_correct).index_add_(0, bins, (preds == target).double())
 

@@ -1,0 +1,286 @@
+"""CollapseGuard inside real Trainer.fit runs: stop, inject, escalation, warn, ordering, checkpoint state."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from torch.utils.data import DataLoader
+
+from collapse_guard import CollapseGuard, GuardEvent, HeldOutRealCheck, RatioMonitor, Rule, default_rules
+from collapse_guard._compat import Callback
+
+from cg_testing import TinyMLP, id_dataset, make_mixed, make_trainer
+
+ACC = "collapse/heldout_real/acc"
+LOSS = "collapse/heldout_real/loss"
+
+
+def always(action=None, patience=1, name=None):
+    """A rule that every check violates: held-out accuracy below 1.01."""
+    return Rule(ACC, mode="max", threshold=1.01, patience=patience, action=action, name=name)
+
+
+def never(action="stop"):
+    return Rule(ACC, mode="max", threshold=-1.0, action=action, name="never")
+
+
+class LastValues(Callback):
+    """Listed last: records what HeldOutRealCheck measured at every epoch end, and every setup call."""
+
+    def __init__(self):
+        self.values: list[dict] = []
+        self.setup_calls = 0
+
+    def setup(self, trainer, pl_module, stage):
+        self.setup_calls += 1
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        check = next(cb for cb in trainer.callbacks if isinstance(cb, HeldOutRealCheck))
+        self.values.append(dict(check.last))
+
+
+def fit(guard, max_epochs=5, dm=None, extra=(), order=None, **trainer_kwargs):
+    dm = dm or make_mixed()
+    ratio, check = RatioMonitor(), HeldOutRealCheck()
+    callbacks = order(guard, ratio, check) if order else [ratio, check, guard]
+    trainer = make_trainer(max_epochs=max_epochs, callbacks=callbacks + list(extra), **trainer_kwargs)
+    trainer.fit(TinyMLP(), datamodule=dm)
+    return trainer, dm, ratio, check
+
+
+# -- constructor ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(action="restore"), "action"),
+        (dict(inject_fraction=0.0), "inject_fraction"),
+        (dict(inject_fraction=1.5), "inject_fraction"),
+        (dict(real_fraction_step=-0.1), "real_fraction_step"),
+        (dict(max_injections=-1), "max_injections"),
+        (dict(cooldown=-1), "cooldown"),
+        (dict(rules=[]), "rules"),
+    ],
+)
+def test_constructor_errors(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        CollapseGuard(**kwargs)
+
+
+def test_default_rules():
+    guard = CollapseGuard()
+    assert [r.monitor for r in guard.rules] == [r.monitor for r in default_rules()]
+    assert all(guard.action_of(r) == "inject" for r in guard.rules)
+    assert guard.action_of(Rule(ACC, threshold=0.5, action="warn")) == "warn"
+
+
+# -- stop -------------------------------------------------------------------------------------------------------
+def test_stop_rule_stops_training_with_an_event():
+    guard = CollapseGuard(rules=[always("stop", patience=2, name="acc_floor")], action="warn")
+    trainer, dm, ratio, check = fit(guard, max_epochs=5)
+    assert trainer.current_epoch == 2 < 5  # checks at epochs 0 and 1, the second one stops
+    assert len(ratio.history) == 2
+    assert len(guard.events) == 1
+    event = guard.events[0]
+    assert isinstance(event, GuardEvent)
+    assert event.epoch == 1 and event.global_step == trainer.global_step
+    assert event.rule == "acc_floor" and event.monitor == ACC and event.action == "stop"
+    assert event.threshold == 1.01
+    assert event.value == pytest.approx(check.last[ACC])
+    assert f"{event.value:.4f}" in event.reason and "1.0100" in event.reason and "2/2" in event.reason
+    assert guard.state == "stop"
+    assert float(trainer.callback_metrics["collapse/guard/state"]) == 3.0
+    assert float(trainer.callback_metrics["collapse/guard/events"]) == 1.0
+
+
+def test_non_firing_rule_runs_to_max_epochs():
+    guard = CollapseGuard(rules=[never()])
+    trainer, *_ = fit(guard, max_epochs=3)
+    assert trainer.current_epoch == 3 and not guard.events and guard.state == "ok"
+    assert float(trainer.callback_metrics["collapse/guard/state"]) == 0.0
+
+
+# -- inject and its escalation ------------------------------------------------------------------------------------
+def test_inject_moves_reserve_and_raises_the_fraction_then_stops_after_max_injections():
+    dm = make_mixed(real_fraction=0.25, reserve=0.25)  # 15 reserve samples
+    guard = CollapseGuard(rules=[always()], action="inject", inject_fraction=0.5, real_fraction_step=0.25,
+                          max_injections=1, cooldown=1)
+    trainer, dm, ratio, _ = fit(guard, max_epochs=6, dm=dm)
+    # epoch 0: inject; epoch 1: cooldown; epoch 2: fires again, max_injections reached -> stop
+    assert [(e.epoch, e.action) for e in guard.events] == [(0, "inject"), (2, "stop")]
+    assert trainer.current_epoch == 3 < 6
+    assert dm.mixer.reserve_cursor == 8 and dm.reserve_remaining == 7  # round(0.5 * 15)
+    assert dm.mixer.injections[0]["samples"] == 8 and dm.mixer.injections[0]["real_fraction_floor"] == 0.5
+    h = ratio.history
+    assert h[0]["real_fraction_target"] == 0.25 and h[0]["samples"]["reserve"] == 0
+    assert h[1]["real_fraction_target"] == 0.5 and h[1]["samples"]["reserve"] > 0
+    assert h[1]["real_fraction"] == pytest.approx(0.5, abs=1 / 8)
+    assert h[0]["real_fraction"] == pytest.approx(0.25, abs=1 / 8)
+    assert "injected 8 reserve samples" in guard.events[0].reason and "0.25 -> 0.50" in guard.events[0].reason
+    assert "after 1 injection(s)" in guard.events[1].reason
+    assert guard.injections == 1 and guard.state == "stop"
+
+
+def test_inject_escalates_to_stop_when_reserve_spent_and_fraction_at_one():
+    dm = make_mixed(real_fraction=0.25, reserve=0.25)
+    guard = CollapseGuard(rules=[always()], action="inject", inject_fraction=1.0, real_fraction_step=0.5,
+                          max_injections=10, cooldown=0)
+    trainer, dm, ratio, _ = fit(guard, max_epochs=6, dm=dm)
+    # epoch 0: all 15 reserve samples in, 0.25 -> 0.75; epoch 1: no reserve, 0.75 -> 1.0; epoch 2: nothing left
+    assert [(e.epoch, e.action) for e in guard.events] == [(0, "inject"), (1, "inject"), (2, "stop")]
+    assert [i["samples"] for i in dm.mixer.injections] == [15, 0]
+    assert "no reserve left" in guard.events[2].reason and "1.00" in guard.events[2].reason
+    assert trainer.current_epoch == 3
+    assert [round(h["real_fraction_target"], 6) for h in ratio.history] == [0.25, 0.75, 1.0]
+    assert ratio.history[2]["real_fraction"] == 1.0
+    assert guard.injections == 2
+
+
+def test_inject_without_any_reserve_raises_the_fraction_only():
+    dm = make_mixed(real_fraction=0.5, reserve=0.0)
+    guard = CollapseGuard(rules=[always()], action="inject", real_fraction_step=0.5, cooldown=0, max_injections=5)
+    _, dm, ratio, _ = fit(guard, max_epochs=4, dm=dm)
+    assert [e.action for e in guard.events] == ["inject", "stop"]
+    assert dm.mixer.injections[0]["samples"] == 0
+    assert ratio.history[1]["real_fraction"] == 1.0
+
+
+def test_strongest_action_of_fired_rules_wins():
+    rules = [always("warn", name="w"), always("stop", name="s"), never("inject")]
+    guard = CollapseGuard(rules=rules)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        trainer, *_ = fit(guard, max_epochs=3)
+    assert not [w for w in rec if "CollapseGuard" in str(w.message)]  # stopped, not warned
+    assert trainer.current_epoch == 1
+    # one event per fired rule, all with the action taken
+    assert [(e.rule, e.action) for e in guard.events] == [("w", "stop"), ("s", "stop")]
+
+
+# -- warn -------------------------------------------------------------------------------------------------------
+def test_warn_emits_a_warning_and_keeps_training():
+    guard = CollapseGuard(rules=[always("warn")], cooldown=0)
+    with pytest.warns(UserWarning, match=r"CollapseGuard epoch \d: warn .*collapse/heldout_real/acc = ") as rec:
+        trainer, *_ = fit(guard, max_epochs=3)
+    assert trainer.current_epoch == 3
+    assert [e.epoch for e in guard.events] == [0, 1, 2]
+    assert sum("CollapseGuard epoch" in str(w.message) for w in rec) == 3
+    assert guard.state == "warn"
+
+
+def test_cooldown_skips_actions_after_one():
+    guard = CollapseGuard(rules=[always("warn")], cooldown=2)
+    with pytest.warns(UserWarning, match="CollapseGuard epoch"):
+        fit(guard, max_epochs=5)
+    assert [e.epoch for e in guard.events] == [0, 3]
+
+
+# -- missing metrics ----------------------------------------------------------------------------------------------
+def test_rule_on_a_never_logged_metric_raises_listing_logged_keys():
+    guard = CollapseGuard(rules=[Rule("collapse/heldout_real/accuracy", threshold=0.5, action="stop")])
+    with pytest.raises(RuntimeError, match="collapse/heldout_real/accuracy") as err:
+        fit(guard, max_epochs=2)
+    message = str(err.value)
+    assert ACC in message and "collapse/real_fraction" in message and "strict=False" in message
+
+
+def test_non_strict_guard_skips_missing_metrics():
+    guard = CollapseGuard(rules=[Rule("collapse/nothing", threshold=0.5, action="stop")], strict=False)
+    trainer, *_ = fit(guard, max_epochs=2)
+    assert trainer.current_epoch == 2 and not guard.events
+
+
+# -- ordering -----------------------------------------------------------------------------------------------------
+def test_guard_listed_first_reads_same_epoch_metrics():
+    guard = CollapseGuard(rules=[Rule(LOSS, mode="min", threshold=-1.0, action="warn")], cooldown=0)
+    last = LastValues()
+    with pytest.warns(UserWarning, match="CollapseGuard epoch"):
+        trainer, _, ratio, check = fit(guard, max_epochs=3, order=lambda g, r, c: [g, r, c, last])
+    names = [type(cb).__name__ for cb in trainer.callbacks]
+    assert names.index("CollapseGuard") > names.index("HeldOutRealCheck")
+    assert names.index("CollapseGuard") > names.index("RatioMonitor")
+    # every callback was set up once, also those the guard moved past
+    assert last.setup_calls == 1
+    # an event at every epoch with that epoch's measurement (LastValues runs before the moved guard)
+    assert [e.epoch for e in guard.events] == [0, 1, 2]
+    losses = [v[LOSS] for v in last.values]
+    assert len(set(losses)) == 3
+    assert [e.value for e in guard.events] == pytest.approx(losses)
+
+
+def test_every_callback_set_up_once_when_guard_moves():
+    calls = []
+
+    class Probe(Callback):
+        def __init__(self, tag):
+            self.tag = tag
+
+        @property
+        def state_key(self):
+            return f"Probe{self.tag}"
+
+        def setup(self, trainer, pl_module, stage):
+            calls.append(self.tag)
+
+    guard = CollapseGuard(rules=[never()])
+    fit(guard, max_epochs=1, order=lambda g, r, c: [Probe("a"), g, Probe("b"), r, Probe("c"), c, Probe("d")])
+    assert sorted(calls) == ["a", "b", "c", "d"]
+
+
+# -- state ------------------------------------------------------------------------------------------------------
+def test_state_dict_round_trip():
+    rules = [always("warn", patience=1, name="a"), Rule(LOSS, mode="min", relative=0.5, name="b")]
+    guard = CollapseGuard(rules=rules, cooldown=1)
+    with pytest.warns(UserWarning, match="CollapseGuard epoch"):
+        fit(guard, max_epochs=3)
+    state = guard.state_dict()
+    other = CollapseGuard(rules=rules, cooldown=1)
+    other.load_state_dict(state)
+    assert other.events == guard.events and len(other.events) == 2
+    assert [s.state_dict() for s in other.states] == [s.state_dict() for s in guard.states]
+    assert other.states[1].checks == 3 and other.states[1].best is not None
+    assert (other.injections, other.cooldown_left, other.state) == (guard.injections, guard.cooldown_left, "warn")
+    assert other.state_key == guard.state_key
+
+
+def test_guard_and_datamodule_state_survive_a_checkpoint_resume(tmp_path):
+    def parts():
+        g = CollapseGuard(rules=[always(name="acc")], action="inject", inject_fraction=0.5, real_fraction_step=0.25,
+                          cooldown=0, max_injections=5)
+        return g, make_mixed(real_fraction=0.25, reserve=0.25)
+
+    guard, dm = parts()
+    trainer, dm, ratio, _ = fit(guard, max_epochs=1, dm=dm)
+    assert [e.action for e in guard.events] == ["inject"]
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    guard2, dm2 = parts()
+    ratio2, check2 = RatioMonitor(), HeldOutRealCheck()
+    trainer2 = make_trainer(max_epochs=2, callbacks=[ratio2, check2, guard2])
+    trainer2.fit(TinyMLP(), datamodule=dm2, ckpt_path=ckpt)
+    # the restored guard continues: its first event kept, one injection counted before this one
+    assert [(e.epoch, e.action) for e in guard2.events] == [(0, "inject"), (1, "inject")]
+    assert guard2.injections == 2 and guard2.states[0].checks == 2
+    assert [i["epoch"] for i in dm2.mixer.injections] == [0, 1]
+    assert dm2.mixer.reserve_cursor == 15 and dm2.mixer.real_fraction_floor == 0.75
+    # the resumed epoch 1 trained at the fraction the epoch-0 injection set, with reserve data
+    assert ratio2.history[0]["epoch"] == 0 and ratio2.history[1]["epoch"] == 1
+    assert ratio2.history[1]["real_fraction_target"] == 0.5 and ratio2.history[1]["samples"]["reserve"] > 0
+    assert int(dm2.mixer.total_counts.sum()) == 2 * 64
+
+
+# -- set-up errors ----------------------------------------------------------------------------------------------
+def test_inject_rule_without_mixed_datamodule_raises_at_setup():
+    loader = DataLoader(id_dataset(32, 0), batch_size=8)
+    trainer = make_trainer(max_epochs=1, callbacks=[CollapseGuard(rules=[always("inject")])])
+    with pytest.raises(TypeError, match="MixedDataModule"):
+        trainer.fit(TinyMLP(), train_dataloaders=loader)
+
+
+def test_stop_guard_works_on_any_logged_metric_without_mixed_datamodule():
+    loader = DataLoader(id_dataset(32, 0), batch_size=8)
+    guard = CollapseGuard(rules=[Rule("train_loss", mode="min", threshold=-1.0, action="stop")], action="stop")
+    trainer = make_trainer(max_epochs=4, callbacks=[guard])
+    trainer.fit(TinyMLP(), train_dataloaders=loader)
+    assert trainer.current_epoch == 1 and guard.events[0].monitor == "train_loss"
+    assert guard.events[0].value == pytest.approx(float(trainer.callback_metrics["train_loss"]))

@@ -1,0 +1,165 @@
+"""Rules over logged indicators: validation, bounds, baselines, min_delta, patience, non-finite values, state."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from collapse_guard.callbacks.rules import Rule, RuleState
+
+ACC = "collapse/heldout_real/acc"
+
+
+def run(rule: Rule, values):
+    state = RuleState(rule)
+    return state, [state.check(v) for v in values]
+
+
+# -- validation -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(mode="up", threshold=0.5), "mode"),
+        (dict(baseline="last", relative=0.1), "baseline"),
+        (dict(action="restore", threshold=0.5), "action"),
+        (dict(), "threshold"),
+        (dict(relative=0.0), "relative"),
+        (dict(relative=1.5), "relative"),
+        (dict(relative=-0.1), "relative"),
+        (dict(threshold=0.5, patience=0), "patience"),
+        (dict(relative=0.1, baseline_checks=0), "baseline_checks"),
+        (dict(threshold=0.5, min_delta=-0.01), "min_delta"),
+    ],
+)
+def test_rule_validation(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        Rule(ACC, **kwargs)
+
+
+def test_rule_label_and_defaults():
+    assert Rule(ACC, threshold=0.5).label == ACC
+    assert Rule(ACC, threshold=0.5, name="acc").label == "acc"
+    r = Rule(ACC, relative=1.0, action="stop")
+    assert (r.mode, r.baseline, r.patience, r.min_delta, r.action) == ("max", "best", 1, 0.0, "stop")
+
+
+# -- absolute thresholds --------------------------------------------------------------------------------------------
+def test_mode_max_threshold():
+    _, v = run(Rule(ACC, mode="max", threshold=0.8), [0.9, 0.8, 0.79])
+    assert [x.violated for x in v] == [False, False, True]
+    assert [x.fired for x in v] == [False, False, True]
+    assert all(x.bound == 0.8 for x in v)
+    assert "0.7900" in v[2].reason and "0.8000" in v[2].reason and "below" in v[2].reason
+    assert ACC in v[2].reason
+    assert "at or above" in v[0].reason and "0.9000" in v[0].reason
+
+
+def test_mode_min_threshold():
+    _, v = run(Rule("collapse/heldout_real/loss", mode="min", threshold=1.0), [0.5, 1.0, 1.2])
+    assert [x.violated for x in v] == [False, False, True]
+    assert "1.2000" in v[2].reason and "above bound 1.0000" in v[2].reason
+    assert "at or below" in v[0].reason
+
+
+def test_min_delta_widens_the_bound():
+    _, v = run(Rule(ACC, mode="max", threshold=0.8, min_delta=0.05), [0.76, 0.75, 0.74])
+    assert [x.violated for x in v] == [False, False, True]
+    _, v = run(Rule("loss", mode="min", threshold=1.0, min_delta=0.1), [1.09, 1.1, 1.11])
+    assert [x.violated for x in v] == [False, False, True]
+
+
+# -- relative bounds --------------------------------------------------------------------------------------------
+def test_relative_to_best_mode_max():
+    # first check arms the baseline (baseline_checks=1): never violated
+    _, v = run(Rule(ACC, mode="max", relative=0.1), [0.5, 0.9, 0.82, 0.80, 0.95, 0.85])
+    assert v[0].bound is None and not v[0].violated and "warming up" in v[0].reason
+    assert v[1].bound == pytest.approx(0.45)
+    assert v[2].bound == pytest.approx(0.81) and not v[2].violated  # best 0.9
+    assert v[3].violated and "best baseline 0.9000" in v[3].reason and "0.8000" in v[3].reason
+    assert v[4].bound == pytest.approx(0.81)
+    assert v[5].bound == pytest.approx(0.855) and v[5].violated  # best is now 0.95
+
+
+def test_relative_to_best_mode_min_and_negative_baseline():
+    _, v = run(Rule("loss", mode="min", relative=0.5), [2.0, 1.0, 1.6])
+    assert v[1].bound == pytest.approx(3.0) and v[2].bound == pytest.approx(1.5) and v[2].violated
+    # a negative baseline: the bound is a share of its magnitude, still below it for "max"
+    _, v = run(Rule("neg", mode="max", relative=0.5), [-2.0, -2.9, -3.1])
+    assert v[1].bound == pytest.approx(-3.0) and not v[1].violated and v[2].violated
+
+
+def test_relative_to_first_baseline_with_warm_up():
+    rule = Rule(ACC, mode="max", relative=0.1, baseline="first", baseline_checks=3)
+    state, v = run(rule, [0.1, 0.8, 0.9, 0.7, 0.9, 0.98, 0.53])
+    assert [x.bound for x in v[:3]] == [None, None, None]  # warm-up: even a bad value does not count
+    assert not any(x.violated for x in v[:3])
+    assert all("warming up" in x.reason for x in v[:3])
+    base = (0.1 + 0.8 + 0.9) / 3
+    assert v[3].bound == pytest.approx(base * 0.9)
+    # the first baseline stays put when later values improve ("best" would move)
+    assert v[5].bound == pytest.approx(base * 0.9)
+    assert not v[3].violated and v[6].violated and "first baseline" in v[6].reason
+    assert state.baseline() == pytest.approx(base)
+
+
+def test_best_baseline_waits_baseline_checks():
+    _, v = run(Rule(ACC, mode="max", relative=0.1, baseline_checks=2), [0.9, 0.1, 0.5])
+    assert v[0].bound is None and v[1].bound is None and not v[1].violated
+    assert v[2].bound == pytest.approx(0.81) and v[2].violated
+
+
+def test_threshold_and_relative_take_the_stricter_bound():
+    _, v = run(Rule(ACC, mode="max", threshold=0.5, relative=0.1), [0.5, 0.9, 0.6])
+    assert v[0].bound == 0.5  # threshold in force during the warm-up of the relative bound
+    assert v[2].bound == pytest.approx(0.81) and v[2].violated
+    _, v = run(Rule("loss", mode="min", threshold=1.0, relative=0.5), [1.0, 0.4, 0.7])
+    assert v[2].bound == pytest.approx(0.6) and v[2].violated
+    _, v = run(Rule("loss", mode="min", threshold=1.0, relative=0.5), [1.0, 0.9])
+    assert v[1].bound == pytest.approx(1.0)  # 1.5 from the baseline, the threshold is stricter
+
+
+# -- patience ---------------------------------------------------------------------------------------------------
+def test_patience_fires_after_consecutive_violations_and_resets():
+    rule = Rule(ACC, mode="max", threshold=0.8, patience=3)
+    state, v = run(rule, [0.7, 0.7, 0.9, 0.7, 0.7, 0.7, 0.7])
+    assert [x.violated for x in v] == [True, True, False, True, True, True, True]
+    assert [x.fired for x in v] == [False, False, False, False, False, True, True]
+    assert "1/3 consecutive" in v[0].reason and "3/3 consecutive" in v[5].reason
+    assert state.wait == 4
+    state.reset_wait()
+    assert not state.check(0.7).fired and state.wait == 1
+
+
+def test_patience_one_fires_at_once():
+    _, v = run(Rule(ACC, threshold=0.8), [0.7])
+    assert v[0].fired
+
+
+# -- non-finite values ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_fire_at_once(value):
+    rule = Rule(ACC, mode="max", relative=0.1, patience=5)
+    state = RuleState(rule)
+    v = state.check(value)  # even during the warm-up and with patience 5
+    assert v.violated and v.fired and "not finite" in v.reason and str(value) in v.reason
+    assert state.best is None  # a non-finite value never becomes the baseline
+    state.check(0.9)
+    assert state.best == 0.9
+
+
+# -- state ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("baseline", ["best", "first"])
+def test_state_dict_round_trip(baseline):
+    rule = Rule(ACC, mode="max", relative=0.1, baseline=baseline, baseline_checks=2, patience=3)
+    values = [0.8, 0.9, 0.7, 0.7]
+    state, _ = run(rule, values)
+    saved = state.state_dict()
+    assert saved == {"checks": 4, "first_values": [0.8, 0.9], "best": 0.9, "wait": 2}
+    restored = RuleState(rule)
+    restored.load_state_dict(saved)
+    assert restored.state_dict() == saved
+    for value in (0.6, 0.95, 0.5):  # the two continue identically
+        a, b = state.check(value), restored.check(value)
+        assert (a.bound, a.violated, a.fired, a.reason) == (b.bound, b.violated, b.fired, b.reason)
+    # fresh state would not have fired on the first 0.6
+    assert not RuleState(rule).check(0.6).fired
