@@ -422,3 +422,13 @@ def test_load_state_dict_with_other_sources_raises():
     other.setup("fit")
     with pytest.raises(ValueError, match="sources"):
         other.load_state_dict(dm.state_dict())
+
+
+def test_no_real_training_samples_left_is_an_error_even_with_a_reserve():
+    from collapse_guard import MixedDataModule
+
+    real = id_dataset(10, 0)
+    synthetic = id_dataset(40, 1000)
+    dm = MixedDataModule(real, {"g": synthetic}, real_fraction=0.5, holdout=0.5, reserve=0.99)
+    with pytest.raises(ValueError, match="no real training"):
+        dm.setup("fit")

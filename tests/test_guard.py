@@ -284,3 +284,23 @@ def test_stop_guard_works_on_any_logged_metric_without_mixed_datamodule():
     trainer.fit(TinyMLP(), train_dataloaders=loader)
     assert trainer.current_epoch == 1 and guard.events[0].monitor == "train_loss"
     assert guard.events[0].value == pytest.approx(float(trainer.callback_metrics["train_loss"]))
+
+
+# -- freshness: a check every few epochs is judged once per measurement ------------------------------------------
+def test_guard_judges_only_fresh_measurements_of_a_sparse_check():
+    guard = CollapseGuard(rules=[always("warn", patience=2, name="acc_floor")], action="warn")
+    ratio, check = RatioMonitor(), HeldOutRealCheck(every_n_epochs=2)
+    trainer = make_trainer(max_epochs=4, callbacks=[ratio, check, guard])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(TinyMLP(), datamodule=make_mixed())
+    # measured at epochs 1 and 3 only: no error at epoch 0, and the stale value of epoch 1 is not judged again at
+    # epoch 2, so patience 2 is reached at the second measurement (epoch 3), not at epoch 2
+    assert guard.states[0].checks == 2
+    assert [e.epoch for e in guard.events] == [3]
+
+
+def test_misnamed_metric_of_a_producer_raises_at_its_first_check():
+    guard = CollapseGuard(rules=[Rule("collapse/heldout_real/acuracy", threshold=0.5, action="stop")])
+    with pytest.raises(RuntimeError, match="acuracy"):
+        fit(guard, max_epochs=2)

@@ -1,11 +1,38 @@
 """What the collapse_guard callbacks share: the datamodule check and the measurement-before-decision order."""
 from __future__ import annotations
 
-from collapse_guard._compat import Trainer
+from typing import Any, Optional
+
+from collapse_guard._compat import LightningModule, Trainer
 
 
 class CollapseMetricsProducer:
-    """Marks a callback that logs ``collapse/`` metrics; decision callbacks are ordered after every one of them."""
+    """A callback that logs ``collapse/`` metrics; decision callbacks run after every one of them.
+
+    A producer declares the key prefixes it logs (:attr:`produces`) and logs through :meth:`log_metric`, which
+    records the epoch of every key, so a decision callback judges only values measured at this epoch (a check
+    that runs every few epochs leaves stale values in ``trainer.callback_metrics``).
+    """
+
+    #: prefixes of the metric keys this producer logs
+    produces: tuple[str, ...] = ()
+
+    def log_metric(self, trainer: Trainer, pl_module: LightningModule, key: str, value: Any, **kwargs: Any) -> None:
+        """``pl_module.log(key, value, **kwargs)``, remembering that ``key`` was measured at this epoch."""
+        pl_module.log(key, value, **kwargs)
+        self.__dict__.setdefault("_logged_epoch", {})[key] = trainer.current_epoch
+
+    def logs(self, key: str) -> bool:
+        """Whether this producer logs ``key``."""
+        return key.startswith(self.produces)
+
+    def ran_at(self, epoch: int) -> bool:
+        """Whether this producer logged anything at ``epoch``."""
+        return epoch in self.__dict__.get("_logged_epoch", {}).values()
+
+    def logged_epoch(self, key: str) -> Optional[int]:
+        """The epoch ``key`` was last logged at by this producer (``None``: not yet)."""
+        return self.__dict__.get("_logged_epoch", {}).get(key)
 
 
 def require_mixed_datamodule(trainer: Trainer, who: str):

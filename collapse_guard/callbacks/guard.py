@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
-from collapse_guard.callbacks._base import require_mixed_datamodule, run_after_producers
+from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_after_producers
 from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
 
 #: guard states logged as ``collapse/guard/state``
@@ -144,8 +144,6 @@ class CollapseGuard(Callback):
         if trainer.sanity_checking:
             return
         verdicts = self._judge(trainer)
-        if verdicts is None:
-            return
         fired = [v for v in verdicts if v.fired]
         local = max((ACTIONS.index(self.action_of(v.rule)) for v in fired), default=-1)
         any_fired = trainer.strategy.reduce_boolean_decision(bool(fired), all=False)
@@ -157,19 +155,35 @@ class CollapseGuard(Callback):
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]), prog_bar=True)
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
-    def _judge(self, trainer: Trainer) -> Optional[list[Verdict]]:
-        metrics = trainer.callback_metrics
-        missing = [r.monitor for r in self.rules if r.monitor not in metrics]
-        if missing:
-            if self.strict:
-                logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
-                raise RuntimeError(
-                    f"CollapseGuard monitors {missing}, which no callback or module logged by epoch "
-                    f"{trainer.current_epoch}. Logged now: {logged}. Add HeldOutRealCheck()/RatioMonitor() to the "
-                    "Trainer's callbacks, or fix the rule's `monitor` (or pass strict=False to skip such checks)."
-                )
-            return None
-        return [state.check(float(torch.as_tensor(metrics[state.rule.monitor]))) for state in self.states]
+    def _judge(self, trainer: Trainer) -> list[Verdict]:
+        """Verdicts of the rules whose metric was measured at this epoch.
+
+        A metric of a :class:`CollapseMetricsProducer` (``HeldOutRealCheck``, ``RatioMonitor``) is judged only at
+        the epochs it was logged, so a check every few epochs is never judged twice on a stale value; any other
+        logged metric (the module's own) is judged whenever it is in ``trainer.callback_metrics``.
+        """
+        metrics, epoch = trainer.callback_metrics, trainer.current_epoch
+        producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
+        verdicts, missing = [], []
+        for state in self.states:
+            key = state.rule.monitor
+            producer = next((p for p in producers if p.logs(key)), None)
+            if producer is not None and producer.logged_epoch(key) != epoch:
+                if producer.ran_at(epoch):  # it measured this epoch, but not this key: a misnamed monitor
+                    missing.append(key)
+                continue
+            if key not in metrics:
+                missing.append(key)
+                continue
+            verdicts.append(state.check(float(torch.as_tensor(metrics[key]))))
+        if missing and self.strict:
+            logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
+            raise RuntimeError(
+                f"CollapseGuard monitors {missing}, which no callback or module logged by epoch {epoch}. "
+                f"Logged now: {logged}. Add HeldOutRealCheck()/RatioMonitor() to the Trainer's callbacks, or fix "
+                "the rule's `monitor` (or pass strict=False to skip rules whose metric is missing)."
+            )
+        return verdicts
 
     def _act(self, trainer: Trainer, action: str, fired: list[Verdict]) -> None:
         detail = ""

@@ -77,6 +77,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         trainer = pl.Trainer(callbacks=[HeldOutRealCheck(batch_fn=lambda b: (b["pixels"], b["label"]))])
     """
 
+    produces = ("collapse/heldout_real/", "collapse/heldout_synthetic/", "collapse/gap/")
+
     def __init__(
         self,
         every_n_epochs: int = 1,
@@ -140,7 +142,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 values.update({f"collapse/gap/{k}": float(synth[k] - real[k]) for k in GAP_KEYS})
         self.last = values
         for key, value in values.items():
-            pl_module.log(key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
+            self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
 
     def state_dict(self) -> dict:
         return {"last": dict(self.last)}

@@ -39,6 +39,8 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
         trainer = pl.Trainer(callbacks=[RatioMonitor(min_real_fraction=0.1)])
     """
 
+    produces = ("collapse/real_fraction", "collapse/share/")
+
     def __init__(self, min_real_fraction: Optional[float] = None, per_source: bool = True, prog_bar: bool = True):
         if min_real_fraction is not None:
             check_fraction(min_real_fraction, "min_real_fraction")
@@ -67,10 +69,12 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
         }
         self.history.append(record)
         for key in ("real_fraction", "real_fraction_cumulative", "real_fraction_target"):
-            pl_module.log(f"collapse/{key}", record[key], prog_bar=self.prog_bar and key == "real_fraction")
+            self.log_metric(
+                trainer, pl_module, f"collapse/{key}", record[key], prog_bar=self.prog_bar and key == "real_fraction"
+            )
         if self.per_source:
             for name, n in zip(mixer.names, epoch.tolist()):
-                pl_module.log(f"collapse/share/{name}", n / float(epoch.sum()))
+                self.log_metric(trainer, pl_module, f"collapse/share/{name}", n / float(epoch.sum()))
         if self.min_real_fraction is not None and record["real_fraction"] < self.min_real_fraction:
             rank_zero_warn(
                 f"epoch {trainer.current_epoch}: real fraction {record['real_fraction']:.3f} is below "

@@ -259,8 +259,11 @@ class MixedDataModule(LightningDataModule):
                     f"`real_fraction` is {f} at epoch {epoch} but no synthetic source was given: pass `synthetic` "
                     "or set real_fraction=1.0."
                 )
-            if f > 0.0 and not has_real and self.mixer.reserve_remaining == 0:
-                raise ValueError(f"`real_fraction` is {f} at epoch {epoch} but no real training samples remain.")
+            if f > 0.0 and not has_real:
+                raise ValueError(
+                    f"`real_fraction` is {f} at epoch {epoch} but `holdout` and `reserve` leave no real training "
+                    "samples: lower them (the reserve enters training only through inject())."
+                )
 
     @property
     def _trainer_attached(self) -> bool:
