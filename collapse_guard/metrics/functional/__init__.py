@@ -1,0 +1,83 @@
+"""Collapse indicators as pure functions on tensors (torchmetrics' functional style).
+
+Sample-based indicators compare generated (``fake``, shape ``(M, D)``) with held-out real (``real``, shape
+``(N, D)``) features; diversity and text indicators read one set. Scalars are returned as 0-dim float64 tensors
+(dicts of them for :func:`prdc`); see each function for its range and the paper it comes from.
+"""
+from collapse_guard.metrics.functional.baseline import RealBaseline, real_baseline
+from collapse_guard.metrics.functional.classification import (
+    confusion_counts,
+    effective_number_of_classes,
+    marginal_kl_divergence,
+    marginal_total_variation,
+    per_class_recall,
+    predictive_entropy,
+    worst_class_recall,
+)
+from collapse_guard.metrics.functional.distance import (
+    frechet_distance,
+    frechet_distance_from_statistics,
+    gaussian_statistics,
+    maximum_mean_discrepancy,
+    median_heuristic_bandwidth,
+    real_quantile_range,
+    tail_mass,
+    tail_mass_ratio,
+    total_variance,
+    variance_ratio,
+)
+from collapse_guard.metrics.functional.diversity import (
+    effective_rank,
+    effective_rank_from_singular_values,
+    vendi_score,
+    vendi_score_from_eigenvalues,
+)
+from collapse_guard.metrics.functional.knn import coverage, density, knn_precision, knn_radii, knn_recall, prdc
+from collapse_guard.metrics.functional.text import (
+    distinct_n,
+    type_token_ratio,
+    unigram_entropy,
+    vocabulary_coverage,
+)
+
+__all__ = [
+    # classification
+    "confusion_counts",
+    "effective_number_of_classes",
+    "marginal_kl_divergence",
+    "marginal_total_variation",
+    "per_class_recall",
+    "predictive_entropy",
+    "worst_class_recall",
+    # k-NN manifold
+    "knn_radii",
+    "prdc",
+    "knn_precision",
+    "knn_recall",
+    "density",
+    "coverage",
+    # distances
+    "gaussian_statistics",
+    "frechet_distance",
+    "frechet_distance_from_statistics",
+    "median_heuristic_bandwidth",
+    "maximum_mean_discrepancy",
+    "total_variance",
+    "variance_ratio",
+    "real_quantile_range",
+    "tail_mass",
+    "tail_mass_ratio",
+    # diversity
+    "vendi_score",
+    "vendi_score_from_eigenvalues",
+    "effective_rank",
+    "effective_rank_from_singular_values",
+    # text
+    "distinct_n",
+    "type_token_ratio",
+    "unigram_entropy",
+    "vocabulary_coverage",
+    # baseline
+    "RealBaseline",
+    "real_baseline",
+]
