@@ -134,24 +134,72 @@ def error_constant(dim: int) -> float:
     return 2.0 * (gamma(dim + 2) + 8.0 * _U32)
 
 
-def to_common_frame(*xs: Tensor, center_on: Tensor) -> tuple[list[Tensor], float]:
-    """Cast to float64, subtract the mean of ``center_on`` and rescale by a power of two.
+class Frame:
+    """A common translation and power-of-two scaling of feature sets, for the float32 screen.
 
-    Distance comparisons are invariant to a common translation and scaling; centring makes the float32 screen
-    tighter and the power-of-two rescale (exact in float64) keeps squared norms far from float32 overflow.
+    Distance comparisons are invariant to a common translation and scaling. Centring on the real mean makes
+    the screen's error bound (proportional to squared norms) tighter; the power-of-two scale keeps squared norms
+    far from float32 overflow and underflow. Framed values are produced chunk by chunk in float64, so no full
+    float64 copy of a feature set is ever held; exact distances always use the original values.
 
-    Returns:
-        The transformed tensors and the scale factor applied (distances in the new frame are ``scale`` times
-        the original ones).
+    Attributes:
+        mu: the centre, shape ``(1, D)``, float64.
+        scale: the power-of-two factor; framed distances are ``scale`` times the original ones.
     """
-    mu = center_on.double().mean(dim=0, keepdim=True)
-    out = [x.double() - mu for x in xs]
-    amax = max(float(o.abs().max()) for o in out)
-    scale = 1.0
-    if amax > 0 and (amax > 2.0**20 or amax < 2.0**-20):
-        scale = 2.0 ** (-round(math.log2(amax)))
-        out = [o * scale for o in out]
-    return out, scale
+
+    def __init__(self, center_on: Tensor, *others: Tensor, budget: int = DEFAULT_BLOCK_ELEMENTS) -> None:
+        self.budget = budget
+        self.step = max(1, budget // max(1, center_on.shape[1]))
+        total = torch.zeros(1, center_on.shape[1], dtype=torch.float64, device=center_on.device)
+        for s in range(0, center_on.shape[0], self.step):
+            total += center_on[s : s + self.step].double().sum(dim=0, keepdim=True)
+        self.mu = total / center_on.shape[0]
+        self.scale = 1.0
+        amax = 0.0
+        for x in (center_on, *others):
+            for s in range(0, x.shape[0], self.step):
+                amax = max(amax, float((x[s : s + self.step].double() - self.mu).abs().max()))
+        if amax > 0 and (amax > 2.0**20 or amax < 2.0**-20):
+            self.scale = 2.0 ** (-round(math.log2(amax)))
+
+    def chunks(self, x: Tensor) -> Iterator[tuple[int, int, Tensor]]:
+        """``(start, end, framed rows)`` over ``x`` in float64 chunks of bounded size."""
+        for s in range(0, x.shape[0], self.step):
+            e = min(s + self.step, x.shape[0])
+            yield s, e, (x[s:e].double() - self.mu) * self.scale
+
+    def sqnorms(self, x: Tensor) -> Tensor:
+        """Squared norms of the framed rows of ``x``, shape ``(N,)``, float64."""
+        out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+        for s, e, xs in self.chunks(x):
+            out[s:e] = (xs * xs).sum(dim=1)
+        return out
+
+    def left(self, x: Tensor, sq: Tensor) -> Tensor:
+        """``[x, |x|^2, 1]`` of the framed rows in float32, shape ``(N, D + 2)``: left factor of the product."""
+        n, d = x.shape
+        out = torch.empty(n, d + 2, dtype=torch.float32, device=x.device)
+        for s, e, xs in self.chunks(x):
+            out[s:e, :d] = xs
+        out[:, d] = sq
+        out[:, d + 1] = 1.0
+        return out
+
+    def right_t(self, x: Tensor, sq_minus_t: Tensor, pad_to: Optional[int] = None, pad_value: float = 0.0) -> Tensor:
+        """``[-2x, 1, |x|^2 - t]^T`` of the framed rows in float32, contiguous ``(D + 2, N)``: right factor.
+
+        With ``pad_to > N``, columns ``N .. pad_to - 1`` are zero but for ``pad_value`` in the last row, so
+        that their product with any left row is ``pad_value``.
+        """
+        n, d = x.shape
+        width = n if pad_to is None else max(n, pad_to)
+        out = torch.zeros(d + 2, width, dtype=torch.float32, device=x.device)
+        for s, e, xs in self.chunks(x):
+            out[:d, s:e] = (-2.0 * xs).t()
+        out[d, :n] = 1.0
+        out[d + 1, :n] = sq_minus_t
+        out[d + 1, n:] = pad_value
+        return out
 
 
 def exact_sqdist(a: Tensor, b: Tensor, budget: int = DEFAULT_BLOCK_ELEMENTS) -> Tensor:
@@ -160,21 +208,21 @@ def exact_sqdist(a: Tensor, b: Tensor, budget: int = DEFAULT_BLOCK_ELEMENTS) -> 
     Used for the few comparisons the float32 screen cannot decide, so it favours exactness over speed: it never
     uses the ``|a|^2 - 2ab + |b|^2`` expansion, whose cancellation would blur exact ties.
     """
-    a = a.double()
-    b = b.double()
     out = torch.empty(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
     d = max(1, a.shape[1])
     rows = max(1, budget // max(1, b.shape[0] * d))
     if b.shape[0] * d <= budget:
+        b64 = b.double()
         for s in range(0, a.shape[0], rows):
             e = min(s + rows, a.shape[0])
-            out[s:e] = (a[s:e, None, :] - b[None, :, :]).pow_(2).sum(-1)
+            out[s:e] = (a[s:e, None, :].double() - b64[None, :, :]).pow_(2).sum(-1)
     else:
         cols = max(1, budget // d)
         for s in range(a.shape[0]):
+            row = a[s, None, :].double()
             for c in range(0, b.shape[0], cols):
                 ce = min(c + cols, b.shape[0])
-                out[s, c:ce] = (a[s, None, :] - b[c:ce]).pow_(2).sum(-1)
+                out[s, c:ce] = (row - b[c:ce].double()).pow_(2).sum(-1)
     return out
 
 
@@ -203,15 +251,3 @@ def exact_row_reduce(
         e = min(s + rows, a.shape[0])
         parts.append(reduce(exact_sqdist(a[s:e], b, budget), s, e))
     return torch.cat(parts) if parts else torch.empty(0, device=a.device)
-
-
-def folded_left(x: Tensor, sqnorm: Tensor) -> Tensor:
-    """``[x, |x|^2, 1]`` in float32: left factor of a folded squared-distance product."""
-    ones = torch.ones_like(sqnorm)
-    return torch.cat([x, sqnorm[:, None], ones[:, None]], dim=1).float()
-
-
-def folded_right_t(x: Tensor, sqnorm_minus_t: Tensor) -> Tensor:
-    """``[-2x, 1, |x|^2 - t]^T`` in float32, contiguous ``(D + 2, N)``: right factor of the folded product."""
-    ones = torch.ones_like(sqnorm_minus_t)
-    return torch.cat([-2.0 * x, ones[:, None], sqnorm_minus_t[:, None]], dim=1).float().t().contiguous()

@@ -25,12 +25,10 @@ from collapse_guard.metrics.functional._chunk import (
     check_features,
     check_k,
     check_pair,
+    Frame,
     error_constant,
     exact_pair_sqdist,
     exact_row_reduce,
-    folded_left,
-    folded_right_t,
-    to_common_frame,
     with_ieee_fp32_matmul,
 )
 
@@ -64,30 +62,26 @@ def _smallest(blk: Tensor, m: int, n_valid: int) -> tuple[Tensor, Tensor]:
 
 
 @with_ieee_fp32_matmul
-def _sq_radii(x: Tensor, xs: Tensor, scale: float, k: int, chunk_size: Optional[int]) -> Tensor:
+def _sq_radii(x: Tensor, frame: Frame, k: int, chunk_size: Optional[int]) -> Tensor:
     """Exact squared distance of each row of ``x`` to its k-th nearest other row (float64, units of ``x``).
 
-    ``x`` holds the original float64 values (used for every exact distance), ``xs`` the same points centred
-    and multiplied by ``scale`` (used for the float32 screen only).
+    ``x`` holds the original values (used, cast to float64, for every exact distance); ``frame`` maps them to
+    the centred, scaled coordinates of the float32 screen.
     """
-    n, d = xs.shape
-    sq = (xs * xs).sum(dim=1)
-    left = folded_left(xs, sq)
-    right_t = folded_right_t(xs, sq)
+    n, d = x.shape
+    sq = frame.sqnorms(x)
     m = min(k + 1 + _EXTRA_CANDIDATES, n)
     n_pad = n
     if n // _GROUP >= 4 * m:
-        n_pad = -(-n // _GROUP) * _GROUP
-        if n_pad > n:  # padding columns evaluate to _FAR through the constant-1 column of `left`
-            pad = torch.zeros(d + 2, n_pad - n, dtype=right_t.dtype, device=xs.device)
-            pad[-1] = _FAR
-            right_t = torch.cat([right_t, pad], dim=1)
+        n_pad = -(-n // _GROUP) * _GROUP  # padding columns evaluate to _FAR: never candidates
+    left = frame.left(x, sq)
+    right_t = frame.right_t(x, sq, pad_to=n_pad, pad_value=_FAR)
     c = error_constant(d)
     sq_max = float(sq.max())
-    s2 = scale * scale
+    s2 = frame.scale**2
     rows = block_rows(n_pad, chunk_size)
-    buf = torch.empty(min(rows, n), n_pad, dtype=torch.float32, device=xs.device)
-    radii = torch.empty(n, dtype=torch.float64, device=xs.device)
+    buf = torch.empty(min(rows, n), n_pad, dtype=torch.float32, device=x.device)
+    radii = torch.empty(n, dtype=torch.float64, device=x.device)
     # rows of the exact candidate re-ranking per sub-block, so that (rows, m, d) stays within budget
     sub = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, m * d))
     for s in range(0, n, rows):
@@ -96,8 +90,8 @@ def _sq_radii(x: Tensor, xs: Tensor, scale: float, k: int, chunk_size: Optional[
         vals, idx = _smallest(blk, m, n)
         for t in range(0, e - s, sub):
             te = min(t + sub, e - s)
-            cand = x[idx[t:te]]  # (b, m, d)
-            ex = (x[s + t : s + te, None, :] - cand).pow_(2).sum(-1)
+            cand = x[idx[t:te]].double()  # (b, m, d)
+            ex = (x[s + t : s + te, None, :].double() - cand).pow_(2).sum(-1)
             radii[s + t : s + te] = torch.kthvalue(ex, k + 1, dim=1).values
         if m < n:
             # every column outside the candidates has a true squared distance >= last float32 value - bound
@@ -138,8 +132,7 @@ def knn_radii(features: Tensor, k: int = 5, chunk_size: Optional[int] = None) ->
     """
     check_features(features, "features")
     check_k(k, features.shape[0], "features")
-    (xs,), scale = to_common_frame(features, center_on=features)
-    return _sq_radii(features.double(), xs, scale, k, chunk_size).sqrt_()
+    return _sq_radii(features, Frame(features), k, chunk_size).sqrt_()
 
 
 @with_ieee_fp32_matmul
@@ -156,24 +149,24 @@ def _prdc_core(
         check_k(k, real.shape[0], "real")
     if want_recall:
         check_k(k, fake.shape[0], "fake")
-    (rs, fs), scale = to_common_frame(real, fake, center_on=real)
-    r, f = real.double(), fake.double()  # exact distances use the original values (exact ties stay exact)
-    s2 = scale * scale
+    r, f = real, fake  # exact distances use the original values (exact ties stay exact)
+    frame = Frame(real, fake)
+    s2 = frame.scale**2
     n_real, d = r.shape
     n_fake = f.shape[0]
     device = r.device
     c = error_constant(d)
 
-    sq_r = (rs * rs).sum(dim=1)
-    sq_f = (fs * fs).sum(dim=1)
     # exact squared radii in original units; precision, density, coverage need the real ones
-    rr2 = _sq_radii(r, rs, scale, k, chunk_size) if want_pdc else torch.zeros_like(sq_r)
-    rf2 = _sq_radii(f, fs, scale, k, chunk_size) if want_recall else None
+    rr2 = _sq_radii(r, frame, k, chunk_size) if want_pdc else torch.zeros(n_real, dtype=torch.float64, device=device)
+    rf2 = _sq_radii(f, Frame(f), k, chunk_size) if want_recall else None  # intra-set: centred on its own mean
+    sq_r = frame.sqnorms(r)
+    sq_f = frame.sqnorms(f)
 
     # folded float32 screen in the centred, scaled frame: e[j, i] ~ s2 * (|f_j - r_i|^2 - rr2_i),
     # fake rows j, real columns i; its rounding error is below a_row[j] + b_col[i]
-    left = folded_left(fs, sq_f)
-    right_t = folded_right_t(rs, sq_r - s2 * rr2)
+    left = frame.left(f, sq_f)
+    right_t = frame.right_t(r, sq_r - s2 * rr2)
     b_col = c * (2.0 * sq_r + s2 * rr2)
     a_row = c * 2.0 * sq_f
     a_max = float(a_row.max())
@@ -182,7 +175,6 @@ def _prdc_core(
         a_row_rec = a_row + c * s2 * rf2
         a_max_rec = float(a_row_rec.max())
         rf2_32 = (s2 * rf2).float()
-    del rs, fs  # the float32 factors hold the screen; exact work uses r and f
 
     rows = block_rows(n_real, chunk_size)
     buf = torch.empty(min(rows, n_fake), n_real, dtype=torch.float32, device=device)
