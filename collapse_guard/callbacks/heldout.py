@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import Tensor
 
-from collapse_guard._compat import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader, Subset
+
+from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
+from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
 from collapse_guard.metrics.classification import ClassificationIndicators
 
 INPUT_KEYS = ("input", "inputs", "x", "pixel_values", "input_ids", "image", "images", "features")
@@ -16,6 +19,7 @@ TARGET_KEYS = ("label", "labels", "y", "target", "targets")
 
 #: indicators logged for held-out synthetic data and used for the real–synthetic gap
 GAP_KEYS = ("loss", "acc")
+ON_ERROR = ("warn", "raise")
 
 
 def default_batch_fn(batch: Any) -> tuple[Any, Tensor]:
@@ -51,33 +55,58 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     At every check (the end of every ``every_n_epochs``-th training epoch) the model, in eval mode and without
     gradients, classifies the :class:`~collapse_guard.MixedDataModule`'s held-out real data and its held-out
-    synthetic data. Indicators are :class:`~collapse_guard.metrics.ClassificationIndicators` (torchmetrics,
-    synced across ranks) and are logged through ``pl_module.log`` so every logger sees them:
+    synthetic data. Indicators are torchmetrics ``Metric`` states, synced across ranks, logged through
+    ``pl_module.log`` so every logger sees them:
 
     * ``collapse/heldout_real/{loss,acc,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
-      ``worst_class_recall,calibration_error}``
-    * ``collapse/heldout_synthetic/{loss,acc}``
-    * ``collapse/gap/{loss,acc}``: the held-out synthetic value minus the held-out real one. A model that does
-      well on synthetic data and worse on real data (a positive accuracy gap) has learned the generator.
+      ``worst_class_recall,calibration_error}`` (:class:`~collapse_guard.metrics.ClassificationIndicators`);
+    * ``collapse/heldout_synthetic/{loss,acc}`` and ``collapse/gap/{loss,acc}``: the held-out synthetic value
+      minus the held-out real one. A model that does well on synthetic data and worse on real data (a positive
+      accuracy gap) has learned the generator;
+    * with ``features=True``, ``collapse/features/{precision,recall,density,coverage,frechet,mmd,variance_ratio,``
+      ``tail_mass_ratio,vendi,vendi_real,effective_rank_real}``: the model's features (by default the inputs of
+      its last ``nn.Linear``, captured by a forward hook) of up to ``feature_samples`` *training* synthetic samples
+      against those of the held-out real data (see :class:`~collapse_guard.callbacks.features.FeatureIndicators`);
+      ``vendi_real`` and ``effective_rank_real`` measure the diversity of the model's representation of real data;
+    * with a ``sample_fn`` (generative models), ``collapse/generated/{...}``: the same indicators between
+      ``feature_samples`` samples of the model and the held-out real inputs, both mapped by
+      ``sample_feature_fn`` (default: flattened).
+
+    A check that fails (an exception in a hook or the model) is re-raised on every rank (``on_error="raise"``,
+    the default: a guard that silently stops seeing is worse than a crash) or skipped on every rank with a warning
+    (``"warn"``); ranks agree first, so none waits forever, and the checkpoints of earlier epochs are untouched.
 
     Args:
         every_n_epochs: check every this many training epochs (``>= 1``).
         batch_fn: ``batch -> (inputs, target)``; default :func:`default_batch_fn`.
         forward_fn: ``(pl_module, inputs) -> logits (N, C)``; default :func:`default_forward_fn`.
         synthetic: also measure held-out synthetic data and the gap.
+        features: compute the feature-space indicators.
+        feature_fn: ``(pl_module, inputs) -> (N, D)`` features; default: the penultimate-layer hook.
+        feature_samples: training synthetic (or generated) samples compared with held-out real, ``>= k + 1``.
+        k: neighbour rank of the k-NN indicators (``>= 1``).
+        sample_fn: ``(pl_module, n) -> samples`` for generative models (``None``: no generative check).
+        sample_feature_fn: maps generated samples and held-out real inputs to ``(N, D)`` features (default:
+            flatten every sample).
         max_batches: at most this many batches of each held-out set per check (``None``: all).
+        on_error: ``"raise"`` (the error on the failing rank, a ``RuntimeError`` on the others) or ``"warn"``
+            (skip the failed check; its metrics are not logged, so the guard does not judge it).
         prog_bar: show held-out real accuracy in the progress bar.
 
     Raises:
+        ValueError: for out-of-range arguments; at set-up, when the held-out real set has no more than ``k``
+            samples and feature indicators are asked for; at a check, when a batch cannot be split into inputs
+            and targets (with ``on_error="raise"``).
         TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
-        ValueError: when ``every_n_epochs < 1``, or a batch cannot be split into inputs and targets.
 
     Example::
 
-        trainer = pl.Trainer(callbacks=[HeldOutRealCheck(batch_fn=lambda b: (b["pixels"], b["label"]))])
+        check = HeldOutRealCheck(batch_fn=lambda b: (b["pixels"], b["label"]), feature_samples=1000)
+        trainer = pl.Trainer(callbacks=[check])
     """
 
-    produces = ("collapse/heldout_real/", "collapse/heldout_synthetic/", "collapse/gap/")
+    produces = ("collapse/heldout_real/", "collapse/heldout_synthetic/", "collapse/gap/", "collapse/features/",
+                "collapse/generated/")
 
     def __init__(
         self,
@@ -85,61 +114,173 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None,
         forward_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
         synthetic: bool = True,
+        features: bool = True,
+        feature_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
+        feature_samples: int = 512,
+        k: int = 5,
+        sample_fn: Optional[Callable[[LightningModule, int], Any]] = None,
+        sample_feature_fn: Optional[Callable[[Any], Tensor]] = None,
         max_batches: Optional[int] = None,
+        on_error: str = "raise",
         prog_bar: bool = True,
     ) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"`every_n_epochs` must be a positive integer, got {every_n_epochs!r}.")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+        if not isinstance(feature_samples, int) or feature_samples <= k:
+            raise ValueError(f"`feature_samples` must be an integer > k={k}, got {feature_samples!r}.")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
         self.every_n_epochs = every_n_epochs
         self.batch_fn = batch_fn or default_batch_fn
         self.forward_fn = forward_fn or default_forward_fn
         self.synthetic = synthetic
+        self.features = features
+        self.feature_fn = feature_fn
+        self.feature_samples = feature_samples
+        self.k = k
+        self.sample_fn = sample_fn
+        self.sample_feature_fn = sample_feature_fn or (lambda x: x.reshape(x.shape[0], -1).float())
         self.max_batches = max_batches
+        self.on_error = on_error
         self.prog_bar = prog_bar
         self.last: dict[str, float] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            require_mixed_datamodule(trainer, type(self).__name__)
+        if stage != "fit":
+            return
+        dm = require_mixed_datamodule(trainer, type(self).__name__)
+        heldout = getattr(dm, "heldout_real", None)
+        if (self.features or self.sample_fn is not None) and heldout is not None and len(heldout) <= self.k:
+            raise ValueError(
+                f"HeldOutRealCheck: the held-out real set has {len(heldout)} samples but the k-NN indicators need "
+                f"more than k={self.k}. Hold out more real data, lower `k`, or pass features=False."
+            )
 
-    @torch.no_grad()
-    def measure(self, pl_module: LightningModule, loader) -> Optional[dict[str, Tensor]]:
-        """Classification indicators of ``pl_module`` over ``loader`` (``None`` when it yields nothing)."""
+    # -- one pass over a loader -----------------------------------------------------------------------------
+    def _batches(self, trainer: Trainer, loader: Iterable) -> Iterable:
+        for i, batch in enumerate(loader):
+            if self.max_batches is not None and i >= self.max_batches:
+                return
+            yield trainer.strategy.batch_to_device(batch)
+
+    def _pass(self, pl_module: LightningModule, loader: Iterable, feature_sink=None, input_sink=None):
+        """Classification indicators over ``loader``; features / inputs go to the sinks when given."""
         trainer = pl_module.trainer
         metric: Optional[ClassificationIndicators] = None
-        dm = trainer.datamodule
-        paused = dm.counting_paused() if hasattr(dm, "counting_paused") else nullcontext()
-        with paused:
-            for i, batch in enumerate(loader):
-                if self.max_batches is not None and i >= self.max_batches:
-                    break
-                batch = trainer.strategy.batch_to_device(batch)
+        with penultimate_features(pl_module) as captured:
+            for batch in self._batches(trainer, loader):
                 inputs, target = self.batch_fn(batch)
+                captured.clear()
                 logits = self.forward_fn(pl_module, inputs)
                 if metric is None:
                     metric = ClassificationIndicators(num_classes=logits.shape[-1]).to(logits.device)
                 metric.update(logits, target.to(logits.device))
-        return metric.compute() if metric is not None else None
+                if feature_sink is not None:
+                    feats = self.feature_fn(pl_module, inputs) if self.feature_fn is not None else (
+                        captured[-1] if captured else None
+                    )
+                    if feats is not None:
+                        feature_sink(feats)
+                if input_sink is not None:
+                    input_sink(self.sample_feature_fn(inputs))
+        return metric
+
+    def _synthetic_training_loader(self, dm) -> Optional[DataLoader]:
+        """Up to ``feature_samples`` training synthetic samples, the same ones at every check (seeded)."""
+        pools = [p for p in getattr(dm.mixer, "synthetic_pools", []) if len(p)]
+        if not pools:
+            return None
+        pool = torch.cat(pools)
+        gen = torch.Generator().manual_seed(dm.seed)
+        picks = pool[torch.randperm(len(pool), generator=gen)[: self.feature_samples]].sort().values
+        trainer = dm.trainer
+        picks = picks[trainer.global_rank :: trainer.world_size] if trainer is not None else picks
+        loader = dm.heldout_real_dataloader()
+        return DataLoader(Subset(dm.train_set, picks.tolist()), batch_size=loader.batch_size or 256,
+                          collate_fn=loader.collate_fn)
+
+    # -- the check ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        dm = trainer.datamodule
+        out: dict[str, Tensor] = {}
+        feats = gen = None
+        real_inputs: list[Tensor] = []
+        features_wanted = self.features and self.synthetic
+
+        def real_features(x: Tensor) -> None:
+            nonlocal feats
+            feats = feats or FeatureIndicators(x.shape[-1], k=self.k, device=x.device)
+            feats.update(x, real=True)
+
+        real = self._pass(
+            pl_module,
+            dm.heldout_real_dataloader(),
+            feature_sink=real_features if features_wanted else None,
+            input_sink=real_inputs.append if self.sample_fn is not None else None,
+        )
+        metrics = {"heldout_real": real}
+        if self.synthetic and dm.heldout_synthetic_dataloader() is not None:
+            metrics["heldout_synthetic"] = self._pass(pl_module, dm.heldout_synthetic_dataloader())
+        if feats is not None:
+            loader = self._synthetic_training_loader(dm)
+            if loader is not None:
+                self._pass(pl_module, loader, feature_sink=lambda x: feats.update(x, real=False))
+        if self.sample_fn is not None and real_inputs:
+            samples = self.sample_feature_fn(self.sample_fn(pl_module, self.feature_samples))
+            gen = FeatureIndicators(samples.shape[-1], k=self.k, device=samples.device)
+            for x in real_inputs:
+                gen.update(x.to(samples.device), real=True)
+            gen.update(samples, real=False)
+        # every rank reaches this point (or has raised, which check() turns into an agreed failure)
+        for name, metric in metrics.items():
+            if metric is not None:
+                out.update({f"{name}/{k}": v for k, v in metric.compute().items()})
+        if feats is not None and feats.pair["prdc"].fake_features:
+            out.update({f"features/{k}": v for k, v in feats.compute().items()})
+        if gen is not None:
+            out.update({f"generated/{k}": v for k, v in gen.compute().items()})
+        return out
+
+    def check(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """Run one check and return the values to log (empty when the check failed and ``on_error="warn"``)."""
+        dm = trainer.datamodule
+        paused = dm.counting_paused() if hasattr(dm, "counting_paused") else nullcontext()
+        was_training = pl_module.training
+        pl_module.eval()
+        error: Optional[BaseException] = None
+        try:
+            with paused:
+                measured = self._measure(trainer, pl_module)
+        except Exception as err:  # noqa: BLE001 - every rank must learn of it before anyone syncs again
+            error, measured = err, {}
+        finally:
+            pl_module.train(was_training)
+        failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False)
+        if failed:
+            where = f"{type(error).__name__}: {error}" if error is not None else "an error on another rank"
+            message = f"HeldOutRealCheck at epoch {trainer.current_epoch} failed ({where}); this check is skipped."
+            if self.on_error == "raise":
+                if error is not None:
+                    raise error
+                raise RuntimeError(message)
+            rank_zero_warn(message)
+            return {}
+        values = {f"collapse/{k}": float(v) for k, v in measured.items()}
+        real, synth = "collapse/heldout_real/", "collapse/heldout_synthetic/"
+        for key in GAP_KEYS:
+            if real + key in values and synth + key in values:
+                values[f"collapse/gap/{key}"] = values[synth + key] - values[real + key]
+        return {k: v for k, v in values.items() if not k.startswith(synth) or k[len(synth):] in GAP_KEYS}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        dm = trainer.datamodule
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            real = self.measure(pl_module, dm.heldout_real_dataloader())
-            synthetic_loader = dm.heldout_synthetic_dataloader() if self.synthetic else None
-            synth = self.measure(pl_module, synthetic_loader) if synthetic_loader is not None else None
-        finally:
-            pl_module.train(was_training)
-        values: dict[str, float] = {}
-        if real is not None:
-            values.update({f"collapse/heldout_real/{k}": float(v) for k, v in real.items()})
-        if synth is not None:
-            values.update({f"collapse/heldout_synthetic/{k}": float(synth[k]) for k in GAP_KEYS})
-            if real is not None:
-                values.update({f"collapse/gap/{k}": float(synth[k] - real[k]) for k in GAP_KEYS})
+        values = self.check(trainer, pl_module)
+        if not values:
+            return
         self.last = values
         for key, value in values.items():
             self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
