@@ -137,7 +137,8 @@ def test_inject_escalates_to_stop_when_reserve_spent_and_fraction_at_one():
 
 def test_inject_without_any_reserve_raises_the_fraction_only():
     dm = make_mixed(real_fraction=0.5, reserve=0.0)
-    guard = CollapseGuard(rules=[always()], action="inject", real_fraction_step=0.5, cooldown=0, max_injections=5)
+    guard = CollapseGuard(rules=[always()], action="inject", real_fraction_step=0.5, cooldown=0, max_injections=5,
+                          allow_fraction_only=True)  # without it, 'inject' with reserve=0 is an error at set-up
     _, dm, ratio, _ = fit(guard, max_epochs=4, dm=dm)
     assert [e.action for e in guard.events] == ["inject", "stop"]
     assert dm.mixer.injections[0]["samples"] == 0

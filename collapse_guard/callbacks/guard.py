@@ -8,11 +8,24 @@ from typing import Optional, Sequence
 import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
-from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_after_producers
+from collapse_guard.callbacks._base import (
+    CollapseMetricsProducer,
+    require_mixed_datamodule,
+    run_after_producers,
+    run_collectively,
+)
+from collapse_guard.callbacks.heldout import HeldOutRealCheck
+from collapse_guard.callbacks.ratio import RatioMonitor
 from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
 
 #: guard states logged as ``collapse/guard/state``
 STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
+
+#: what a monitored metric was at a check: measured now, left over from an earlier check, or not logged
+FRESH, STALE, MISSING = 0.0, 1.0, 2.0
+
+#: the collapse_guard callbacks that log ``collapse/`` metrics, by the key prefixes they log
+PRODUCERS = {cls.__name__: tuple(cls.produces) for cls in (HeldOutRealCheck, RatioMonitor)}
 
 
 def default_rules() -> list[Rule]:
@@ -61,8 +74,23 @@ class CollapseGuard(Callback):
 
     Every firing is a :class:`GuardEvent` (epoch, rule, value, bound, action, reason) in :attr:`events`, logged as
     ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
-    The decision goes through ``strategy.reduce_boolean_decision`` and a broadcast from rank 0, so every rank
-    takes the same action.
+
+    A NaN or infinite indicator fires its rule at once with the rule's ``non_finite`` action, ``"stop"`` by
+    default, as ``EarlyStopping(check_finite=True)`` does, and is acted on even during a cooldown: a diverged model
+    or check is not something fresh real data can fix. Give the rule ``non_finite="inject"``, ``"warn"`` or
+    ``"ignore"`` to do otherwise.
+
+    **Several processes.** Every rank judges the same numbers: the monitored values are gathered from all ranks
+    and rank 0's are judged everywhere (a warning names a metric whose value differs between ranks: log it with
+    ``sync_dist=True``), so rule baselines, patience counters and events are identical on every rank. The
+    decision goes through ``strategy.reduce_boolean_decision`` and a broadcast from rank 0, so every rank takes the
+    same action and every rank's ``MixedDataModule`` applies the same injection. An error while reading the
+    metrics on one rank is raised on every rank (no rank waits for the others forever).
+
+    **Resume.** The rule states (baselines, best values, patience counters), events, injections made, cooldown
+    and state are checkpointed (:meth:`state_dict`) under a :attr:`state_key` made of the rules and the default
+    action, so two guards with different rules do not clash and a resumed fit with the same rules continues where
+    it stopped; a checkpoint holding a guard with other rules is not loaded into this one (with a warning).
 
     Args:
         rules: the rules; default :func:`default_rules`.
@@ -72,11 +100,18 @@ class CollapseGuard(Callback):
         max_injections: injections before a persisting collapse escalates to ``"stop"``.
         cooldown: checks after an action during which no further action is taken (the injection needs an epoch
             of training to show).
-        strict: raise when a monitored metric was never logged.
+        strict: raise when a monitored metric is never logged (at set-up for the ``collapse/`` metrics whose
+            callback tells its keys in advance, else at the first check that should have logged it).
         verbose: print every event.
+        allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
+            raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
+            forgotten ``reserve=`` and is an error at set-up.
 
     Raises:
-        ValueError: for an unknown action or out-of-range numbers.
+        ValueError: for an unknown action or out-of-range numbers; at set-up: an ``"inject"`` rule with no reserve
+            (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
+            metric that no callback of the Trainer logs (the message lists those that are logged), a rule on
+            held-out real indicators when the held-out real set holds fewer than 2 classes.
         TypeError: at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
         RuntimeError: at a check, with ``strict=True``, when a monitored metric is not logged (the message lists
             the ``collapse/`` metrics that are).
@@ -99,6 +134,7 @@ class CollapseGuard(Callback):
         cooldown: int = 1,
         strict: bool = True,
         verbose: bool = True,
+        allow_fraction_only: bool = False,
     ) -> None:
         if action not in ACTIONS:
             raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
@@ -119,6 +155,7 @@ class CollapseGuard(Callback):
         self.cooldown = cooldown
         self.strict = strict
         self.verbose = verbose
+        self.allow_fraction_only = allow_fraction_only
         self.states = [RuleState(rule) for rule in rules]
         self.events: list[GuardEvent] = []
         self.injections = 0
@@ -127,55 +164,157 @@ class CollapseGuard(Callback):
 
     @property
     def state_key(self) -> str:
-        return f"CollapseGuard{{rules={[r.label for r in self.rules]}}}"
+        return self._generate_state_key(rules=self.rules, action=self.action)
 
     def action_of(self, rule: Rule) -> str:
+        """The action ``rule`` asks for: its own, else the guard's default."""
         return rule.action or self.action
+
+    def action_for(self, verdict: Verdict) -> str:
+        """The action a fired verdict asks for (a non-finite value's ``Rule.non_finite`` first)."""
+        return verdict.action or self.action_of(verdict.rule)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if any(self.action_of(r) == "inject" for r in self.rules):
-            require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
+        if any(self.action_of(r) == "inject" or r.non_finite == "inject" for r in self.rules):
+            dm = require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
+            self._check_reserve(dm)
         run_after_producers(trainer, self)
+        if self.strict:
+            self._check_monitors(trainer)
+        self._check_heldout_classes(trainer)
+
+    def _check_reserve(self, dm) -> None:
+        if dm.mixer is None or dm.reserve_remaining > 0:
+            return
+        if not self.allow_fraction_only:
+            raise ValueError(
+                "CollapseGuard: action 'inject' has no reserve to inject: the MixedDataModule was built with "
+                "`reserve=0`. Keep fresh real data back for it (e.g. MixedDataModule(..., reserve=0.2) or a reserve "
+                "Dataset), or let 'inject' only raise the real fraction with CollapseGuard(..., "
+                "allow_fraction_only=True), or use action='stop' / 'warn'."
+            )
+        if self.real_fraction_step == 0:
+            raise ValueError(
+                "CollapseGuard: action 'inject' can do nothing: there is no reserve (`reserve=0`) and "
+                "`real_fraction_step=0`. Give a reserve, a `real_fraction_step` > 0, or use action='stop'."
+            )
+
+    def _check_monitors(self, trainer: Trainer) -> None:
+        """Reject, before training, rules on ``collapse/`` metrics that no callback of this Trainer will log."""
+        producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
+        for rule in self.rules:
+            key = rule.monitor
+            producer = next((p for p in producers if p.logs(key)), None)
+            if producer is None:
+                owner = next((name for name, prefixes in PRODUCERS.items() if key.startswith(prefixes)), None)
+                if owner is not None:
+                    raise ValueError(
+                        f"CollapseGuard rule {rule.label!r} monitors {key!r}, which {owner} logs, but no {owner} is "
+                        f"among the Trainer's callbacks: add {owner}() to `callbacks` (or pass strict=False)."
+                    )
+                continue
+            keys = producer.metric_keys(trainer)
+            if keys is not None and key not in keys:
+                raise ValueError(
+                    f"CollapseGuard rule {rule.label!r} monitors {key!r}, which {type(producer).__name__} never logs; "
+                    f"it logs {sorted(keys)}. Fix the rule's `monitor` (or pass strict=False)."
+                )
+
+    def _check_heldout_classes(self, trainer: Trainer) -> None:
+        """Classification indicators on held-out real data need at least two classes in it."""
+        if not any(r.monitor.startswith("collapse/heldout_real/") for r in self.rules):
+            return
+        check = next((cb for cb in trainer.callbacks if isinstance(cb, HeldOutRealCheck)), None)
+        dm = trainer.datamodule
+        if check is None or getattr(dm, "mixer", None) is None or not hasattr(dm, "heldout_real_classes"):
+            return
+        classes = dm.heldout_real_classes(check.batch_fn)
+        if len(classes) < 2:
+            raise ValueError(
+                f"CollapseGuard: the held-out real set ({len(dm.heldout_real)} samples) holds "
+                f"{len(classes)} class{'' if len(classes) == 1 else 'es'} ({classes.tolist()}), but the held-out real "
+                "indicators its rules monitor (worst-class recall, effective number of classes, label marginals) "
+                "compare classes and need at least 2: hold out real data of every class (a larger or stratified "
+                "`holdout`)."
+            )
 
     # -- the check ------------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        verdicts = self._judge(trainer)
+        readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
+        readings = self._agree(trainer, readings)
+        verdicts = self._judge(trainer, readings)
         fired = [v for v in verdicts if v.fired]
-        local = max((ACTIONS.index(self.action_of(v.rule)) for v in fired), default=-1)
+        local = max((ACTIONS.index(self.action_for(v)) for v in fired), default=-1)
         any_fired = trainer.strategy.reduce_boolean_decision(bool(fired), all=False)
         chosen = int(trainer.strategy.broadcast(local, src=0)) if any_fired else -1
-        if self.cooldown_left > 0:
+        urgent = any(v.non_finite for v in fired)
+        if self.cooldown_left > 0 and not urgent:
             self.cooldown_left -= 1
         elif chosen >= 0:
             self._act(trainer, ACTIONS[chosen], fired)
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]), prog_bar=True)
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
-    def _judge(self, trainer: Trainer) -> list[Verdict]:
-        """Verdicts of the rules whose metric was measured at this epoch.
+    def _read(self, trainer: Trainer) -> list[tuple[float, float]]:
+        """``(status, value)`` of every rule's metric at this epoch (local; no communication).
 
-        A metric of a :class:`CollapseMetricsProducer` (``HeldOutRealCheck``, ``RatioMonitor``) is judged only at
+        A metric of a :class:`CollapseMetricsProducer` (``HeldOutRealCheck``, ``RatioMonitor``) is fresh only at
         the epochs it was logged, so a check every few epochs is never judged twice on a stale value; any other
-        logged metric (the module's own) is judged whenever it is in ``trainer.callback_metrics``.
+        logged metric (the module's own) is fresh whenever it is in ``trainer.callback_metrics``.
         """
         metrics, epoch = trainer.callback_metrics, trainer.current_epoch
         producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
-        verdicts, missing = [], []
+        readings = []
         for state in self.states:
             key = state.rule.monitor
             producer = next((p for p in producers if p.logs(key)), None)
             if producer is not None and producer.logged_epoch(key) != epoch:
-                if producer.ran_at(epoch):  # it measured this epoch, but not this key: a misnamed monitor
-                    missing.append(key)
+                # it measured this epoch, but not this key: a misnamed monitor; else a check that did not run
+                readings.append((MISSING if producer.ran_at(epoch) else STALE, math.nan))
+            elif key not in metrics:
+                readings.append((MISSING, math.nan))
+            else:
+                readings.append((FRESH, float(torch.as_tensor(metrics[key]))))
+        return readings
+
+    def _agree(self, trainer: Trainer, readings: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        """Rank 0's readings on every rank, with a warning for a metric whose value differs between ranks."""
+        if trainer.world_size <= 1:
+            return readings
+        local = torch.tensor(readings, dtype=torch.float64, device=trainer.strategy.root_device)
+        gathered = trainer.strategy.all_gather(local).cpu().reshape(trainer.world_size, len(readings), 2)
+        first = gathered[0]
+        same = (gathered == first) | (torch.isnan(gathered) & torch.isnan(first))
+        for i in torch.nonzero(~same.all(dim=2).all(dim=0)).flatten().tolist():
+            key = self.rules[i].monitor
+            if key not in self._disagreeing:
+                self._disagreeing.add(key)
+                values = ", ".join(f"rank {r}: {gathered[r, i, 1].item():.6g}" for r in range(trainer.world_size))
+                rank_zero_warn(
+                    f"CollapseGuard: {key} differs between ranks ({values}); every rank judges rank 0's value. Log "
+                    "it with `sync_dist=True` (or as a synced torchmetrics Metric) so the guard judges all the data."
+                )
+        return [(float(a), float(b)) for a, b in first.tolist()]
+
+    @property
+    def _disagreeing(self) -> set:
+        return self.__dict__.setdefault("_disagreeing_keys", set())
+
+    def _judge(self, trainer: Trainer, readings: list[tuple[float, float]]) -> list[Verdict]:
+        """Verdicts of the rules whose metric was measured at this epoch (the same on every rank)."""
+        metrics, epoch = trainer.callback_metrics, trainer.current_epoch
+        verdicts, missing = [], []
+        for state, (status, value) in zip(self.states, readings):
+            if status == STALE:
                 continue
-            if key not in metrics:
-                missing.append(key)
+            if status == MISSING:
+                missing.append(state.rule.monitor)
                 continue
-            verdicts.append(state.check(float(torch.as_tensor(metrics[key]))))
+            verdicts.append(state.check(value))
         if missing and self.strict:
             logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
             raise RuntimeError(
@@ -248,7 +387,26 @@ class CollapseGuard(Callback):
             "state": self.state,
         }
 
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        guards = [cb for cb in trainer.callbacks if isinstance(cb, CollapseGuard)]
+        if not guards or guards[0] is not self:  # one warning for all the guards of the Trainer
+            return
+        mine = {g.state_key for g in guards}
+        saved = [k for k in (checkpoint.get("callbacks") or {}) if isinstance(k, str) and k.startswith("CollapseGuard")]
+        orphans = [k for k in saved if k not in mine]
+        if orphans:
+            rank_zero_warn(
+                f"the checkpoint holds the state of {len(orphans)} CollapseGuard(s) with rules that no guard of this "
+                f"Trainer has ({orphans}); their baselines, patience counters and events are not restored. A guard's "
+                "state is found by its rules and default action: resume with the same ones to continue it."
+            )
+
     def load_state_dict(self, state_dict: dict) -> None:
+        if len(state_dict["rules"]) != len(self.states):
+            raise ValueError(
+                f"CollapseGuard state for {len(state_dict['rules'])} rules cannot be loaded into a guard with "
+                f"{len(self.states)} rules."
+            )
         for state, saved in zip(self.states, state_dict["rules"]):
             state.load_state_dict(saved)
         self.events = [GuardEvent(**e) for e in state_dict["events"]]

@@ -13,8 +13,10 @@ from collapse_guard.data.mixing import check_fraction
 class RatioMonitor(CollapseMetricsProducer, Callback):
     r"""Logs the real fraction the model actually trained on: this epoch, cumulative, and per source.
 
-    Counts come from the :class:`~collapse_guard.MixedDataModule` (every batch the model received, summed over
-    ranks through the strategy). Logged at the end of every training epoch:
+    Counts come from the :class:`~collapse_guard.MixedDataModule`: the epoch's are what every rank received,
+    summed over ranks with ``strategy.reduce``; the cumulative ones are the datamodule's running totals of all
+    ranks (checkpointed, so a resumed fit continues them). Logged at the end of every training epoch, the same
+    values on every rank:
 
     * ``collapse/real_fraction``: real share of this epoch's training samples, in ``[0, 1]`` (progress bar);
     * ``collapse/real_fraction_cumulative``: real share of all training samples so far;
@@ -53,13 +55,26 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
         if stage == "fit":
             require_mixed_datamodule(trainer, type(self).__name__)
 
+    def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
+        keys = {"collapse/real_fraction", "collapse/real_fraction_cumulative", "collapse/real_fraction_target"}
+        mixer = getattr(trainer.datamodule, "mixer", None)
+        if self.per_source and mixer is not None:
+            keys |= {f"collapse/share/{name}" for name in mixer.names}
+        return keys
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         mixer = trainer.datamodule.mixer
-        counts = torch.stack([mixer.epoch_counts, mixer.total_counts]).to(pl_module.device)
-        counts = trainer.strategy.reduce(counts, reduce_op="sum").cpu()
-        epoch, total = counts[0].double(), counts[1].double()
+        local = mixer.local_epoch_counts.clone().to(pl_module.device)  # reduced in place
+        epoch = trainer.strategy.reduce(local, reduce_op="sum").cpu().double()
+        total = mixer.total_counts.double()
         if epoch.sum() == 0:
             return
+        if not torch.equal(epoch.long(), mixer.epoch_counts):
+            rank_zero_warn(
+                f"epoch {trainer.current_epoch}: the ranks received {epoch.long().tolist()} samples per source but "
+                f"the plan of the batches they stepped through holds {mixer.epoch_counts.tolist()}: ranks skipped "
+                "different numbers of batches, so the cumulative real fraction is approximate."
+            )
         record = {
             "epoch": trainer.current_epoch,
             "real_fraction": float(epoch[:2].sum() / epoch.sum()),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 ACTIONS = ("warn", "inject", "stop")
+NON_FINITE = ACTIONS + ("ignore",)
 MODES = ("max", "min")
 BASELINES = ("best", "first")
 
@@ -33,9 +34,15 @@ class Rule:
         patience: consecutive violating checks before the rule fires, ``>= 1`` (as ``EarlyStopping``'s).
         action: ``"warn"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
         name: short name for events; default: the monitor key.
+        non_finite: what a NaN or infinite value does, as ``EarlyStopping(check_finite=True)``: ``"stop"``
+            (default: it fires at once, whatever the patience, and the guard stops training, even in a cooldown:
+            a diverged model or check is not something fresh real data fixes), ``"warn"`` or ``"inject"`` (fires
+            at once with that action), or ``"ignore"`` (the value is skipped: a verdict that does not fire, no state
+            change).
 
     Raises:
-        ValueError: for an unknown mode, baseline or action, neither bound given, or out-of-range numbers.
+        ValueError: for an unknown mode, baseline, action or ``non_finite``, neither bound given, or out-of-range
+            numbers.
 
     Example::
 
@@ -52,6 +59,7 @@ class Rule:
     patience: int = 1
     action: Optional[str] = None
     name: Optional[str] = None
+    non_finite: str = "stop"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,6 +68,10 @@ class Rule:
             raise ValueError(f"Rule({self.monitor!r}): `baseline` must be one of {BASELINES}, got {self.baseline!r}.")
         if self.action is not None and self.action not in ACTIONS:
             raise ValueError(f"Rule({self.monitor!r}): `action` must be one of {ACTIONS}, got {self.action!r}.")
+        if self.non_finite not in NON_FINITE:
+            raise ValueError(
+                f"Rule({self.monitor!r}): `non_finite` must be one of {NON_FINITE}, got {self.non_finite!r}."
+            )
         if self.threshold is None and self.relative is None:
             raise ValueError(f"Rule({self.monitor!r}): give a `threshold`, a `relative` bound, or both.")
         if self.relative is not None and not 0.0 < self.relative <= 1.0:
@@ -74,7 +86,11 @@ class Rule:
 
 @dataclass
 class Verdict:
-    """The outcome of one check of one rule."""
+    """The outcome of one check of one rule.
+
+    ``action`` overrides the rule's action for this verdict (a non-finite value's ``Rule.non_finite``);
+    ``non_finite`` tells such a verdict apart.
+    """
 
     rule: Rule
     value: float
@@ -82,6 +98,8 @@ class Verdict:
     violated: bool
     fired: bool
     reason: str
+    action: Optional[str] = None
+    non_finite: bool = False
 
 
 @dataclass
@@ -115,11 +133,23 @@ class RuleState:
         return max(bounds) if rule.mode == "max" else min(bounds)
 
     def check(self, value: float) -> Verdict:
-        """Judge one new value; updates the state and returns the verdict with its reason."""
+        """Judge one new value; updates the state and returns the verdict with its reason.
+
+        A non-finite value never enters the baseline; it fires at once with ``rule.non_finite`` as the verdict's
+        ``action``, or, when that is ``"ignore"``, gives a verdict that neither violates nor fires and leaves the
+        state as it was.
+        """
         rule = self.rule
         if not math.isfinite(value):
+            if rule.non_finite == "ignore":
+                reason = f"{rule.monitor} = {value} is not finite: ignored (non_finite='ignore')"
+                return Verdict(rule, value, self.bound(), False, False, reason, non_finite=True)
             self.wait = rule.patience
-            return Verdict(rule, value, self.bound(), True, True, f"{rule.monitor} = {value} is not finite")
+            best = f"best so far {self.best:.4f}" if self.best is not None else "no finite value yet"
+            reason = (
+                f"{rule.monitor} = {value} is not finite ({best}): the model or the check diverged"
+            )
+            return Verdict(rule, value, self.bound(), True, True, reason, action=rule.non_finite, non_finite=True)
         bound = self.bound()
         if bound is None:
             violated = False

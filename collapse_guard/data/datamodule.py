@@ -8,7 +8,14 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from collapse_guard._compat import LightningDataModule
+from collapse_guard._compat import LightningDataModule, rank_zero_warn
+from collapse_guard.data.integrity import (
+    index_by_digest,
+    matches,
+    preserved_rng,
+    sample_digests,
+    structure_mismatch,
+)
 from collapse_guard.data.mixing import RESERVE, MixingState, RealFraction, check_fraction
 from collapse_guard.data.sampler import MixedBatchSampler
 from collapse_guard.data.sources import (
@@ -70,10 +77,29 @@ class MixedDataModule(LightningDataModule):
         seed: seed of the splits and the sampler; batches are a function of ``(seed, epoch)`` alone.
         num_workers: DataLoader workers; default: the real DataModule's, else 0.
         collate_fn: collate function; default: the real DataModule's training loader's.
+        verify_holdout: at :meth:`setup`, compare the content of every held-out real sample with the real
+            training pool, the reserve and the synthetic sources (a digest of every tensor, array, number and
+            string of each sample; one pass over the data, row-wise for ``TensorDataset``). A held-out real sample
+            found in the real training data or the reserve is an error; synthetic samples identical to held-out
+            real ones (a generator that memorised them) are warned about and recorded in :attr:`contamination`.
+            ``False`` skips the check; a callable ``sample -> part`` hashes only that part of each sample (e.g.
+            ``lambda s: s[0]`` for the inputs). Samples are hashed as ``dataset[i]`` returns them: a dataset that
+            augments at random in ``__getitem__`` defeats the check (it never moves the global random generators).
+
+    Attributes:
+        heldout_real: the held-out real dataset (after :meth:`setup`).
+        heldout_synthetic: the held-out part of the synthetic sources, or ``None``.
+        mixer: the :class:`~collapse_guard.data.mixing.MixingState`: pools, fraction, injections, counts.
+        contamination: after :meth:`setup` with ``verify_holdout``: per synthetic source, how many of its samples
+            are exact copies of held-out real samples (``{"checked": True, "heldout_real": n, "sources": {name:
+            {"size", "duplicates", "in_training", "heldout_real_matched", "examples"}}}``); ``{"checked": False}``
+            when the check is off.
 
     Raises:
-        ValueError: a fraction outside its range, an empty source, ``holdout="val"`` without a validation set,
-            a fraction that needs an empty pool, samples whose collate fails across sources.
+        ValueError: a fraction outside its range (or a schedule returning or raising one), an empty source or
+            held-out set, ``holdout="val"`` without a validation set, a fraction that needs an empty pool, sources
+            whose samples differ in structure or dtype or do not collate together, held-out real samples that are
+            also training or reserve samples, a held-out set smaller than the number of ranks.
         TypeError: an argument of an unsupported type.
 
     Example::
@@ -97,8 +123,13 @@ class MixedDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: Optional[int] = None,
         collate_fn: Optional[Callable] = None,
+        verify_holdout: Union[bool, Callable[[Any], Any]] = True,
     ) -> None:
         super().__init__()
+        if not (isinstance(verify_holdout, bool) or callable(verify_holdout)):
+            raise TypeError(
+                f"`verify_holdout` must be True, False or a callable `sample -> part to hash`, got {verify_holdout!r}."
+            )
         if real is None:
             raise ValueError("`real` is required: the real data to guard training with.")
         if not callable(real_fraction):
@@ -127,6 +158,8 @@ class MixedDataModule(LightningDataModule):
         self.seed = int(seed)
         self.num_workers = num_workers
         self.collate_fn = collate_fn
+        self.verify_holdout = verify_holdout
+        self.contamination: dict = {"checked": False}
         self.mixer: Optional[MixingState] = None
         self._pending_state: Optional[dict] = None
         self._counting = True
@@ -183,7 +216,10 @@ class MixedDataModule(LightningDataModule):
         else:
             self.heldout_real = as_map_dataset(self.holdout, "holdout")
         if len(self.heldout_real) == 0:
-            raise ValueError("`holdout` leaves no held-out real samples: raise the fraction or pass a Dataset.")
+            raise ValueError(
+                f"`holdout={self.holdout!r}` leaves no held-out real samples, and every check needs some: pass a "
+                "larger fraction (e.g. holdout=0.2) or a held-out Dataset."
+            )
 
         datasets: list[Dataset] = [real_dataset]
         offset = len(real_dataset)
@@ -244,7 +280,11 @@ class MixedDataModule(LightningDataModule):
             synthetic_weights=weights,
         )
         self._check_schedule(has_real=len(real_idx) > 0, has_synthetic=bool(synthetic_pools))
+        self._check_samples(reserve_data if not isinstance(self.reserve, numbers.Real) else None, synthetic)
         self._check_collate(synthetic_pools)
+        self._check_world_size()
+        if self.verify_holdout is not False:
+            self._verify_holdout(real_dataset, real_idx, reserve_data, synthetic, synthetic_pools, spans)
         if self._pending_state is not None:
             self.mixer.load_state_dict(self._pending_state)
             self._pending_state = None
@@ -268,6 +308,117 @@ class MixedDataModule(LightningDataModule):
     @property
     def _trainer_attached(self) -> bool:
         return getattr(self, "trainer", None) is not None
+
+    def _world(self) -> tuple[int, int]:
+        """``(world size, global rank)`` of the attached Trainer, ``(1, 0)`` without one."""
+        if not self._trainer_attached:
+            return 1, 0
+        return int(self.trainer.world_size), int(self.trainer.global_rank)
+
+    def _check_samples(self, reserve_data: Optional[Dataset], synthetic: list[DataSource]) -> None:
+        """Every source mixed into training batches yields samples of the real data's structure and dtypes."""
+        pool = self.mixer.base_real_pool
+        real_sample = self.train_set[int(pool[0] if len(pool) else self.mixer.reserve_order[0])]
+        others = [("`reserve`", reserve_data)] if reserve_data is not None else []
+        others += [(f"synthetic source {s.name!r}", s.dataset) for s in synthetic]
+        for label, dataset in others:
+            mismatch = structure_mismatch(real_sample, dataset[0])
+            if mismatch is not None:
+                raise ValueError(
+                    f"{label} yields samples unlike the real data's ({mismatch}). Its samples are mixed into the same "
+                    "training batches as the real ones, so they need the same structure and dtypes: convert them "
+                    "(e.g. `.float()`, `.long()`, or `datasets.Dataset.with_format('torch')`) when you build the source."
+                )
+
+    def _check_world_size(self) -> None:
+        """Held-out sets are split between ranks: each rank needs at least one sample."""
+        world, _ = self._world()
+        if world <= 1:
+            return
+        for name, dataset, fix in (
+            ("held-out real", self.heldout_real, "pass a larger `holdout`"),
+            ("held-out synthetic", self.heldout_synthetic, "raise `synthetic_holdout` or set it to 0"),
+        ):
+            if dataset is not None and len(dataset) < world:
+                raise ValueError(
+                    f"the {name} set has {len(dataset)} samples, fewer than the {world} ranks that share it at every "
+                    f"check: {fix}."
+                )
+
+    def _verify_holdout(
+        self,
+        real_dataset: Dataset,
+        real_idx: torch.Tensor,
+        reserve_data: Dataset,
+        synthetic: list[DataSource],
+        synthetic_pools: list[torch.Tensor],
+        spans: list[tuple[int, int]],
+    ) -> None:
+        """Held-out real data must not be training or reserve data; synthetic copies of it are reported."""
+        key = self.verify_holdout if callable(self.verify_holdout) else None
+        with preserved_rng():
+            heldout = index_by_digest(sample_digests(self.heldout_real, key=key))
+            in_train = matches(heldout, sample_digests(real_dataset, real_idx, key=key))
+            in_reserve = matches(heldout, sample_digests(reserve_data, key=key)) if len(reserve_data) else []
+            per_source = {}
+            for source, pool, (start, _) in zip(synthetic, synthetic_pools, spans):
+                hits = matches(heldout, sample_digests(source.dataset, key=key))
+                training = set((pool - start).tolist())
+                per_source[source.name] = {
+                    "size": len(source),
+                    "duplicates": len(hits),
+                    "in_training": sum(i in training for i, _ in hits),
+                    "heldout_real_matched": len({h for _, h in hits}),
+                    "examples": [[int(i), int(h)] for i, h in hits[:5]],
+                }
+        if in_train or in_reserve:
+            what = (
+                f'`holdout="val"` ({type(self.real).__name__}\'s validation set)' if self.holdout == "val" else "`holdout`"
+            )
+            where = []
+            if in_train:
+                pairs = ", ".join(f"held-out #{h} = real #{int(real_idx[i])}" for i, h in in_train[:3])
+                where.append(f"{len(in_train)} in the real training data ({pairs}{', ...' if len(in_train) > 3 else ''})")
+            if in_reserve:
+                pairs = ", ".join(f"held-out #{h} = reserve #{i}" for i, h in in_reserve[:3])
+                where.append(f"{len(in_reserve)} in the reserve ({pairs}{', ...' if len(in_reserve) > 3 else ''})")
+            raise ValueError(
+                f"{what}: held-out real samples are also training data: {'; '.join(where)} (identical content). "
+                "Held-out data must never be trained on, or every check measures memorisation: remove the duplicates "
+                "from the real data or the held-out set, or pass verify_holdout=False to skip this check."
+            )
+        self.contamination = {"checked": True, "heldout_real": len(self.heldout_real), "sources": per_source}
+        dirty = {name: r["duplicates"] for name, r in per_source.items() if r["duplicates"]}
+        if dirty:
+            rank_zero_warn(
+                f"synthetic samples identical to held-out real samples: {dirty} (samples per source; "
+                f"{sum(r['heldout_real_matched'] for r in per_source.values())} of the {len(self.heldout_real)} "
+                "held-out real samples have a synthetic copy). A generator that memorised held-out data makes every "
+                "held-out check look better than it is: remove these samples from the synthetic sources or hold out "
+                "other real data. Details in `MixedDataModule.contamination`."
+            )
+
+    def heldout_real_classes(self, batch_fn: Callable[[Any], tuple[Any, torch.Tensor]]) -> torch.Tensor:
+        """The distinct targets of the held-out real data (one pass, the user's collate, no random state moved).
+
+        Args:
+            batch_fn: ``batch -> (inputs, target)``, as :class:`~collapse_guard.HeldOutRealCheck` splits batches.
+
+        Raises:
+            RuntimeError: before :meth:`setup`.
+        """
+        if self.mixer is None:
+            raise RuntimeError("MixedDataModule.heldout_real_classes() needs setup() first (the Trainer calls it).")
+        from torch.utils.data import default_collate
+
+        collate = self._collate or default_collate
+        n, step, found = len(self.heldout_real), self._batch_size, []
+        with preserved_rng():
+            for start in range(0, n, step):
+                batch = collate([self.heldout_real[i] for i in range(start, min(n, start + step))])
+                _, target = batch_fn(batch)
+                found.append(torch.as_tensor(target).reshape(-1).unique())
+        return torch.cat(found).unique() if found else torch.empty(0)
 
     def _check_collate(self, synthetic_pools: list[torch.Tensor]) -> None:
         """Collate one real sample with one sample of each synthetic source, as a mixed batch will."""
@@ -312,11 +463,14 @@ class MixedDataModule(LightningDataModule):
         return self._loader(self.train_set, batch_sampler=sampler)
 
     def val_dataloader(self) -> Any:
-        """The real DataModule's own validation loader when there is one, else the held-out real data."""
+        """The real DataModule's own validation loader when there is one, else the held-out real data.
+
+        Lightning shards it between ranks itself (``use_distributed_sampler``), so it is not sharded here.
+        """
         dm = self.real_datamodule
         if dm is not None and self.holdout == "val":
             return dm.val_dataloader()
-        return self.heldout_real_dataloader()
+        return self.heldout_real_dataloader(shard=False)
 
     def test_dataloader(self) -> Any:
         dm = self.real_datamodule
@@ -325,15 +479,30 @@ class MixedDataModule(LightningDataModule):
         dm.setup("test")
         return dm.test_dataloader()
 
-    def heldout_real_dataloader(self, batch_size: Optional[int] = None) -> DataLoader:
-        """Held-out real data, in order, never trained on."""
-        return self._loader(self.heldout_real, batch_size=batch_size or self._batch_size, shuffle=False)
+    def _shard(self, dataset: Dataset, shard: Optional[bool]) -> Dataset:
+        world, rank = self._world()
+        if shard is False or world <= 1:
+            return dataset
+        return Subset(dataset, list(range(rank, len(dataset), world)))
 
-    def heldout_synthetic_dataloader(self, batch_size: Optional[int] = None) -> Optional[DataLoader]:
-        """Held-out synthetic data (``synthetic_holdout`` of every source), or ``None`` when there is none."""
+    def heldout_real_dataloader(self, batch_size: Optional[int] = None, shard: Optional[bool] = None) -> DataLoader:
+        """Held-out real data, in order, never trained on.
+
+        Under several processes each rank gets every ``world_size``-th sample from its rank on (no padding, no
+        sample on two ranks), so metrics whose states are summed over ranks (torchmetrics' sync) count every
+        held-out sample exactly once. ``shard=False`` gives every rank all of it.
+        """
+        return self._loader(self._shard(self.heldout_real, shard), batch_size=batch_size or self._batch_size,
+                            shuffle=False)
+
+    def heldout_synthetic_dataloader(
+        self, batch_size: Optional[int] = None, shard: Optional[bool] = None
+    ) -> Optional[DataLoader]:
+        """Held-out synthetic data (``synthetic_holdout`` of every source), or ``None``; sharded as the real one."""
         if self.heldout_synthetic is None:
             return None
-        return self._loader(self.heldout_synthetic, batch_size=batch_size or self._batch_size, shuffle=False)
+        return self._loader(self._shard(self.heldout_synthetic, shard), batch_size=batch_size or self._batch_size,
+                            shuffle=False)
 
     # -- batch hooks: count what the model receives, then the user's own hooks --------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

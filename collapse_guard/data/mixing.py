@@ -5,6 +5,7 @@ between epochs and a checkpoint of this state is enough to replay a fit.
 """
 from __future__ import annotations
 
+import hashlib
 import numbers
 from typing import Callable, Optional, Sequence, Union
 
@@ -32,6 +33,18 @@ def check_fraction(value: object, argument: str, epoch: Optional[int] = None) ->
 
 class MixingState:
     """Pools, fraction schedule, injections and counts of a :class:`~collapse_guard.MixedDataModule`.
+
+    Counts: :attr:`epoch_counts` and :attr:`total_counts` are the samples of each source that *all ranks
+    together* received (this epoch, and since the fit began), read off the global plan batch by batch, so they
+    are the same on every rank and a checkpoint written by rank 0 holds the whole fit's counts;
+    :attr:`local_epoch_counts` are this rank's own (what ``RatioMonitor`` sums over ranks to measure the epoch).
+
+    What a checkpoint holds (:meth:`state_dict`): the seed, the reserve cursor, the real fraction floor set by
+    injections, the injections made, the counts, and a fingerprint of the pools. Together with the constructor's
+    arguments (the same data, splits, schedule, batch size and samples per epoch) that is all a resumed fit needs
+    to draw exactly the batches of an uninterrupted one: the plan of an epoch is a pure function of
+    ``(seed, epoch, pools, target fraction, batch size, batches, world size)``, and the sampler keeps no other
+    random state.
 
     Args:
         sources: all sources in dataset order: ``real``, ``reserve``, then the synthetic ones.
@@ -72,6 +85,7 @@ class MixingState:
         self.injections: list[dict] = []
         self.total_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
+        self.local_epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.current_epoch: Optional[int] = None
         self.plan: Optional[EpochPlan] = None
         self.batch_cursor = 0
@@ -92,9 +106,21 @@ class MixingState:
         return len(self.reserve_order) - self.reserve_cursor
 
     def scheduled_fraction(self, epoch: int) -> float:
-        """The user's target real fraction at ``epoch``, before any injection raised it."""
-        value = self.schedule(epoch) if callable(self.schedule) else self.schedule
-        return check_fraction(value, "real_fraction", epoch if callable(self.schedule) else None)
+        """The user's target real fraction at ``epoch``, before any injection raised it.
+
+        Raises:
+            ValueError: when the schedule returns something other than a number in ``[0, 1]``, or raises.
+        """
+        if not callable(self.schedule):
+            return check_fraction(self.schedule, "real_fraction")
+        try:
+            value = self.schedule(epoch)
+        except Exception as err:  # noqa: BLE001 - re-raised with the argument and the epoch
+            raise ValueError(
+                f"`real_fraction`: the schedule raised {type(err).__name__} at epoch {epoch}: {err}. A schedule must "
+                "return a number in [0, 1] for every epoch of the fit (max_epochs; 100 epochs when unbounded)."
+            ) from err
+        return check_fraction(value, "real_fraction", epoch)
 
     def target_fraction(self, epoch: int) -> float:
         """Target real fraction at ``epoch``: the schedule, raised to the floor set by injections."""
@@ -121,14 +147,20 @@ class MixingState:
         )
         self.current_epoch = epoch
         self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
+        self.local_epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.batch_cursor = 0
         return self.plan
 
     def count_next_batch(self) -> None:
-        """Add the next planned batch of this epoch to the counts (called once per batch the model receives)."""
+        """Add the next planned batch of this epoch to the counts (called once per batch the model receives).
+
+        This rank's batch goes to :attr:`local_epoch_counts`; the batches every rank receives at the same step go
+        to :attr:`epoch_counts` and :attr:`total_counts` (Lightning steps all ranks together).
+        """
         if self.plan is None or self.batch_cursor >= len(self.plan.source_counts):
             return
-        counts = self.plan.source_counts[self.batch_cursor]
+        self.local_epoch_counts += self.plan.source_counts[self.batch_cursor]
+        counts = self.plan.global_counts[self.batch_cursor]
         self.epoch_counts += counts
         self.total_counts += counts
         self.batch_cursor += 1
@@ -155,24 +187,63 @@ class MixingState:
         return record
 
     # -- checkpointing --------------------------------------------------------------------------------------
+    def pools_fingerprint(self) -> dict:
+        """Sizes of the pools and a digest of their indices: what a resumed fit must have to replay this one."""
+        h = hashlib.sha1()
+        for pool in [self.base_real_pool, self.reserve_order, *self.synthetic_pools]:
+            h.update(pool.long().numpy().tobytes())
+            h.update(b"|")
+        return {
+            "real": len(self.base_real_pool),
+            "reserve": len(self.reserve_order),
+            "synthetic": [len(p) for p in self.synthetic_pools],
+            "digest": h.hexdigest(),
+        }
+
     def state_dict(self) -> dict:
+        """Plain data (JSON-ready): seed, reserve cursor, real fraction floor, injections, counts, pools."""
         return {
             "seed": self.seed,
             "reserve_cursor": self.reserve_cursor,
             "real_fraction_floor": self.real_fraction_floor,
-            "injections": list(self.injections),
+            "injections": [dict(i) for i in self.injections],
             "total_counts": self.total_counts.tolist(),
+            "epoch_counts": self.epoch_counts.tolist(),
+            "current_epoch": self.current_epoch,
             "names": self.names,
+            "pools": self.pools_fingerprint(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s state.
+
+        Raises:
+            ValueError: when the checkpoint was written for other sources, another seed or other pools (the
+                reserve cursor and the sampler plan would then point at other samples).
+        """
         if state.get("names", self.names) != self.names:
             raise ValueError(
                 f"checkpoint mixes sources {state['names']} but this MixedDataModule has {self.names}; "
                 "resume with the same real and synthetic sources."
             )
-        self.seed = state["seed"]
-        self.reserve_cursor = state["reserve_cursor"]
-        self.real_fraction_floor = state["real_fraction_floor"]
-        self.injections = list(state["injections"])
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"checkpoint was written by a MixedDataModule with seed={state['seed']}, this one has "
+                f"seed={self.seed}: the splits and the batches would differ. Resume with seed={state['seed']}."
+            )
+        pools = state.get("pools")
+        if pools is not None and pools != self.pools_fingerprint():
+            mine = {k: v for k, v in self.pools_fingerprint().items() if k != "digest"}
+            theirs = {k: v for k, v in pools.items() if k != "digest"}
+            raise ValueError(
+                f"checkpoint was written for other training pools ({theirs}) than this MixedDataModule splits "
+                f"({mine}{'' if mine != theirs else ', same sizes, other samples'}): resume with the same data, "
+                "`holdout`, `reserve`, `synthetic_holdout` and seed."
+            )
+        self.reserve_cursor = int(state["reserve_cursor"])
+        self.real_fraction_floor = float(state["real_fraction_floor"])
+        self.injections = [dict(i) for i in state["injections"]]
         self.total_counts = torch.tensor(state["total_counts"], dtype=torch.long)
+        if "epoch_counts" in state:
+            self.epoch_counts = torch.tensor(state["epoch_counts"], dtype=torch.long)
+        self.current_epoch = state.get("current_epoch", self.current_epoch)

@@ -12,6 +12,15 @@ How a plan is drawn, for ``G = batches_per_rank * world_size`` global batches of
   concatenation of fresh permutations of its pool, so every pooled sample appears once before any repeats;
 * synthetic slots are shared between sources in proportion to ``synthetic_weights`` (default: source size);
 * positions are shuffled within each batch; global batch ``g`` goes to rank ``g % world_size``.
+
+Because every rank holds the global plan, every rank also knows what *all* ranks draw: the ``k``-th batch of
+every rank together is global batches ``k W .. k W + W - 1``. :attr:`EpochPlan.global_counts` holds their
+per-source counts, so the counts a :class:`~collapse_guard.data.mixing.MixingState` keeps are the same on every
+rank without communication (Lightning runs the ranks in lockstep, one batch each per step), and a checkpoint
+written by rank 0 holds the counts of the whole fit.
+
+The global plan depends on the number of global batches ``G``, not on how they are split between ranks: a fit
+resumed on another world size with the same ``G`` draws the same global batches.
 """
 from __future__ import annotations
 
@@ -31,11 +40,18 @@ class EpochPlan:
         batches: long tensor ``(num_batches, batch_size)`` of indices into the concatenated dataset.
         source_counts: long tensor ``(num_batches, num_sources)``: samples of each source in each batch.
         real_fraction: the target real fraction the plan was drawn at, in ``[0, 1]``.
+        global_counts: long tensor ``(num_batches, num_sources)``: samples of each source in the ``k``-th batch
+            of all ranks together (equal to ``source_counts`` on one process).
+        epoch: the epoch the plan was drawn for.
+        num_replicas: the world size it was drawn for.
     """
 
     batches: Tensor
     source_counts: Tensor
     real_fraction: float
+    global_counts: Optional[Tensor] = None
+    epoch: int = 0
+    num_replicas: int = 1
 
 
 def real_counts_per_batch(num_batches: int, batch_size: int, real_fraction: float) -> Tensor:
@@ -105,8 +121,16 @@ def plan_epoch(
         The :class:`EpochPlan` of this rank.
 
     Raises:
-        ValueError: if the fraction needs samples from an empty pool.
+        ValueError: if the fraction needs samples from an empty pool, or ``rank`` is not in ``[0, num_replicas)``.
+
+    Example::
+
+        plan = plan_epoch(real_pool, [synth_pool], source_of, num_sources=3, real_fraction=0.3, batch_size=32,
+                          num_batches=10, seed=0, epoch=4, num_replicas=2, rank=1)
+        plan.batches  # (10, 32) dataset indices of rank 1's batches at epoch 4
     """
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"`rank` must be in [0, {num_replicas}), got {rank}.")
     gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2**63 - 1))
     total_batches = num_batches * num_replicas
     real_counts = real_counts_per_batch(total_batches, batch_size, real_fraction)
@@ -135,10 +159,17 @@ def plan_epoch(
     batches[is_real] = real_stream
     batches[~is_real] = synth_stream
     order = torch.argsort(torch.rand(total_batches, batch_size, generator=gen), dim=1)
-    batches = torch.gather(batches, 1, order)[rank::num_replicas]
+    batches = torch.gather(batches, 1, order)
     sources = source_of[batches].long()
-    counts = torch.zeros(len(batches), num_sources, dtype=torch.long).scatter_add_(1, sources, torch.ones_like(sources))
-    return EpochPlan(batches=batches, source_counts=counts, real_fraction=float(real_fraction))
+    counts = torch.zeros(total_batches, num_sources, dtype=torch.long).scatter_add_(1, sources, torch.ones_like(sources))
+    return EpochPlan(
+        batches=batches[rank::num_replicas],
+        source_counts=counts[rank::num_replicas],
+        real_fraction=float(real_fraction),
+        global_counts=counts.view(num_batches, num_replicas, num_sources).sum(1),
+        epoch=int(epoch),
+        num_replicas=int(num_replicas),
+    )
 
 
 class EpochSampler(Sampler):

@@ -1,0 +1,279 @@
+"""Content checks of the data a :class:`~collapse_guard.MixedDataModule` mixes.
+
+* **Held out means held out.** :func:`sample_digests` hashes the content of every sample (every tensor,
+  ndarray, number and string leaf, in a canonical form), so held-out real data can be compared with the real
+  training pool, the reserve and the synthetic sources by content, not by index: a held-out real sample that is
+  also in the training data is an error; a synthetic sample identical to a held-out real one (a generator that
+  memorised it) is reported, since it makes every held-out check meaningless.
+* **One sample structure.** :func:`sample_structure` describes a sample's containers and leaf types (dtype and
+  number of dimensions, not sizes), so sources that would be mixed in one batch can be compared before training.
+
+The canonical form makes the digest depend on values, not on storage: integer and boolean leaves are hashed as
+int64, floating leaves as float64, so a float32 tensor and a float64 array with the same values have the same
+digest, as do a tuple and a list. Only exact copies match: a near-duplicate (a generated sample a little off a
+real one) needs a feature-space measure instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+DIGEST_SIZE = 16  # bytes of blake2b: collisions are out of reach for any data set size
+
+
+# -- canonical encoding -------------------------------------------------------------------------------------------
+def _canonical_array(arr: np.ndarray) -> Optional[np.ndarray]:
+    """``arr`` as int64 / float64 / complex128 by kind, or ``None`` when it is not numeric."""
+    kind = arr.dtype.kind
+    if kind in "biu":
+        return arr.astype(np.int64, copy=False)
+    if kind == "f":
+        return arr.astype(np.float64, copy=False)
+    if kind == "c":
+        return arr.astype(np.complex128, copy=False)
+    return None
+
+
+def _canonical_tensor(t: Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.is_complex():
+        return t.to(torch.complex128).numpy()
+    if t.is_floating_point():
+        return t.to(torch.float64).numpy()
+    return t.to(torch.int64).numpy()
+
+
+def _array_tag(arr: np.ndarray) -> str:
+    return f"{arr.dtype.kind}{tuple(arr.shape)}"
+
+
+def _numeric_list(obj: Sequence) -> Optional[np.ndarray]:
+    """A list/tuple of plain numbers (or nested lists of them) as a canonical array, else ``None``."""
+    if not obj or any(isinstance(x, (Tensor, np.ndarray, str, bytes, dict)) for x in obj):
+        return None
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError):
+        return None
+    return _canonical_array(arr) if arr.dtype != object else None
+
+
+def _encode(obj: Any, sig: list[str], chunks: list[bytes]) -> None:
+    """Append ``obj``'s structure to ``sig`` and its canonical bytes to ``chunks``."""
+    if isinstance(obj, Tensor):
+        arr = _canonical_tensor(obj)
+        sig.append(_array_tag(arr))
+        chunks.append(arr.tobytes())
+    elif isinstance(obj, (np.ndarray, np.generic, numbers.Number)):
+        arr = _canonical_array(np.asarray(obj))
+        if arr is None:
+            sig.append("r")
+            chunks.append(repr(np.asarray(obj).tolist()).encode())
+        else:
+            sig.append(_array_tag(arr))
+            chunks.append(arr.tobytes())
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8")
+        sig.append(f"s{len(data)}")
+        chunks.append(data)
+    elif isinstance(obj, (bytes, bytearray)):
+        sig.append(f"y{len(obj)}")
+        chunks.append(bytes(obj))
+    elif obj is None:
+        sig.append("N")
+    elif isinstance(obj, dict):
+        sig.append("{")
+        for key in sorted(obj, key=str):
+            sig.append(f"{key!r}:")
+            _encode(obj[key], sig, chunks)
+        sig.append("}")
+    elif isinstance(obj, (list, tuple)):
+        arr = _numeric_list(obj)
+        if arr is not None:
+            sig.append(_array_tag(arr))
+            chunks.append(arr.tobytes())
+            return
+        sig.append("(")
+        for item in obj:
+            _encode(item, sig, chunks)
+        sig.append(")")
+    elif hasattr(obj, "__array__"):  # PIL images and other array-likes
+        _encode(np.asarray(obj), sig, chunks)
+    else:  # an object we cannot look into: its repr (equal objects of most types have equal reprs)
+        data = repr(obj).encode("utf-8")
+        sig.append(f"r{len(data)}")
+        chunks.append(data)
+
+
+def _digest(sig: str, data: bytes) -> bytes:
+    h = hashlib.blake2b(sig.encode("utf-8"), digest_size=DIGEST_SIZE)
+    h.update(b"\0")
+    h.update(data)
+    return h.digest()
+
+
+def sample_digest(sample: Any) -> bytes:
+    """The content digest of one sample (16 bytes): equal for samples with equal structure and values.
+
+    Example::
+
+        sample_digest((torch.tensor([1.0, 2.0]), 3)) == sample_digest([np.array([1.0, 2.0]), torch.tensor(3)])
+    """
+    sig: list[str] = []
+    chunks: list[bytes] = []
+    _encode(sample, sig, chunks)
+    return _digest("".join(sig), b"".join(chunks))
+
+
+# -- whole data sets ----------------------------------------------------------------------------------------------
+def _tensor_dataset_view(dataset: Dataset, indices: Optional[Tensor]) -> Optional[tuple[TensorDataset, Tensor]]:
+    """``(TensorDataset, indices into it)`` when ``dataset`` (through Subsets) is a TensorDataset, else ``None``."""
+    if indices is None:
+        indices = torch.arange(len(dataset))
+    while isinstance(dataset, Subset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.long)[indices]
+        dataset = dataset.dataset
+    if isinstance(dataset, TensorDataset) and dataset.tensors:
+        return dataset, indices
+    return None
+
+
+def _tensor_dataset_digests(dataset: TensorDataset, indices: Tensor, chunk: int = 65536) -> list[bytes]:
+    """Digests of ``dataset[i]`` for ``i`` in ``indices``, read row-wise off the tensors (no ``__getitem__``)."""
+    if not len(indices):
+        return []
+    sig: list[str] = ["("]
+    first = [t[int(indices[0])] for t in dataset.tensors]
+    for t in first:
+        sig.append(_array_tag(_canonical_tensor(t)))
+    sig.append(")")
+    signature = "".join(sig)
+    out: list[bytes] = []
+    for start in range(0, len(indices), chunk):
+        idx = indices[start : start + chunk]
+        parts = [_canonical_tensor(t[idx]).reshape(len(idx), -1) for t in dataset.tensors]
+        rows = np.concatenate([np.ascontiguousarray(p).view(np.uint8).reshape(len(idx), -1) for p in parts], axis=1)
+        rows = np.ascontiguousarray(rows)
+        out.extend(_digest(signature, row.tobytes()) for row in rows)
+    return out
+
+
+def sample_digests(
+    dataset: Dataset, indices: Optional[Sequence[int]] = None, key: Optional[Callable[[Any], Any]] = None
+) -> list[bytes]:
+    """Content digests of ``dataset[i]`` for every ``i`` in ``indices`` (default: all), in order.
+
+    A ``TensorDataset`` (also inside ``Subset``) is read row-wise off its tensors, tens of thousands of samples a
+    second; any other dataset is read sample by sample. ``key`` maps a sample to the part to hash (e.g.
+    ``lambda s: s[0]`` for the inputs only); the fast path is skipped then.
+
+    Args:
+        dataset: a map-style dataset.
+        indices: indices into ``dataset``; default ``range(len(dataset))``.
+        key: what of a sample to hash; default the whole sample.
+
+    Returns:
+        One 16-byte digest per index.
+    """
+    idx = None if indices is None else torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices,
+                                                       dtype=torch.long)
+    if key is None:
+        view = _tensor_dataset_view(dataset, idx)
+        if view is not None:
+            return _tensor_dataset_digests(*view)
+    order = range(len(dataset)) if idx is None else idx.tolist()
+    if key is None:
+        return [sample_digest(dataset[i]) for i in order]
+    return [sample_digest(key(dataset[i])) for i in order]
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without moving the global torch, numpy and ``random`` generators (set-up reads samples)."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+# -- sample structure ---------------------------------------------------------------------------------------------
+def _leaf(obj: Any) -> str:
+    if isinstance(obj, Tensor):
+        return f"Tensor[{str(obj.dtype).replace('torch.', '')}, {obj.dim()}-d]"
+    if isinstance(obj, np.ndarray):
+        return f"ndarray[{obj.dtype}, {obj.ndim}-d]"
+    if isinstance(obj, np.generic):
+        return f"numpy {obj.dtype}"
+    return type(obj).__name__
+
+
+def sample_structure(sample: Any, path: str = "sample") -> list[tuple[str, str]]:
+    """``(path, description)`` of every container and leaf of ``sample``: what must agree across sources.
+
+    Containers are described by kind and length (tuples and lists alike) or keys; leaves by type, dtype and number
+    of dimensions. Sizes are left out: a padding collate may batch samples of different lengths.
+    """
+    if isinstance(sample, dict):
+        out = [(path, f"dict with keys {sorted(map(str, sample))}")]
+        for k in sorted(sample, key=str):
+            out.extend(sample_structure(sample[k], f"{path}[{k!r}]"))
+        return out
+    if isinstance(sample, (list, tuple)) and not _is_number_list(sample):
+        out = [(path, f"sequence of {len(sample)}")]
+        for i, item in enumerate(sample):
+            out.extend(sample_structure(item, f"{path}[{i}]"))
+        return out
+    return [(path, "list of numbers" if isinstance(sample, (list, tuple)) else _leaf(sample))]
+
+
+def _is_number_list(obj: Sequence) -> bool:
+    return bool(obj) and all(isinstance(x, numbers.Number) for x in obj)
+
+
+def structure_mismatch(expected: Any, got: Any) -> Optional[str]:
+    """The first difference between the structures of two samples (``None`` when they agree)."""
+    a, b = sample_structure(expected), sample_structure(got)
+    for (pa, da), (pb, db) in zip(a, b):
+        if pa != pb or da != db:
+            return f"{pb if pa == pb else pb + ' / ' + pa}: {db} where the real data has {da}"
+    if len(a) != len(b):
+        return f"{len(b)} parts where the real data has {len(a)}"
+    return None
+
+
+# -- the held-out check -------------------------------------------------------------------------------------------
+def index_by_digest(digests: Sequence[bytes]) -> dict[bytes, int]:
+    """Digest -> first index with that digest."""
+    out: dict[bytes, int] = {}
+    for i, d in enumerate(digests):
+        out.setdefault(d, i)
+    return out
+
+
+def matches(heldout: dict[bytes, int], digests: Sequence[bytes]) -> list[tuple[int, int]]:
+    """``(position in digests, held-out index)`` for every digest that is also a held-out sample's."""
+    return [(i, heldout[d]) for i, d in enumerate(digests) if d in heldout]
+
+
+__all__ = [
+    "index_by_digest",
+    "matches",
+    "preserved_rng",
+    "sample_digest",
+    "sample_digests",
+    "sample_structure",
+    "structure_mismatch",
+]
