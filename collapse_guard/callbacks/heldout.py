@@ -72,6 +72,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
       ``feature_samples`` samples of the model and the held-out real inputs, both mapped by
       ``sample_feature_fn`` (default: flattened).
 
+    Every check's values are kept in :attr:`history` (``{"epoch", "global_step", key: value, ...}``), saved with
+    checkpoints, for reports.
+
     A check that fails (an exception in a hook or the model) is re-raised on every rank (``on_error="raise"``,
     the default: a guard that silently stops seeing is worse than a crash) or skipped on every rank with a warning
     (``"warn"``); ranks agree first, so none waits forever, and the checkpoints of earlier epochs are untouched.
@@ -146,6 +149,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         self.on_error = on_error
         self.prog_bar = prog_bar
         self.last: dict[str, float] = {}
+        self.history: list[dict] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -282,11 +286,13 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         if not values:
             return
         self.last = values
+        self.history.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step, **values})
         for key, value in values.items():
             self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
 
     def state_dict(self) -> dict:
-        return {"last": dict(self.last)}
+        return {"last": dict(self.last), "history": list(self.history)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last = dict(state_dict.get("last", {}))
+        self.history = list(state_dict.get("history", []))
