@@ -185,6 +185,10 @@ class MixedDataModule(LightningDataModule):
             real_loader = datamodule_train_loader(dm, "real")
             real_dataset = real_loader.dataset
             settings = loader_settings(real_loader)
+            if hasattr(real_dataset, "__len__") and len(real_dataset) == 0:
+                raise ValueError(
+                    f"`real` is empty: {type(dm).__name__}.train_dataloader() has no samples; give it at least one."
+                )
         else:
             real_dataset = as_map_dataset(self.real, "real")
         self._collate = self.collate_fn or settings.collate_fn
@@ -254,7 +258,10 @@ class MixedDataModule(LightningDataModule):
         for i, (start, stop) in enumerate(spans):
             source_of[start:stop] = i + 2
         if len(real_idx) == 0 and len(reserve_idx) == 0:
-            raise ValueError("`real` has no training samples left after `holdout` and `reserve`.")
+            raise ValueError(
+                f"`real` has no training samples left after `holdout` and `reserve` ({len(real_dataset)} real samples): "
+                "lower them, or give more real data."
+            )
 
         weights = None
         if self.synthetic_weights is not None:
@@ -280,8 +287,9 @@ class MixedDataModule(LightningDataModule):
             synthetic_weights=weights,
         )
         self._check_schedule(has_real=len(real_idx) > 0, has_synthetic=bool(synthetic_pools))
-        self._check_samples(reserve_data if not isinstance(self.reserve, numbers.Real) else None, synthetic)
-        self._check_collate(synthetic_pools)
+        with preserved_rng():  # reading samples must not move the user's random state (augmenting datasets)
+            self._check_samples(reserve_data if not isinstance(self.reserve, numbers.Real) else None, synthetic)
+            self._check_collate(synthetic_pools)
         self._check_world_size()
         if self.verify_holdout is not False:
             self._verify_holdout(real_dataset, real_idx, reserve_data, synthetic, synthetic_pools, spans)

@@ -1,0 +1,226 @@
+"""Held out means held out: content digests of held-out real data against training, reserve and synthetic data."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+
+from collapse_guard import MixedDataModule
+from collapse_guard.data.integrity import sample_digest, sample_digests, structure_mismatch
+
+from cg_testing import SYNTH_BASE, VAL_BASE, RealDM, id_dataset, make_mixed
+
+
+def rows(ds: TensorDataset, idx) -> TensorDataset:
+    idx = torch.as_tensor(idx)
+    return TensorDataset(*(t[idx] for t in ds.tensors))
+
+
+def cat(*parts: TensorDataset) -> TensorDataset:
+    return TensorDataset(*(torch.cat(ts) for ts in zip(*(p.tensors for p in parts))))
+
+
+# -- digests ----------------------------------------------------------------------------------------------------
+def test_digest_depends_on_values_not_storage():
+    x = [1.5, -2.0, 0.25]
+    same = [
+        (torch.tensor(x), 2),
+        [np.array(x, dtype=np.float64), torch.tensor(2)],
+        (torch.tensor(x, dtype=torch.float64), np.int32(2)),
+        (x, torch.tensor(2, dtype=torch.int16)),
+    ]
+    assert len({sample_digest(s) for s in same}) == 1
+    different = [
+        (torch.tensor([1.5, -2.0, 0.26]), 2),  # a value
+        (torch.tensor(x), 1),  # the label
+        (torch.tensor(x).reshape(3, 1), 2),  # the shape
+        (torch.tensor(x),),  # the structure
+        {"x": torch.tensor(x), "y": 2},
+        {"x": torch.tensor(x), "label": 2},  # the keys
+    ]
+    digests = {sample_digest(s) for s in different} | {sample_digest(same[0])}
+    assert len(digests) == len(different) + 1
+    assert sample_digest({"b": "text", "a": b"raw"}) == sample_digest({"a": b"raw", "b": "text"})
+    assert sample_digest("text") != sample_digest("texts") and sample_digest(None) != sample_digest(0)
+
+
+def test_tensor_datasets_are_read_row_wise_with_the_same_digests():
+    ds = TensorDataset(torch.randn(300, 5), torch.randint(0, 3, (300,)), torch.rand(300, 2, 2).double())
+    one_by_one = [sample_digest(ds[i]) for i in range(len(ds))]
+    assert sample_digests(ds) == one_by_one
+    assert sample_digests(ds, [7, 3, 299]) == [one_by_one[i] for i in (7, 3, 299)]
+    nested = Subset(Subset(ds, list(range(100, 200))), [5, 0, 99])
+    assert sample_digests(nested) == [one_by_one[i] for i in (105, 100, 199)]
+    # other datasets go sample by sample, with the same digests
+    assert sample_digests(ConcatDataset([ds]), [7, 3]) == [one_by_one[7], one_by_one[3]]
+    # a key hashes part of a sample
+    assert sample_digests(ds, [4], key=lambda s: s[0]) == [sample_digest(ds[4][0])]
+
+
+def test_row_wise_digests_are_fast():
+    n = 100_000
+    ds = TensorDataset(torch.randn(n, 64), torch.randint(0, 10, (n,)))
+    start = time.perf_counter()
+    digests = sample_digests(ds)
+    seconds = time.perf_counter() - start
+    assert len(set(digests)) == n
+    assert seconds < 10.0, seconds  # about 0.5 s on 2 cores; generous for a loaded machine
+
+
+# -- held-out real in training: an error ------------------------------------------------------------------------
+def test_heldout_dataset_overlapping_real_training_raises():
+    real = id_dataset(60, 0)
+    held = cat(id_dataset(10, VAL_BASE), rows(real, [3, 17, 42]))  # three training samples in the held-out set
+    dm = MixedDataModule(real, {"g1": id_dataset(40, SYNTH_BASE)}, real_fraction=0.5, holdout=held, reserve=0.0)
+    with pytest.raises(ValueError, match=r"`holdout`: held-out real samples are also training data: 3 in the real "
+                                         r"training data \(held-out #10 = real #3") as err:
+        dm.setup("fit")
+    assert "verify_holdout=False" in str(err.value)
+    # the same data with the check off sets up (the user's call)
+    off = MixedDataModule(real, {"g1": id_dataset(40, SYNTH_BASE)}, real_fraction=0.5, holdout=held,
+                          verify_holdout=False)
+    off.setup("fit")
+    assert off.contamination == {"checked": False}
+
+
+def test_heldout_overlapping_the_reserve_raises():
+    real = id_dataset(60, 0)
+    reserve = id_dataset(20, 20_000)
+    held = cat(id_dataset(10, VAL_BASE), rows(reserve, [0, 5]))
+    dm = MixedDataModule(real, {"g1": id_dataset(40, SYNTH_BASE)}, holdout=held, reserve=reserve)
+    with pytest.raises(ValueError, match=r"2 in the reserve \(held-out #10 = reserve #0"):
+        dm.setup("fit")
+
+
+def test_validation_set_that_repeats_training_samples_raises():
+    class Leaky(RealDM):
+        def setup(self, stage):
+            super().setup(stage)
+            self.val_set = cat(self.val_set, rows(self.train_set, [0, 1]))
+
+    dm = MixedDataModule(Leaky(), {"g1": id_dataset(40, SYNTH_BASE)}, holdout="val", reserve=0.2)
+    with pytest.raises(ValueError, match=r'`holdout="val"` \(Leaky\'s validation set\).*2 in the real training'):
+        dm.setup("fit")
+
+
+def test_duplicates_inside_the_real_data_are_found_across_a_fraction_split():
+    base = id_dataset(40, 0)
+    real = cat(base, base)  # every sample twice: a held-out fraction has copies in training
+    dm = MixedDataModule(real, {"g1": id_dataset(40, SYNTH_BASE)}, holdout=0.25, seed=1)
+    with pytest.raises(ValueError, match="held-out real samples are also training data"):
+        dm.setup("fit")
+    clean = MixedDataModule(base, {"g1": id_dataset(40, SYNTH_BASE)}, holdout=0.25, reserve=0.25, seed=1)
+    clean.setup("fit")
+    assert clean.contamination["checked"] and clean.contamination["heldout_real"] == 10
+
+
+# -- synthetic copies of held-out real: reported ----------------------------------------------------------------
+def heldout_of_make_mixed():
+    """The held-out real samples ``make_mixed(n_real=80, holdout=0.25)`` splits off (split before any synthetic)."""
+    dm = make_mixed(n_real=80, holdout=0.25)
+    dm.setup("fit")
+    return dm.heldout_real
+
+
+def test_synthetic_copies_of_heldout_real_are_warned_and_recorded():
+    held = heldout_of_make_mixed()
+    copies = TensorDataset(*(torch.stack(t) for t in zip(*[held[i] for i in (0, 1, 2, 2)])))
+    memorised = cat(id_dataset(30, SYNTH_BASE), copies)
+    clean = id_dataset(30, 2 * SYNTH_BASE)
+    dm = make_mixed(n_real=80, holdout=0.25, synthetic_holdout=0.0, synth_sizes={})
+    dm.synthetic = {"memorised": memorised, "clean": clean}
+    with pytest.warns(UserWarning, match=r"identical to held-out real samples: \{'memorised': 4\}.*3 of the 20"):
+        dm.setup("fit")
+    report = dm.contamination
+    assert report["checked"] and report["heldout_real"] == 20
+    assert report["sources"]["clean"] == {"size": 30, "duplicates": 0, "in_training": 0, "heldout_real_matched": 0,
+                                          "examples": []}
+    got = report["sources"]["memorised"]
+    assert got["size"] == 34 and got["duplicates"] == 4 and got["in_training"] == 4
+    assert got["heldout_real_matched"] == 3
+    assert got["examples"] == [[30, 0], [31, 1], [32, 2], [33, 2]]
+
+
+def test_copies_in_the_synthetic_holdout_part_count_apart_from_training():
+    held = heldout_of_make_mixed()
+    copies = TensorDataset(*(torch.stack(t) for t in zip(*[held[i] for i in range(20)])))
+    dm = make_mixed(n_real=80, holdout=0.25, synthetic_holdout=0.5, synth_sizes={})
+    dm.synthetic = {"all_copies": copies}
+    with pytest.warns(UserWarning, match="all_copies"):
+        dm.setup("fit")
+    got = dm.contamination["sources"]["all_copies"]
+    assert got["duplicates"] == 20 and got["in_training"] == 10 and got["heldout_real_matched"] == 20
+
+
+def test_a_key_compares_inputs_only():
+    x, _ = heldout_of_make_mixed()[0]
+    relabelled = cat(id_dataset(20, SYNTH_BASE), TensorDataset(x[None], torch.tensor([2])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default compares whole samples: another label is another sample
+        whole = make_mixed(n_real=80, holdout=0.25, synth_sizes={})
+        whole.synthetic = {"g": relabelled}
+        whole.setup("fit")
+    assert whole.contamination["sources"]["g"]["duplicates"] == 0
+    inputs = make_mixed(n_real=80, holdout=0.25, synth_sizes={}, verify_holdout=lambda s: s[0])
+    inputs.synthetic = {"g": relabelled}
+    with pytest.warns(UserWarning, match=r"\{'g': 1\}"):
+        inputs.setup("fit")
+    assert inputs.contamination["sources"]["g"]["duplicates"] == 1
+
+
+def test_hugging_face_sources_are_checked_too():
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    real = datasets.Dataset.from_dict({"x": rng.normal(size=(60, 3)).tolist(), "label": rng.integers(0, 3, 60)})
+    held = real.select(range(10))
+    train = real.select(range(10, 60))
+    synth = datasets.concatenate_datasets([
+        datasets.Dataset.from_dict({"x": rng.normal(size=(30, 3)).tolist(), "label": rng.integers(0, 3, 30)}),
+        held.select([4, 7]),
+    ])
+    dm = MixedDataModule(train, {"gen": synth}, holdout=held, collate_fn=lambda batch: batch)
+    with pytest.warns(UserWarning, match=r"\{'gen': 2\}"):
+        dm.setup("fit")
+    assert dm.contamination["sources"]["gen"]["examples"] == [[30, 4], [31, 7]]
+    leaky = MixedDataModule(real, {"gen": synth.select(range(30))}, holdout=held, collate_fn=lambda batch: batch)
+    with pytest.raises(ValueError, match="10 in the real training data"):
+        leaky.setup("fit")
+
+
+def test_verification_never_moves_the_global_random_generators():
+    class Augmenting(Dataset):
+        """Random noise in __getitem__, as torchvision transforms do."""
+
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            x, y = self.base[i]
+            return x + 0.0 * torch.rand(x.shape), y
+
+    def draws_after(setup: bool):
+        torch.manual_seed(5)
+        np.random.seed(5)
+        if setup:
+            MixedDataModule(Augmenting(id_dataset(60, 0)), {"g": id_dataset(30, SYNTH_BASE)}, holdout=0.25).setup("fit")
+        return torch.rand(3).tolist(), np.random.rand(3).tolist()
+
+    assert draws_after(True) == draws_after(False)
+
+
+# -- sample structure ------------------------------------------------------------------------------------------
+def test_structure_mismatch_names_the_part():
+    real = (torch.zeros(4), torch.tensor(1))
+    assert structure_mismatch(real, (torch.ones(7), torch.tensor(0))) is None  # sizes may differ (padding collates)
+    assert "float64" in structure_mismatch(real, (torch.zeros(4).double(), torch.tensor(1)))
+    assert "sample[1]" in structure_mismatch(real, (torch.zeros(4), torch.tensor(1, dtype=torch.int32)))
+    assert "dict" in structure_mismatch(real, {"x": torch.zeros(4), "y": 1})
+    assert "sequence of 3" in structure_mismatch(real, (torch.zeros(4), torch.tensor(1), "extra"))
+    assert "int where" in structure_mismatch(real, (torch.zeros(4), 1))
