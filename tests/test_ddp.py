@@ -249,6 +249,27 @@ def test_two_ranks_shard_reduce_decide_together_and_fail_together(tmp_path):
     assert seconds < 90
 
 
+def test_heldout_loaders_are_sharded_by_rank_without_processes():
+    from types import SimpleNamespace
+
+    dm = make_mixed(n_real=80, holdout=0.25, synthetic_holdout=0.2)
+    dm.setup("fit")
+    full = [i for b in dm.heldout_real_dataloader() for i in ids_of(b)]
+    full_synth = [i for b in dm.heldout_synthetic_dataloader() for i in ids_of(b)]
+    shards, synth_shards = [], []
+    for rank in range(3):
+        dm.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        shards.append([i for b in dm.heldout_real_dataloader() for i in ids_of(b)])
+        synth_shards.append([i for b in dm.heldout_synthetic_dataloader() for i in ids_of(b)])
+        # Lightning shards the validation loader itself; shard=False gives every rank all of it
+        assert [i for b in dm.heldout_real_dataloader(shard=False) for i in ids_of(b)] == full
+        assert [i for b in dm.val_dataloader() for i in ids_of(b)] == full
+    for parts, whole in ((shards, full), (synth_shards, full_synth)):
+        assert sorted(i for p in parts for i in p) == sorted(whole)  # every sample on exactly one rank
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert shards[1] == full[1::3]
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(reason="HeldOutRealCheck syncs its metrics (metric.compute) before the ranks agree on a failure: "
                           "rank 0 waits in all_gather while rank 1 waits in reduce_boolean_decision", strict=False)
