@@ -185,13 +185,12 @@ CORE_TEST_FILES = {
 
 @pytest.fixture(autouse=True)
 def _one_thread_and_seeded(request):
-    """For the core tests (the files above, not other suites): one CPU thread and a fixed seed."""
-    if Path(request.node.path).name not in CORE_TEST_FILES:
-        yield
-        return
+    """One CPU thread for every test (timing-independent and immune to oversubscription on a shared machine);
+    for the core tests (the files above) also a fixed seed."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    if Path(request.node.path).name in CORE_TEST_FILES:
+        torch.manual_seed(0)
     try:
         yield
     finally:

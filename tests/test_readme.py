@@ -26,7 +26,6 @@ def test_readme_demo_figures_match_the_demo(capsys):
     """Every row of the README's demo output is printed by the full demo (same seed, same figures)."""
     from collapse_guard.demo import run_demo
 
-    torch.set_num_threads(2)
     readme = README.read_text()
     block = readme.split("It prints, as measured")[1].split("```")[1]
     run_demo(out=None)
