@@ -4,12 +4,14 @@ Wrap your LightningDataModule in :class:`MixedDataModule`, add :class:`RatioMoni
 and :class:`CollapseGuard` to your Trainer; your LightningModule stays as it is.
 """
 from collapse_guard.callbacks import CollapseGuard, GuardEvent, HeldOutRealCheck, RatioMonitor, Rule, default_rules
+from collapse_guard.callbacks import CollapseReport
 from collapse_guard.data import MixedDataModule, SyntheticSource
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CollapseGuard",
+    "CollapseReport",
     "GuardEvent",
     "HeldOutRealCheck",
     "MixedDataModule",

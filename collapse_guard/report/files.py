@@ -1,0 +1,100 @@
+"""Where a report lives and how its JSON is written and read back.
+
+A run directory holds::
+
+    report.json        the record (schema in :mod:`collapse_guard.report.record`)
+    provenance.json    the provenance manifest alone (also inside report.json)
+    real_fraction.png  real fraction and per-source shares over training, guard events marked
+    indicators.png     every indicator over the checks, guard events, values and bounds marked
+    report.html        one self-contained page: all of the above, readable offline
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Union
+
+REPORT_JSON = "report.json"
+PROVENANCE_JSON = "provenance.json"
+REAL_FRACTION_PNG = "real_fraction.png"
+INDICATORS_PNG = "indicators.png"
+REPORT_HTML = "report.html"
+
+#: the folder :class:`~collapse_guard.CollapseReport` writes into, under the Trainer's log dir
+DEFAULT_SUBDIR = "collapse_report"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def write_atomic(path: PathLike, data: Union[str, bytes]) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so a reader (or a crash) never
+    sees half a file. The file gets the usual permissions (the process umask), as ``open`` gives."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: PathLike, obj: dict) -> Path:
+    """``obj`` (already JSON-ready: :func:`~collapse_guard.report.record.jsonable`) as strict JSON."""
+    return write_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def find_report(run_dir: PathLike) -> Path:
+    """The ``report.json`` of ``run_dir``: the file itself, ``run_dir/report.json``, or
+    ``run_dir/collapse_report/report.json`` (a Trainer's root or log dir).
+
+    Raises:
+        FileNotFoundError: when none of these exists.
+    """
+    run_dir = Path(run_dir)
+    candidates = [run_dir] if run_dir.suffix == ".json" else [run_dir / REPORT_JSON, run_dir / DEFAULT_SUBDIR / REPORT_JSON]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no collapse report in {str(run_dir)!r}: looked for {', '.join(str(c) for c in candidates)}. "
+        "CollapseReport writes it at the end of a fit (by default into <log dir>/collapse_report/)."
+    )
+
+
+def load_record(run_dir: PathLike) -> dict:
+    """The report record saved in ``run_dir`` (see :func:`find_report`).
+
+    Args:
+        run_dir: the report folder, the run's log or root folder, or the ``report.json`` file itself.
+
+    Raises:
+        FileNotFoundError: when there is no ``report.json``.
+        ValueError: when the file is not a collapse_guard report, or is of a newer schema than this version reads.
+
+    Example::
+
+        record = load_record("lightning_logs/version_0")      # finds collapse_report/report.json
+        print(record["final"]["guard_state"], [e["reason"] for g in record["guards"] for e in g["events"]])
+    """
+    from collapse_guard.report.record import REPORT_KIND, SCHEMA_VERSION
+
+    path = find_report(run_dir)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+    if not isinstance(record, dict) or record.get("kind") != REPORT_KIND:
+        raise ValueError(f"{path} is not a collapse_guard report (its 'kind' is not {REPORT_KIND!r}).")
+    version = record.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has schema_version {version!r}; this collapse_guard reads versions up to {SCHEMA_VERSION}: "
+            "upgrade collapse_guard to render it."
+        )
+    return record

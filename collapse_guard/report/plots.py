@@ -1,0 +1,271 @@
+"""Plots of a report record: the real fraction and every indicator over training, guard events marked.
+
+The data behind each plot comes from a pure function of the record (:func:`event_markers`,
+:func:`real_fraction_series`, :func:`indicator_series`); the figures are drawn with matplotlib's object API
+(``matplotlib.figure.Figure``, rendered by the Agg canvas), never ``pyplot``, so drawing changes no global
+backend or state of the user's process and works without a display.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from collapse_guard.report.files import INDICATORS_PNG, REAL_FRACTION_PNG, write_atomic
+from collapse_guard.report.record import as_float
+
+#: colour of each guard action (Okabe-Ito: readable with colour-vision deficiencies)
+ACTION_COLORS = {"warn": "#E69F00", "inject": "#0072B2", "stop": "#D55E00"}
+#: ``gid`` of every artist that marks a guard event (tests and tools find the markers by it)
+EVENT_GID = "guard-event"
+REAL_COLORS = ["#009E73", "#7FD1B9"]
+SYNTHETIC_COLORS = ["#CC79A7", "#999999", "#56B4E9", "#F0E442", "#8C6BB1", "#BBBBBB"]
+DPI = 100
+
+
+# -- the data of the plots ------------------------------------------------------------------------------------
+def event_markers(record: dict) -> list[dict]:
+    """Every guard event to mark, in epoch order: ``{"epoch", "action", "rule", "monitor", "value", "threshold",
+    "guard"}`` (``guard``: index of the guard in ``record["guards"]``)."""
+    markers = []
+    for g, guard in enumerate(record.get("guards") or []):
+        for e in guard.get("events", []):
+            markers.append({
+                "epoch": e.get("epoch"),
+                "action": e.get("action"),
+                "rule": e.get("rule"),
+                "monitor": e.get("monitor"),
+                "value": as_float(e.get("value")),
+                "threshold": as_float(e.get("threshold")),
+                "guard": g,
+            })
+    return sorted(markers, key=lambda m: (m["epoch"] if m["epoch"] is not None else -1, m["guard"]))
+
+
+def real_fraction_series(record: dict) -> Optional[dict]:
+    """``{"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target": [...], "shares": {source:
+    [...]}}`` from the ratio history, or ``None`` without one."""
+    ratio = record.get("ratio")
+    if not ratio or not ratio.get("history"):
+        return None
+    rows = ratio["history"]
+    series: dict[str, Any] = {"epoch": [r["epoch"] for r in rows]}
+    for key in ("real_fraction", "real_fraction_cumulative", "real_fraction_target"):
+        series[key] = [as_float(r.get(key)) for r in rows]
+    series["shares"] = {s: [as_float(r.get("shares", {}).get(s, 0.0)) for r in rows] for s in ratio["sources"]}
+    return series
+
+
+def _monitored(record: dict) -> list[str]:
+    keys: list[str] = []
+    for guard in record.get("guards") or []:
+        keys += [r["monitor"] for r in guard.get("rules", []) if r["monitor"] not in keys]
+    return keys
+
+
+#: panel order of the indicator plot after the monitored keys: by key prefix
+GROUP_ORDER = ("collapse/heldout_real/", "collapse/gap/", "collapse/heldout_synthetic/", "collapse/features/",
+               "collapse/generated/")
+
+
+def _group(key: str) -> int:
+    return next((i for i, prefix in enumerate(GROUP_ORDER) if key.startswith(prefix)), len(GROUP_ORDER))
+
+
+def indicator_series(record: dict) -> dict[str, dict]:
+    """``{key: {"epoch": [...], "value": [...]}}`` of every indicator: the keys guard rules monitor first, then
+    the others grouped (held-out real, gap, held-out synthetic, features, generated) in the order they were
+    logged. A monitored ``collapse/real_fraction*`` or ``collapse/share/*`` key is taken from the ratio history."""
+    out: dict[str, dict] = {}
+    indicators = record.get("indicators") or {}
+    rows = indicators.get("history", [])
+    ratio_rows = (record.get("ratio") or {}).get("history", [])
+    monitored = _monitored(record)
+    others = sorted((k for k in indicators.get("keys", []) if k not in monitored), key=_group)  # stable sort
+    for key in monitored + others:
+        points = [(r["epoch"], as_float(r[key])) for r in rows if key in r]
+        if not points and key.startswith("collapse/share/"):
+            name = key[len("collapse/share/"):]
+            points = [(r["epoch"], as_float(r.get("shares", {})[name])) for r in ratio_rows if name in r.get("shares", {})]
+        elif not points and key.startswith("collapse/real_fraction"):
+            field = key[len("collapse/"):]
+            points = [(r["epoch"], as_float(r[field])) for r in ratio_rows if field in r]
+        if points:
+            out[key] = {"epoch": [p[0] for p in points], "value": [p[1] for p in points]}
+    return out
+
+
+def rule_bounds(record: dict) -> dict[str, list[dict]]:
+    """``{monitor: [{"rule", "bound", "mode"}]}``: the bound each rule has in force at the end of the record."""
+    bounds: dict[str, list[dict]] = {}
+    for guard in record.get("guards") or []:
+        for r in guard.get("rules", []):
+            bound = as_float(r.get("bound"))
+            if math.isfinite(bound):
+                bounds.setdefault(r["monitor"], []).append({"rule": r["name"], "bound": bound, "mode": r["mode"]})
+    return bounds
+
+
+# -- drawing ---------------------------------------------------------------------------------------------------
+def _new_figure(width: float, height: float):
+    # margins are set by hand (``subplots_adjust``): a constrained layout costs several extra draws of the figure
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def _mark_events(ax, markers: list[dict], label: bool) -> None:
+    """A vertical line per (epoch, action) with a guard event; its action named at the top when ``label``."""
+    seen = set()
+    for m in markers:
+        if m["epoch"] is None or (m["epoch"], m["action"]) in seen:
+            continue
+        seen.add((m["epoch"], m["action"]))
+        color = ACTION_COLORS.get(m["action"], "#444444")
+        ax.axvline(m["epoch"], color=color, linestyle="--", linewidth=1.3, alpha=0.9, gid=EVENT_GID, zorder=1)
+        if label:
+            ax.annotate(
+                m["action"], xy=(m["epoch"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                textcoords="offset points", ha="left", va="top", fontsize=8, color=color, gid=EVENT_GID,
+            )
+
+
+def _action_legend(fig, markers: list[dict]) -> None:
+    from matplotlib.lines import Line2D
+
+    actions = [a for a in ACTION_COLORS if any(m["action"] == a for m in markers)]
+    if actions:
+        handles = [Line2D([], [], color=ACTION_COLORS[a], linestyle="--", label=f"guard: {a}") for a in actions]
+        fig.legend(handles=handles, loc="lower center", ncols=len(handles), fontsize=8, frameon=False)
+
+
+def _source_colors(sources: list[str], kinds: dict[str, str]) -> list[str]:
+    colors, real_i, synth_i = [], 0, 0
+    for s in sources:
+        if kinds.get(s, "real" if s in ("real", "reserve") else "synthetic") == "real":
+            colors.append(REAL_COLORS[real_i % len(REAL_COLORS)])
+            real_i += 1
+        else:
+            colors.append(SYNTHETIC_COLORS[synth_i % len(SYNTHETIC_COLORS)])
+            synth_i += 1
+    return colors
+
+
+def figure_real_fraction(record: dict):
+    """The real fraction per epoch (with its target and cumulative value) above each source's share of the
+    epoch's samples; guard events as dashed vertical lines. ``None`` when the record has no ratio history."""
+    series = real_fraction_series(record)
+    if series is None:
+        return None
+    markers = event_markers(record)
+    epochs = series["epoch"]
+    width, height = 8.5, 6.0
+    fig = _new_figure(width, height)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    fig.subplots_adjust(left=0.8 / width, right=1 - 1.2 / width, top=1 - 0.35 / height, bottom=0.85 / height,
+                        hspace=0.08)
+    top.plot(epochs, series["real_fraction"], marker="o", color="#009E73", linewidth=2, label="real fraction (epoch)")
+    top.plot(epochs, series["real_fraction_target"], linestyle="--", color="#555555", label="target")
+    top.plot(epochs, series["real_fraction_cumulative"], linestyle=":", color="#000000", label="cumulative")
+    top.set_ylim(-0.03, 1.08)
+    top.set_ylabel("real share of training samples")
+    top.set_title("Real fraction trained on", loc="left", fontsize=11)
+    top.grid(alpha=0.3)
+    top.legend(loc="lower left", fontsize=8)
+    _mark_events(top, markers, label=True)
+
+    provenance = record.get("provenance") or {}
+    kinds = {s["name"]: s["kind"] for s in provenance.get("sources", [])}
+    sources = [s for s in series["shares"] if any(v > 0 for v in series["shares"][s] if math.isfinite(v))]
+    if sources:
+        bottom.stackplot(
+            epochs, [series["shares"][s] for s in sources], labels=sources,
+            colors=_source_colors(sources, kinds), alpha=0.85, step=None,
+        )
+        bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("share per source")
+    bottom.set_xlabel("epoch")
+    bottom.grid(alpha=0.3)
+    _mark_events(bottom, markers, label=False)
+    from matplotlib.ticker import MaxNLocator
+
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _action_legend(fig, markers)
+    return fig
+
+
+def figure_indicators(record: dict, columns: int = 4):
+    """One panel per indicator over the checks; in the panel of a monitored indicator, each rule's bound in force
+    at the end (dotted) and the value that fired each event (a cross in the action's colour); every panel marks
+    the guard events as dashed vertical lines. ``None`` when the record has no indicator values."""
+    series = indicator_series(record)
+    if not series:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    markers = event_markers(record)
+    bounds = rule_bounds(record)
+    monitored = set(_monitored(record))
+    n = len(series)
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    width, height = 3.6 * cols, 2.3 * rows + 1.0
+    fig = _new_figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, top=1 - 0.75 / height, bottom=0.7 / height,
+                        hspace=0.55, wspace=0.3)
+    for ax, (key, data) in zip(axes.flat, series.items()):
+        ax.plot(data["epoch"], data["value"], marker=".", color="#333333", linewidth=1.4)
+        title = key[len("collapse/"):] if key.startswith("collapse/") else key
+        ax.set_title(title, fontsize=9, loc="left", fontweight="bold" if key in monitored else "normal",
+                     color="#000000" if key in monitored else "#333333")
+        for b in bounds.get(key, []):
+            ax.axhline(b["bound"], color="#888888", linestyle=":", linewidth=1.2)
+        _mark_events(ax, markers, label=False)
+        for m in markers:
+            if m["monitor"] == key and math.isfinite(m["value"]):
+                ax.plot([m["epoch"]], [m["value"]], marker="X", markersize=9, linestyle="none",
+                        color=ACTION_COLORS.get(m["action"], "#444444"), gid=EVENT_GID, zorder=5)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Collapse indicators per check. Bold: monitored by a guard rule; dotted: the rule's bound at the end; "
+        "X: the value that fired an event; dashed: guard events",
+        fontsize=10, y=1 - 0.2 / height, va="top",
+    )
+    _action_legend(fig, markers)
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Render ``fig`` to a PNG at ``path`` with the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return write_atomic(path, buffer.getvalue())
+
+
+#: the plots of a report: ``(name, file name, figure function)``
+PLOTS = (
+    ("real_fraction", REAL_FRACTION_PNG, figure_real_fraction),
+    ("indicators", INDICATORS_PNG, figure_indicators),
+)
+
+
+def save_plot(record: dict, dirpath: Path, name: str) -> Optional[Path]:
+    """Draw the plot ``name`` (see :data:`PLOTS`) of ``record`` into ``dirpath``; ``None`` when the record has no
+    data for it (an older file of that name is then removed, so it cannot be mistaken for this run's)."""
+    _, filename, draw = next(p for p in PLOTS if p[0] == name)
+    path = Path(dirpath) / filename
+    fig = draw(record)
+    if fig is None:
+        path.unlink(missing_ok=True)
+        return None
+    return save_figure(fig, path)
