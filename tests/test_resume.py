@@ -170,6 +170,7 @@ def test_datamodule_state_is_loaded_after_setup(tmp_path):
     assert int(dm.mixer.total_counts.sum()) == 2 * 64  # epoch 0 from the checkpoint, epoch 1 drawn now
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # Lightning's own, less specific
 def test_resume_with_other_rules_warns_that_the_guard_state_is_not_restored(tmp_path):
     fit(1, ckpt_dir=tmp_path)
     dm, callbacks, model = parts()

@@ -103,6 +103,11 @@ def run_collectively(trainer: Trainer, who: str, fn: Callable[[], T]) -> T:
     Raises:
         Exception: ``fn``'s own exception on the rank where it was raised.
         RuntimeError: on the other ranks, naming the rank that failed and its error.
+
+    Example::
+
+        values = run_collectively(trainer, "MyCheck", lambda: local_measurement(pl_module))
+        synced = trainer.strategy.reduce(values, reduce_op="sum")  # every rank gets here, or every rank raised
     """
     error: Optional[BaseException] = None
     result = None

@@ -90,7 +90,12 @@ class CollapseGuard(Callback):
     **Resume.** The rule states (baselines, best values, patience counters), events, injections made, cooldown
     and state are checkpointed (:meth:`state_dict`) under a :attr:`state_key` made of the rules and the default
     action, so two guards with different rules do not clash and a resumed fit with the same rules continues where
-    it stopped; a checkpoint holding a guard with other rules is not loaded into this one (with a warning).
+    it stopped; a checkpoint holding a guard with other rules is not loaded into this one (with a warning). With
+    the ``MixedDataModule``'s own state (reserve cursor, real fraction floor, injections, counts) a fit resumed from
+    an epoch-end checkpoint replays the uninterrupted fit: the same batches, indicators and decisions.
+    ``ModelCheckpoint`` saves at the end of the training epoch, after this guard, unless validation runs more
+    than once an epoch or not every epoch; pass it ``save_on_train_epoch_end=True`` then. A mid-epoch checkpoint
+    (``every_n_train_steps``) is not replayed exactly.
 
     Args:
         rules: the rules; default :func:`default_rules`.
@@ -111,7 +116,8 @@ class CollapseGuard(Callback):
         ValueError: for an unknown action or out-of-range numbers; at set-up: an ``"inject"`` rule with no reserve
             (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
             metric that no callback of the Trainer logs (the message lists those that are logged), a rule on
-            held-out real indicators when the held-out real set holds fewer than 2 classes.
+            held-out real indicators when the held-out real set holds fewer than 2 classes (read once at set-up,
+            through the ``HeldOutRealCheck``'s ``batch_fn``).
         TypeError: at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
         RuntimeError: at a check, with ``strict=True``, when a monitored metric is not logged (the message lists
             the ``collapse/`` metrics that are).

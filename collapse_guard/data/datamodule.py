@@ -412,8 +412,16 @@ class MixedDataModule(LightningDataModule):
         Args:
             batch_fn: ``batch -> (inputs, target)``, as :class:`~collapse_guard.HeldOutRealCheck` splits batches.
 
+        Returns:
+            The sorted distinct target values.
+
         Raises:
             RuntimeError: before :meth:`setup`.
+
+        Example::
+
+            if len(dm.heldout_real_classes(lambda b: (b[0], b[1]))) < 2:
+                ...  # per-class indicators are meaningless
         """
         if self.mixer is None:
             raise RuntimeError("MixedDataModule.heldout_real_classes() needs setup() first (the Trainer calls it).")

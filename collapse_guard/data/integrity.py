@@ -182,6 +182,11 @@ def sample_digests(
 
     Returns:
         One 16-byte digest per index.
+
+    Example::
+
+        held = set(sample_digests(heldout_ds))
+        leaked = [i for i, d in enumerate(sample_digests(train_ds)) if d in held]
     """
     idx = None if indices is None else torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices,
                                                        dtype=torch.long)
