@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from collapse_guard._compat import Callback, LightningDataModule, LightningModule, Trainer
-from collapse_guard.callbacks import CollapseGuard, HeldOutRealCheck, RatioMonitor
+from collapse_guard.callbacks import CollapseGuard, CollapseReport, HeldOutRealCheck, RatioMonitor
 from collapse_guard.data import MixedDataModule, SyntheticSource
 from collapse_guard.loop import ClassConditionalGMM, generation_chain
 
@@ -141,8 +141,12 @@ def make_synthetic(splits: dict, generations: list[int], per_generation: int, se
     return sources
 
 
-def run_fit(name: str, splits: dict, synthetic: Optional[dict], schedule, guard: bool, cfg: dict) -> dict:
-    """One fit; returns its per-epoch history, guard events and final accuracies."""
+def run_fit(
+    name: str, splits: dict, synthetic: Optional[dict], schedule, guard: bool, cfg: dict,
+    report_dir: Optional[str] = None,
+) -> dict:
+    """One fit; returns its per-epoch history, guard events and final accuracies (and writes a collapse report
+    into ``report_dir`` when given)."""
     torch.manual_seed(cfg["seed"])
     real_dm = DigitsDataModule(splits, batch_size=cfg["batch_size"])
     dm = MixedDataModule(
@@ -159,6 +163,8 @@ def run_fit(name: str, splits: dict, synthetic: Optional[dict], schedule, guard:
     collapse_guard = CollapseGuard(action="inject", verbose=False) if guard else None
     if collapse_guard is not None:
         callbacks.append(collapse_guard)
+    if report_dir is not None:
+        callbacks.append(CollapseReport(dirpath=report_dir, summary=False))
     per_epoch: list[dict] = []
 
     class Recorder(Callback):  # copies the logged collapse/ values of every epoch for the table
@@ -238,7 +244,8 @@ def run_demo(out: Optional[str] = "runs/demo", quick: bool = False, **overrides)
     fits = [
         run_fit("real_only", splits, None, 1.0, guard=False, cfg=cfg),
         run_fit("mixed", splits, synthetic, schedule, guard=False, cfg=cfg),
-        run_fit("guarded", splits, synthetic, schedule, guard=True, cfg=cfg),
+        run_fit("guarded", splits, synthetic, schedule, guard=True, cfg=cfg,
+                report_dir=None if out is None else str(Path(out) / "collapse_report")),
     ]
     record = {
         "config": cfg,
@@ -258,6 +265,8 @@ def run_demo(out: Optional[str] = "runs/demo", quick: bool = False, **overrides)
         path.mkdir(parents=True, exist_ok=True)
         (path / "demo.json").write_text(json.dumps(record, indent=2, default=float))
         print(f"\nJSON record: {path / 'demo.json'}")
+        print(f"collapse report of the guarded fit: {path / 'collapse_report' / 'report.html'} "
+              f"(re-render: collapse-guard report {path / 'collapse_report'})")
     return record
 
 
