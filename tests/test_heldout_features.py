@@ -126,3 +126,22 @@ def test_failed_check_raises_by_default_and_is_skipped_with_warn():
 def test_constructor_errors(kwargs):
     with pytest.raises(ValueError):
         HeldOutRealCheck(**kwargs)
+
+
+def test_declared_keys_are_the_logged_keys():
+    from collapse_guard.metrics import ClassificationIndicators
+
+    assert set(FeatureIndicators.KEYS) == FEATURE_KEYS
+    m = ClassificationIndicators(num_classes=3)
+    m.update(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert set(m.compute()) == set(ClassificationIndicators.KEYS)
+    check = HeldOutRealCheck(feature_samples=40, k=3)
+    trainer, _ = fit_with(check, max_epochs=1)
+    logged = {k for k in trainer.callback_metrics if k.startswith(check.produces)}
+    assert logged == check.metric_keys(trainer)
+
+
+def test_misnamed_heldout_rule_is_rejected_before_training():
+    guard = CollapseGuard(rules=[Rule("collapse/features/recal", threshold=0.5, action="stop")])
+    with pytest.raises(ValueError, match="recal"):
+        fit_with(HeldOutRealCheck(feature_samples=40, k=3), extra=[guard])

@@ -72,6 +72,12 @@ class FeatureIndicators:
         device: where the metric states live.
     """
 
+    #: the keys of :meth:`compute`'s dict
+    KEYS = (
+        "precision", "recall", "density", "coverage", "frechet", "mmd", "variance_ratio", "tail_mass_ratio",
+        "vendi_real", "effective_rank_real", "vendi",
+    )
+
     def __init__(self, num_features: int, k: int = 5, device: Optional[torch.device] = None) -> None:
         self.k = k
         self.pair = {

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
-from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
+from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
 from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
 from collapse_guard.metrics.classification import ClassificationIndicators
 
@@ -207,72 +207,91 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     # -- the check ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+    def _collect(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """The local passes: every metric updated on this rank's shard, nothing synced yet."""
         dm = trainer.datamodule
-        out: dict[str, Tensor] = {}
-        feats = gen = None
+        collected: dict[str, Any] = {}
         real_inputs: list[Tensor] = []
         features_wanted = self.features and self.synthetic
 
         def real_features(x: Tensor) -> None:
-            nonlocal feats
-            feats = feats or FeatureIndicators(x.shape[-1], k=self.k, device=x.device)
-            feats.update(x, real=True)
+            if "features" not in collected:
+                collected["features"] = FeatureIndicators(x.shape[-1], k=self.k, device=x.device)
+            collected["features"].update(x, real=True)
 
-        real = self._pass(
+        collected["heldout_real"] = self._pass(
             pl_module,
             dm.heldout_real_dataloader(),
             feature_sink=real_features if features_wanted else None,
             input_sink=real_inputs.append if self.sample_fn is not None else None,
         )
-        metrics = {"heldout_real": real}
-        if self.synthetic and dm.heldout_synthetic_dataloader() is not None:
-            metrics["heldout_synthetic"] = self._pass(pl_module, dm.heldout_synthetic_dataloader())
+        synthetic_loader = dm.heldout_synthetic_dataloader() if self.synthetic else None
+        if synthetic_loader is not None:
+            collected["heldout_synthetic"] = self._pass(pl_module, synthetic_loader)
+        feats = collected.get("features")
         if feats is not None:
             loader = self._synthetic_training_loader(dm)
             if loader is not None:
                 self._pass(pl_module, loader, feature_sink=lambda x: feats.update(x, real=False))
+            if not feats.pair["prdc"].fake_features:
+                del collected["features"]
         if self.sample_fn is not None and real_inputs:
             samples = self.sample_feature_fn(self.sample_fn(pl_module, self.feature_samples))
             gen = FeatureIndicators(samples.shape[-1], k=self.k, device=samples.device)
             for x in real_inputs:
                 gen.update(x.to(samples.device), real=True)
             gen.update(samples, real=False)
-        # every rank reaches this point (or has raised, which check() turns into an agreed failure)
-        for name, metric in metrics.items():
+            collected["generated"] = gen
+        return collected
+
+    @staticmethod
+    def _compute(collected: dict[str, Any]) -> dict[str, float]:
+        """Sync and compute every collected metric (a collective: every rank calls it, in the same order)."""
+        values: dict[str, float] = {}
+        for name in ("heldout_real", "heldout_synthetic", "features", "generated"):
+            metric = collected.get(name)
             if metric is not None:
-                out.update({f"{name}/{k}": v for k, v in metric.compute().items()})
-        if feats is not None and feats.pair["prdc"].fake_features:
-            out.update({f"features/{k}": v for k, v in feats.compute().items()})
-        if gen is not None:
-            out.update({f"generated/{k}": v for k, v in gen.compute().items()})
-        return out
+                values.update({f"collapse/{name}/{k}": float(v) for k, v in metric.compute().items()})
+        return values
+
+    def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
+        """The keys this check logs in this fit (known after the datamodule's set-up)."""
+        dm = trainer.datamodule
+        keys = {f"collapse/heldout_real/{k}" for k in ClassificationIndicators.KEYS}
+        has_synthetic = self.synthetic and getattr(dm, "heldout_synthetic", None) is not None
+        if has_synthetic:
+            keys |= {f"collapse/{side}/{k}" for side in ("heldout_synthetic", "gap") for k in GAP_KEYS}
+        if self.features and self.synthetic and any(len(p) for p in getattr(dm.mixer, "synthetic_pools", [])):
+            keys |= {f"collapse/features/{k}" for k in FeatureIndicators.KEYS}
+        if self.sample_fn is not None:
+            keys |= {f"collapse/generated/{k}" for k in FeatureIndicators.KEYS}
+        return keys
 
     def check(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """Run one check and return the values to log (empty when the check failed and ``on_error="warn"``)."""
+        """Run one check and return the values to log (empty when the check failed and ``on_error="warn"``).
+
+        The passes over the data run locally on every rank; the ranks then agree whether any failed
+        (:func:`~collapse_guard.callbacks._base.run_collectively`) before any metric syncs, so a failure on one
+        rank never leaves another waiting.
+        """
         dm = trainer.datamodule
         paused = dm.counting_paused() if hasattr(dm, "counting_paused") else nullcontext()
         was_training = pl_module.training
         pl_module.eval()
-        error: Optional[BaseException] = None
         try:
             with paused:
-                measured = self._measure(trainer, pl_module)
-        except Exception as err:  # noqa: BLE001 - every rank must learn of it before anyone syncs again
-            error, measured = err, {}
+                collected = run_collectively(trainer, type(self).__name__, lambda: self._collect(trainer, pl_module))
+        except Exception as err:  # noqa: BLE001 - raised on every rank alike, so every rank takes this branch
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(
+                f"HeldOutRealCheck at epoch {trainer.current_epoch} failed ({type(err).__name__}: {err}); "
+                "this check is skipped."
+            )
+            return {}
         finally:
             pl_module.train(was_training)
-        failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False)
-        if failed:
-            where = f"{type(error).__name__}: {error}" if error is not None else "an error on another rank"
-            message = f"HeldOutRealCheck at epoch {trainer.current_epoch} failed ({where}); this check is skipped."
-            if self.on_error == "raise":
-                if error is not None:
-                    raise error
-                raise RuntimeError(message)
-            rank_zero_warn(message)
-            return {}
-        values = {f"collapse/{k}": float(v) for k, v in measured.items()}
+        values = self._compute(collected)
         real, synth = "collapse/heldout_real/", "collapse/heldout_synthetic/"
         for key in GAP_KEYS:
             if real + key in values and synth + key in values:

@@ -50,6 +50,11 @@ class ClassificationIndicators(Metric):
     """
 
     full_state_update = False
+    #: the keys of :meth:`compute`'s dict
+    KEYS = (
+        "loss", "acc", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl", "worst_class_recall",
+        "calibration_error",
+    )
 
     def __init__(self, num_classes: int, n_bins: int = 15, **kwargs) -> None:
         super().__init__(**kwargs)
