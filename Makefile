@@ -10,7 +10,7 @@ setup:
 	@$(PIP) install --disable-pip-version-check -q -e ".[dev]"
 
 demo: setup
-	collapse-guard demo --out runs/demo
+	$(PYTHON) -m collapse_guard.cli demo --out runs/demo
 
 test: setup
 	$(PYTHON) -m pytest -q
