@@ -55,10 +55,10 @@ def require_mixed_datamodule(trainer: Trainer, who: str):
     Raises:
         TypeError: if the fit was not given a :class:`~collapse_guard.MixedDataModule`.
     """
-    from collapse_guard.data.datamodule import MixedDataModule
+    from collapse_guard.data.datamodule import MixedDataModuleMixin  # either namespace's MixedDataModule
 
     dm = trainer.datamodule
-    if not isinstance(dm, MixedDataModule):
+    if not isinstance(dm, MixedDataModuleMixin):
         raise TypeError(
             f"{who} needs `trainer.fit(model, datamodule=MixedDataModule(real=..., synthetic=...))`; "
             f"the fit's datamodule is {type(dm).__name__ if dm is not None else 'None'}."

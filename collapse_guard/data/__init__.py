@@ -1,19 +1,24 @@
 """Sources, the mixing sampler and the ``MixedDataModule``."""
-from collapse_guard.data.datamodule import MixedDataModule
+from collapse_guard.data.datamodule import MixedDataModule, MixedDataModuleMixin
 from collapse_guard.data.integrity import sample_digest, sample_digests
 from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.sampler import EpochPlan, MixedBatchSampler, plan_epoch, real_counts_per_batch
-from collapse_guard.data.sources import DataSource, SyntheticSource
+from collapse_guard.data.sources import DataSource, SyntheticSource, split_by_provenance
+from collapse_guard.data.streams import StreamDataset, is_stream
 
 __all__ = [
     "DataSource",
     "EpochPlan",
     "MixedBatchSampler",
     "MixedDataModule",
+    "MixedDataModuleMixin",
     "MixingState",
+    "StreamDataset",
     "SyntheticSource",
+    "is_stream",
     "plan_epoch",
     "real_counts_per_batch",
     "sample_digest",
     "sample_digests",
+    "split_by_provenance",
 ]

@@ -1,14 +1,20 @@
-"""``MixedDataModule``: the user's real data and synthetic sources, mixed at a target real fraction."""
+"""``MixedDataModule``: the user's real data and synthetic sources, mixed at a target real fraction.
+
+All of its code lives in :class:`MixedDataModuleMixin`, which is bound to a Lightning namespace's
+``LightningDataModule`` in one line: :class:`MixedDataModule` here for ``pytorch_lightning``, and
+``collapse_guard.lightning.MixedDataModule`` for ``lightning.pytorch`` (whose classes do not mix with
+``pytorch_lightning``'s: a ``Trainer`` of one namespace rejects the other's DataModules).
+"""
 from __future__ import annotations
 
 import numbers
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from collapse_guard._compat import LightningDataModule, rank_zero_warn
+from collapse_guard._compat import LightningDataModule, is_datamodule, rank_zero_warn
 from collapse_guard.data.integrity import (
     index_by_digest,
     matches,
@@ -25,7 +31,9 @@ from collapse_guard.data.sources import (
     datamodule_train_loader,
     loader_settings,
     resolve_synthetic,
+    split_by_provenance,
 )
+from collapse_guard.data.streams import ListDataset, StreamDataset, check_stream_workers, first_sample
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -52,17 +60,25 @@ def _split(indices: torch.Tensor, fraction: float, gen: torch.Generator) -> tupl
     return perm[n_take:].sort().values, perm[:n_take]
 
 
-class MixedDataModule(LightningDataModule):
+class MixedDataModuleMixin:
     """Wraps the user's real data and synthetic sources; every training batch is drawn at a target real fraction.
 
     The model sees batches in exactly the format the user's own data produced: the collate function, batch size
     and worker settings are taken from the real ``LightningDataModule``'s training loader (or given here).
     Held-out real data is never trained on; a reserve of fresh real data waits for :meth:`inject`.
 
+    ``collapse_guard.MixedDataModule`` is a ``pytorch_lightning`` ``LightningDataModule``;
+    ``collapse_guard.lightning.MixedDataModule``, the same code, is a ``lightning.pytorch`` one. Use the one of the
+    namespace your ``Trainer`` comes from; either wraps a real DataModule of either namespace.
+
     Args:
-        real: the real data: a ``LightningDataModule``, a map-style torch ``Dataset`` or a ``datasets.Dataset``.
+        real: the real data: a ``LightningDataModule`` (of either Lightning namespace), a map-style torch
+            ``Dataset`` or a ``datasets.Dataset`` (e.g. ``.with_format("torch")``).
         synthetic: one synthetic source or a mapping ``name -> source``; a source is a ``Dataset``,
-            ``datasets.Dataset``, ``LightningDataModule`` or :class:`~collapse_guard.SyntheticSource`.
+            ``datasets.Dataset``, ``LightningDataModule`` or :class:`~collapse_guard.SyntheticSource`, or a stream:
+            a ``datasets.IterableDataset`` or torch ``IterableDataset`` (needs ``samples_per_epoch``). A stream
+            fills the synthetic slots the plan gives it with its next samples, one pass after another (see
+            :mod:`collapse_guard.data.streams`); the counts stay exact since they are counted per slot.
         real_fraction: target share of real samples in every training batch, in ``[0, 1]``: a float or a
             function ``epoch -> float``. Each batch holds ``batch_size * real_fraction`` real samples to within one.
         holdout: held-out real data, never trained on: ``"val"`` (the real DataModule's validation set), a
@@ -70,10 +86,14 @@ class MixedDataModule(LightningDataModule):
         reserve: fresh real data withheld for :meth:`inject`: a fraction in ``[0, 1)`` of the real training data
             (after the holdout) or a ``Dataset``. ``0`` keeps no reserve.
         synthetic_holdout: fraction in ``[0, 1)`` of each synthetic source kept out of training, on which
-            :class:`~collapse_guard.HeldOutRealCheck` measures the real–synthetic gap.
+            :class:`~collapse_guard.HeldOutRealCheck` measures the real–synthetic gap. Of a stream, the samples
+            whose content digest falls in that fraction of the digest space are held out (never trained on, on
+            any rank, worker or pass), and the first ``stream_heldout_samples`` of them form its held-out set.
         batch_size: samples per training batch; default: the real DataModule's, else 32.
         samples_per_epoch: samples per epoch over all ranks; default: real plus synthetic training samples.
-        synthetic_weights: relative share of each named synthetic source (default: proportional to size).
+            Required with a streaming source (a stream has no length).
+        synthetic_weights: relative share of each named synthetic source (default: proportional to size; equal
+            shares when a source streams). The synthetic slots of every epoch are apportioned exactly by them.
         seed: seed of the splits and the sampler; batches are a function of ``(seed, epoch)`` alone.
         num_workers: DataLoader workers; default: the real DataModule's, else 0.
         collate_fn: collate function; default: the real DataModule's training loader's.
@@ -85,6 +105,9 @@ class MixedDataModule(LightningDataModule):
             ``False`` skips the check; a callable ``sample -> part`` hashes only that part of each sample (e.g.
             ``lambda s: s[0]`` for the inputs). Samples are hashed as ``dataset[i]`` returns them: a dataset that
             augments at random in ``__getitem__`` defeats the check (it never moves the global random generators).
+            Streaming sources are not scanned (``contamination`` marks them ``"streaming": True``).
+        stream_heldout_samples: held-out samples read off each streaming source at :meth:`setup` (at most
+            ``2 * stream_heldout_samples / synthetic_holdout`` samples are read to find them).
 
     Attributes:
         heldout_real: the held-out real dataset (after :meth:`setup`).
@@ -99,14 +122,20 @@ class MixedDataModule(LightningDataModule):
         ValueError: a fraction outside its range (or a schedule returning or raising one), an empty source or
             held-out set, ``holdout="val"`` without a validation set, a fraction that needs an empty pool, sources
             whose samples differ in structure or dtype or do not collate together, held-out real samples that are
-            also training or reserve samples, a held-out set smaller than the number of ranks.
-        TypeError: an argument of an unsupported type.
+            also training or reserve samples, a held-out set smaller than the number of ranks, a streaming source
+            without ``samples_per_epoch`` or with fewer Hugging Face shards than DataLoader workers.
+        TypeError: an argument of an unsupported type (a streaming ``real`` included: real data is split by
+            index).
 
     Example::
 
         dm = MixedDataModule(real=MyDigits(), synthetic={"gen1": ds1, "gen2": ds2}, real_fraction=0.3, reserve=0.2)
         trainer = pl.Trainer(callbacks=[RatioMonitor(), HeldOutRealCheck(), CollapseGuard()])
         trainer.fit(model, datamodule=dm)
+
+        # a streaming synthetic source (Hugging Face), 40% of the synthetic slots; 2000 samples an epoch
+        dm = MixedDataModule(real=real_ds, synthetic={"gen": gen_ds, "web": hf_stream}, holdout=0.2,
+                             synthetic_weights={"gen": 0.6, "web": 0.4}, samples_per_epoch=2000)
     """
 
     def __init__(
@@ -114,7 +143,7 @@ class MixedDataModule(LightningDataModule):
         real: Any,
         synthetic: Any = None,
         real_fraction: RealFraction = 0.5,
-        holdout: Union[str, float, Dataset] = "val",
+        holdout: Union[float, str, Dataset] = "val",
         reserve: Union[float, Dataset] = 0.0,
         synthetic_holdout: float = 0.1,
         batch_size: Optional[int] = None,
@@ -124,6 +153,7 @@ class MixedDataModule(LightningDataModule):
         num_workers: Optional[int] = None,
         collate_fn: Optional[Callable] = None,
         verify_holdout: Union[bool, Callable[[Any], Any]] = True,
+        stream_heldout_samples: int = 256,
     ) -> None:
         super().__init__()
         if not (isinstance(verify_holdout, bool) or callable(verify_holdout)):
@@ -135,7 +165,7 @@ class MixedDataModule(LightningDataModule):
         if not callable(real_fraction):
             check_fraction(real_fraction, "real_fraction")
         _check_split(holdout, "holdout", allow_val=True)
-        if holdout == "val" and not isinstance(real, LightningDataModule):
+        if holdout == "val" and not is_datamodule(real):
             raise ValueError(
                 '`holdout="val"` takes the real LightningDataModule\'s validation set, but `real` is a '
                 f"{type(real).__name__}. Pass a fraction (e.g. holdout=0.2) or a held-out Dataset."
@@ -146,6 +176,10 @@ class MixedDataModule(LightningDataModule):
         for name, value in (("batch_size", batch_size), ("samples_per_epoch", samples_per_epoch)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if isinstance(stream_heldout_samples, bool) or not isinstance(stream_heldout_samples, int) or (
+            stream_heldout_samples < 0
+        ):
+            raise ValueError(f"`stream_heldout_samples` must be an integer >= 0, got {stream_heldout_samples!r}.")
         self.real = real
         self.synthetic = synthetic
         self.real_fraction = real_fraction
@@ -159,15 +193,63 @@ class MixedDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.collate_fn = collate_fn
         self.verify_holdout = verify_holdout
+        self.stream_heldout_samples = stream_heldout_samples
         self.contamination: dict = {"checked": False}
         self.mixer: Optional[MixingState] = None
         self._pending_state: Optional[dict] = None
         self._counting = True
 
     # -- set-up ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_provenance_column(
+        cls,
+        dataset: Any,
+        column: str = "source",
+        real_values: Sequence[Any] = ("real",),
+        keep_column: bool = False,
+        **kwargs: Any,
+    ):
+        """A ``MixedDataModule`` over one dataset whose ``column`` tells each sample's source.
+
+        The samples whose ``column`` value is in ``real_values`` are the real data; every other value becomes a
+        synthetic source named by it (a string value as it is, another value as ``"<column>=<value>"``, e.g.
+        ``"is_synthetic=True"``), with ``{"provenance_column": column, "value": value}`` as its recorded
+        parameters. The column is removed from the samples the model sees unless ``keep_column=True``.
+
+        Args:
+            dataset: a ``datasets.Dataset`` (read column-wise, split with ``select``), or a map-style torch
+                ``Dataset`` whose samples are dicts (read sample by sample once).
+            column: the provenance column (``"source"``, ``"is_synthetic"``, ``"generation"``, ...).
+            real_values: the values that mark real samples (``(False,)`` for an ``is_synthetic`` column,
+                ``(0,)`` for a ``generation`` column).
+            keep_column: leave the column in the samples (and the batches).
+            **kwargs: the other arguments of ``MixedDataModule`` (``real_fraction``, ``holdout``, ...);
+                ``holdout`` is a fraction (default here: 0.2) or a Dataset, as there is no validation set to take.
+
+        Returns:
+            The ``MixedDataModule`` (of the class it is called on).
+
+        Raises:
+            ValueError: when no sample carries a real value, or ``kwargs`` gives ``real`` or ``synthetic``.
+            TypeError: for a streaming dataset, or samples that are not dicts holding ``column``.
+
+        Example::
+
+            ds = datasets.Dataset.from_dict({"pixels": x, "label": y, "source": src}).with_format("torch")
+            dm = MixedDataModule.from_provenance_column(ds, column="source", real_values=("real",),
+                                                        real_fraction=0.3, holdout=0.2)
+        """
+        for name in ("real", "synthetic"):
+            if name in kwargs:
+                raise ValueError(f"from_provenance_column() builds `{name}` from the column; do not pass it.")
+        real, synthetic = split_by_provenance(dataset, column, real_values, keep_column)
+        kwargs.setdefault("holdout", 0.2)
+        return cls(real=real, synthetic=synthetic or None, **kwargs)
+
     @property
     def real_datamodule(self) -> Optional[LightningDataModule]:
-        return self.real if isinstance(self.real, LightningDataModule) else None
+        """The real data's ``LightningDataModule`` (either namespace), or ``None`` when ``real`` is a Dataset."""
+        return self.real if is_datamodule(self.real) else None
 
     def prepare_data(self) -> None:
         if self.real_datamodule is not None:
@@ -240,17 +322,29 @@ class MixedDataModule(LightningDataModule):
             DataSource("reserve", reserve_data, is_real=True),
         ]
         synthetic = resolve_synthetic(self.synthetic)
+        self._prepare_streams(synthetic)
         synthetic_pools, heldout_synthetic, spans = [], [], []
         for source in synthetic:
-            spans.append((offset, offset + len(source)))
+            start = offset
             idx = torch.arange(len(source)) + offset
-            train_idx, held_idx = _split(idx, self.synthetic_holdout, gen)
-            if len(train_idx) == 0:
-                raise ValueError(f"synthetic source {source.name!r} has no samples left after `synthetic_holdout`.")
+            if source.streaming:  # slot indices; the held-out part is chosen by content (see data/streams.py)
+                train_idx = idx
+                datasets.append(source.dataset)
+                offset += len(source)
+                held = self._stream_heldout(source.dataset)
+                if held is not None:
+                    heldout_synthetic.extend(range(offset, offset + len(held)))
+                    datasets.append(held)
+                    offset += len(held)
+            else:
+                train_idx, held_idx = _split(idx, self.synthetic_holdout, gen)
+                if len(train_idx) == 0:
+                    raise ValueError(f"synthetic source {source.name!r} has no samples left after `synthetic_holdout`.")
+                heldout_synthetic.extend(held_idx.sort().values.tolist())
+                datasets.append(source.dataset)
+                offset += len(source)
             synthetic_pools.append(train_idx)
-            heldout_synthetic.extend(held_idx.sort().values.tolist())
-            datasets.append(source.dataset)
-            offset += len(source)
+            spans.append((start, offset))
         sources.extend(synthetic)
 
         source_of = torch.zeros(offset, dtype=torch.int16)
@@ -264,6 +358,8 @@ class MixedDataModule(LightningDataModule):
             )
 
         weights = None
+        if self.synthetic_weights is None and any(s.streaming for s in synthetic):
+            weights = torch.ones(len(synthetic))  # a stream has no size to weigh it by: equal shares
         if self.synthetic_weights is not None:
             unknown = set(self.synthetic_weights) - {s.name for s in synthetic}
             if unknown:
@@ -296,6 +392,37 @@ class MixedDataModule(LightningDataModule):
         if self._pending_state is not None:
             self.mixer.load_state_dict(self._pending_state)
             self._pending_state = None
+
+    def _prepare_streams(self, synthetic: list[DataSource]) -> None:
+        """Wrap every streaming source in a :class:`~collapse_guard.data.streams.StreamDataset` of
+        ``samples_per_epoch`` slot indices, split by rank (Hugging Face streams)."""
+        streams = [s for s in synthetic if s.streaming]
+        if not streams:
+            return
+        if self.samples_per_epoch is None:
+            raise ValueError(
+                f"synthetic source(s) {[s.name for s in streams]} stream and have no length, so an epoch has no "
+                "natural size: pass `samples_per_epoch` (samples drawn per epoch over all ranks)."
+            )
+        world, rank = self._world()
+        for source in streams:
+            check_stream_workers(source.dataset, source.name, self._num_workers)
+            source.dataset = StreamDataset(
+                source.dataset,
+                source.name,
+                length=self.samples_per_epoch,
+                holdout_fraction=self.synthetic_holdout,
+                rank=rank,
+                world_size=world,
+            )
+
+    def _stream_heldout(self, stream: StreamDataset) -> Optional[Dataset]:
+        """The first ``stream_heldout_samples`` held-out samples of a stream, or ``None``."""
+        if not self.stream_heldout_samples or self.synthetic_holdout <= 0:
+            return None
+        max_read = int(2 * self.stream_heldout_samples / self.synthetic_holdout) + 1
+        samples = stream.heldout_samples(self.stream_heldout_samples, max_read=max_read)
+        return ListDataset(samples) if samples else None
 
     def _check_schedule(self, has_real: bool, has_synthetic: bool) -> None:
         max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer_attached else None
@@ -330,7 +457,7 @@ class MixedDataModule(LightningDataModule):
         others = [("`reserve`", reserve_data)] if reserve_data is not None else []
         others += [(f"synthetic source {s.name!r}", s.dataset) for s in synthetic]
         for label, dataset in others:
-            mismatch = structure_mismatch(real_sample, dataset[0])
+            mismatch = structure_mismatch(real_sample, first_sample(dataset))
             if mismatch is not None:
                 raise ValueError(
                     f"{label} yields samples unlike the real data's ({mismatch}). Its samples are mixed into the same "
@@ -370,6 +497,10 @@ class MixedDataModule(LightningDataModule):
             in_reserve = matches(heldout, sample_digests(reserve_data, key=key)) if len(reserve_data) else []
             per_source = {}
             for source, pool, (start, _) in zip(synthetic, synthetic_pools, spans):
+                if source.streaming:  # a stream cannot be scanned
+                    per_source[source.name] = {"size": None, "streaming": True, "duplicates": None,
+                                               "in_training": None, "heldout_real_matched": None, "examples": []}
+                    continue
                 hits = matches(heldout, sample_digests(source.dataset, key=key))
                 training = set((pool - start).tolist())
                 per_source[source.name] = {
@@ -400,7 +531,7 @@ class MixedDataModule(LightningDataModule):
         if dirty:
             rank_zero_warn(
                 f"synthetic samples identical to held-out real samples: {dirty} (samples per source; "
-                f"{sum(r['heldout_real_matched'] for r in per_source.values())} of the {len(self.heldout_real)} "
+                f"{sum(r['heldout_real_matched'] or 0 for r in per_source.values())} of the {len(self.heldout_real)} "
                 "held-out real samples have a synthetic copy). A generator that memorised held-out data makes every "
                 "held-out check look better than it is: remove these samples from the synthetic sources or hold out "
                 "other real data. Details in `MixedDataModule.contamination`."
@@ -444,10 +575,12 @@ class MixedDataModule(LightningDataModule):
 
         collate = self._collate or default_collate
         picks = [int(self.mixer.base_real_pool[0])] if len(self.mixer.base_real_pool) else []
-        picks += [int(pool[0]) for pool in synthetic_pools]
-        names = ["real"] * (len(picks) - len(synthetic_pools)) + [s.name for s in self.mixer.sources[2:]]
+        samples = [self.train_set[i] for i in picks]
+        for source, pool in zip(self.mixer.sources[2:], synthetic_pools):
+            samples.append(first_sample(source.dataset) if source.streaming else self.train_set[int(pool[0])])
+        names = ["real"] * len(picks) + [s.name for s in self.mixer.sources[2:]]
         try:
-            collate([self.train_set[i] for i in picks])
+            collate(samples)
         except Exception as err:  # noqa: BLE001 - re-raised with what to fix
             raise ValueError(
                 f"samples of sources {names} cannot be collated into one batch ({type(err).__name__}: {err}). "
@@ -604,3 +737,7 @@ class MixedDataModule(LightningDataModule):
             self._pending_state = state_dict
         else:
             self.mixer.load_state_dict(state_dict)
+
+
+class MixedDataModule(MixedDataModuleMixin, LightningDataModule):
+    __doc__ = MixedDataModuleMixin.__doc__

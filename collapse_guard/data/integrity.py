@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import random
+import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -166,14 +167,50 @@ def _tensor_dataset_digests(dataset: TensorDataset, indices: Tensor, chunk: int 
     return out
 
 
+def _hf_dataset_view(dataset: Dataset, indices: Optional[Tensor]) -> Optional[tuple[Any, Tensor]]:
+    """``(datasets.Dataset, indices into it)`` when ``dataset`` (through Subsets) is a Hugging Face Dataset."""
+    if "datasets" not in sys.modules:
+        return None
+    import datasets
+
+    if indices is None:
+        indices = torch.arange(len(dataset))
+    while isinstance(dataset, Subset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.long)[indices]
+        dataset = dataset.dataset
+    return (dataset, indices) if isinstance(dataset, datasets.Dataset) else None
+
+
+def _hf_dataset_digests(dataset: Any, indices: Tensor, chunk: int = 1024) -> Optional[list[bytes]]:
+    """Digests of ``dataset[i]`` for ``i`` in ``indices``, read a chunk of rows at a time (several times faster than
+    row by row). ``None`` when a chunk's rows do not come out as the rows ``dataset[i]`` returns (a format whose
+    batches differ from its rows): the caller then reads sample by sample."""
+    out: list[bytes] = []
+    for start in range(0, len(indices), chunk):
+        idx = indices[start : start + chunk].tolist()
+        batch = dataset[idx]
+        if not isinstance(batch, dict) or not batch:
+            return None
+        keys = list(batch)
+        columns = [batch[k] for k in keys]
+        if any(len(c) != len(idx) for c in columns):
+            return None
+        rows = [dict(zip(keys, values)) for values in zip(*columns)]
+        if sample_digest(rows[0]) != sample_digest(dataset[idx[0]]):
+            return None
+        out.extend(sample_digest(row) for row in rows)
+    return out
+
+
 def sample_digests(
     dataset: Dataset, indices: Optional[Sequence[int]] = None, key: Optional[Callable[[Any], Any]] = None
 ) -> list[bytes]:
     """Content digests of ``dataset[i]`` for every ``i`` in ``indices`` (default: all), in order.
 
     A ``TensorDataset`` (also inside ``Subset``) is read row-wise off its tensors, tens of thousands of samples a
-    second; any other dataset is read sample by sample. ``key`` maps a sample to the part to hash (e.g.
-    ``lambda s: s[0]`` for the inputs only); the fast path is skipped then.
+    second; a Hugging Face ``datasets.Dataset`` (also inside ``Subset``) a chunk of rows at a time (each chunk's
+    first row checked against ``dataset[i]``); any other dataset is read sample by sample. ``key`` maps a sample to
+    the part to hash (e.g. ``lambda s: s[0]`` for the inputs only); the fast paths are skipped then.
 
     Args:
         dataset: a map-style dataset.
@@ -194,6 +231,11 @@ def sample_digests(
         view = _tensor_dataset_view(dataset, idx)
         if view is not None:
             return _tensor_dataset_digests(*view)
+        hf_view = _hf_dataset_view(dataset, idx)
+        if hf_view is not None and len(hf_view[1]):
+            digests = _hf_dataset_digests(*hf_view)
+            if digests is not None:
+                return digests
     order = range(len(dataset)) if idx is None else idx.tolist()
     if key is None:
         return [sample_digest(dataset[i]) for i in order]
