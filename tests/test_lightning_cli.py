@@ -80,14 +80,34 @@ def test_command_line_overrides(example_cli):
     cli = example_cli([
         "--config", str(EXAMPLE / "config.yaml"), "--data.init_args.real_fraction=0.4",
         "--data.init_args.holdout=0.25", "--data.init_args.synthetic_weights={gen10: 1, gen20: 3}",
-        "--trainer.callbacks+=collapse_guard.CollapseReport", "--trainer.callbacks.dirpath=elsewhere", *QUIET,
+        "--trainer.callbacks+=collapse_guard.CollapseReport", "--trainer.callbacks.dirpath=elsewhere",
+        "--data.init_args.real.init_args.batch_size=32", "--data.init_args.synthetic.gen20.init_args.generation=3",
+        "--data.init_args.synthetic.gen10.init_args.data.init_args.samples=50", *QUIET,
     ], run=False)
     dm = cli.datamodule
+    assert dm.real.batch_size == 32 and dm.real.seed == 0  # nested values of class_path entries, one by one
+    assert len(dm.synthetic["gen20"]) == 200 and len(dm.synthetic["gen10"].data) == 50
     assert dm.real_fraction == 0.4 and isinstance(dm.real_fraction, float)
     assert dm.holdout == 0.25 and isinstance(dm.holdout, float)
     assert dict(dm.synthetic_weights) == {"gen10": 1, "gen20": 3}
     reports = [cb for cb in cli.trainer.callbacks if isinstance(cb, cg.CollapseReport)]
     assert len(reports) == 2 and reports[0].dirpath is None and str(reports[1].dirpath) == "elsewhere"
+
+
+def test_one_unnamed_synthetic_source_in_yaml_is_an_error(example_cli, tmp_path):
+    """In YAML, synthetic sources are named (``synthetic: {name: {class_path: ...}}``)."""
+    import yaml
+
+    settings = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
+    settings["data"]["init_args"]["synthetic"] = {
+        "class_path": "collapse_guard.SyntheticSource",
+        "init_args": {"data": {"class_path": "models.SyntheticDigits", "init_args": {"generation": 2}}},
+    }
+    config = tmp_path / "one_source.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    with pytest.raises((SystemExit, ValueError)):  # never read as sources named "class_path" and "init_args"
+        cli = example_cli(["--config", str(config), *QUIET], run=False)
+        cli.datamodule.setup("fit")
 
 
 def guard_parser() -> ArgumentParser:
@@ -260,3 +280,11 @@ def test_pytorch_lightning_cli_takes_collapse_guard_lightning_callbacks(example_
                        "--trainer.callbacks+=collapse_guard.lightning.CollapseReport", *QUIET], run=False)
     assert any(isinstance(cb, cgl.CollapseReport) for cb in cli.trainer.callbacks)
     assert sys.modules.get("lightning.pytorch") is not None
+
+
+def test_a_class_path_entry_read_as_named_sources_is_refused():
+    real = id_dataset(40, REAL_BASE)
+    dm = cg.MixedDataModule(real, {"class_path": id_dataset(20, SYNTH_BASE), "init_args": id_dataset(20, SYNTH_BASE)},
+                            holdout=0.25)
+    with pytest.raises(ValueError, match="Name the source"):
+        dm.setup("fit")

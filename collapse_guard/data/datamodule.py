@@ -26,6 +26,7 @@ from collapse_guard.data.mixing import RESERVE, MixingState, RealFraction, check
 from collapse_guard.data.sampler import MixedBatchSampler
 from collapse_guard.data.sources import (
     DataSource,
+    SyntheticSource,
     LoaderSettings,
     as_map_dataset,
     datamodule_train_loader,
@@ -36,6 +37,13 @@ from collapse_guard.data.sources import (
 from collapse_guard.data.streams import ListDataset, StreamDataset, check_stream_workers, first_sample
 
 DEFAULT_BATCH_SIZE = 32
+
+#: The types of ``real`` and ``synthetic`` as LightningCLI (jsonargparse) reads them from YAML: the classes first, so
+#: ``class_path`` entries are checked and their ``init_args`` can be overridden from the command line; ``Any`` last,
+#: for everything else Python code may pass (a ``datasets.Dataset``, a ``lightning.pytorch`` DataModule, ...).
+RealData = Union[LightningDataModule, Dataset, Any]
+SourceData = Union[Dataset, SyntheticSource, LightningDataModule, Any]
+SyntheticData = Optional[Union[Dataset, Mapping[str, SourceData], Any]]
 
 
 def _check_split(value: Any, argument: str, allow_val: bool = False) -> None:
@@ -140,8 +148,8 @@ class MixedDataModuleMixin:
 
     def __init__(
         self,
-        real: Any,
-        synthetic: Any = None,
+        real: RealData,
+        synthetic: SyntheticData = None,
         real_fraction: RealFraction = 0.5,
         holdout: Union[float, str, Dataset] = "val",
         reserve: Union[float, Dataset] = 0.0,

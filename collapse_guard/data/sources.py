@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -35,7 +35,7 @@ class SyntheticSource:
         SyntheticSource(gen_ds, generator="GMM(k=4)", generation=3, params={"samples": 500})
     """
 
-    data: Any
+    data: Union[Dataset, LightningDataModule, Any]
     generator: Optional[str] = None
     generation: Optional[int] = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -163,10 +163,16 @@ def resolve_synthetic(synthetic: Any) -> list[DataSource]:
     """Named synthetic sources from ``None``, one source, or a mapping ``name -> source``.
 
     Raises:
-        ValueError: for a source named ``"real"`` or ``"reserve"`` (names the real data uses).
+        ValueError: for a source named ``"real"`` or ``"reserve"`` (names the real data uses), or sources named
+            ``"class_path"`` / ``"init_args"`` (a YAML entry of one unnamed source).
     """
     if synthetic is None:
         return []
+    if isinstance(synthetic, Mapping) and "class_path" in synthetic and set(synthetic) <= {"class_path", "init_args"}:
+        raise ValueError(
+            "`synthetic` holds sources named 'class_path' and 'init_args': a YAML `class_path` entry was read as a "
+            "mapping of named sources. Name the source: `synthetic: {my_source: {class_path: ..., init_args: ...}}`."
+        )
     items = synthetic.items() if isinstance(synthetic, Mapping) else [("synthetic", synthetic)]
     sources = []
     for name, obj in items:
