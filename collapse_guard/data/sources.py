@@ -230,6 +230,11 @@ def split_by_provenance(
     Raises:
         TypeError: for a streaming dataset, a dataset without ``column``, or samples that are not dicts.
         ValueError: when no sample is real.
+
+    Example::
+
+        real, synthetic = split_by_provenance(ds, "source", real_values=("real",))
+        sorted(synthetic)  # ["gen1", "gen2"]; "source" is no longer a column of any part
     """
     if is_stream(dataset):
         raise TypeError(

@@ -25,6 +25,18 @@ Held-out synthetic samples of a stream are chosen by content: a sample is held o
 (:func:`~collapse_guard.data.integrity.sample_digest`) falls in the lowest ``holdout_fraction`` of the digest
 space. The choice does not depend on position, rank, worker or pass, so no held-out sample is ever trained on;
 training skips them, and the held-out set of the checks is the first ``holdout_samples`` of them in the stream.
+
+What a stream does not give: a resumed fit replays the plan (which slots are real, which synthetic, the counts)
+exactly, but a stream starts a new pass from its beginning, so its samples after a resume are not the ones of the
+uninterrupted fit; contamination of a stream by held-out real samples is not checked (it cannot be scanned); and
+``HeldOutRealCheck``'s feature indicators read their synthetic samples off the stream like training does (with
+``num_workers=0``, from the same iterator).
+
+Example::
+
+    stream = datasets.load_dataset("json", data_files="gen/*.jsonl", streaming=True)["train"].with_format("torch")
+    dm = MixedDataModule(real=real_ds, synthetic={"gen": stream}, real_fraction=0.3, holdout=0.2,
+                         samples_per_epoch=10_000)
 """
 from __future__ import annotations
 
@@ -72,6 +84,14 @@ class StreamDataset(Dataset):
         holdout_fraction: share of the stream (by content digest) kept out of training.
         rank: this process's rank; a Hugging Face stream is split between ``world_size`` ranks.
         world_size: number of ranks.
+
+    Raises:
+        RuntimeError: (on a read) when a fresh pass of the stream yields no training sample.
+
+    Example::
+
+        slots = StreamDataset(hf_stream, "web", length=1000)
+        slots[17], slots[3]  # the stream's first and second training samples: the index only names a slot
     """
 
     def __init__(
