@@ -1,0 +1,428 @@
+"""Cost benchmark: what collapse_guard adds to a fit, and MixedDataModule's loader against a plain DataLoader.
+
+The fit: an MLP 1024-1024-512-10 (1.6 M parameters, Adam) on 32x32 digits (scikit-learn's 8x8 digits upsampled
+bilinearly, flattened): the real DataModule holds 1397 real training digits and 400 validation digits (the
+held-out real set); the synthetic source is 18,000 samples of a class-conditional GMM fitted on the real training
+digits, upsampled the same way. ``MixedDataModule(real, synthetic, real_fraction=0.3, holdout="val", reserve=0.2)``
+with its defaults otherwise (10% of the synthetic data held out, ``samples_per_epoch`` = the training pool, about
+17,300 samples), batches of 128, ``torch.set_num_threads(1)``. One epoch takes a few seconds on one core.
+
+Measured in one process, repetitions interleaved (the order of the variants alternates), medians of the
+per-repetition ratios, on process CPU time (what this process computed: on a machine shared with other jobs, wall
+time mostly measures the neighbours) and, for reference, on wall time:
+
+* **fit time**: the fit with ``RatioMonitor()``, ``HeldOutRealCheck()`` and ``CollapseGuard()`` (default
+  settings: the held-out check with feature indicators every epoch) against the same fit, same MixedDataModule,
+  without them (goal <= 1.03); the same with ``HeldOutRealCheck(features=False)``; and, for context, the
+  MixedDataModule fit against a plain Lightning fit with no collapse_guard at all (the real and synthetic
+  training data concatenated, a shuffled DataLoader, as many batches);
+* **loader throughput**: samples per second of ``MixedDataModule.train_dataloader()`` for one epoch against a
+  plain shuffled ``DataLoader`` over the same ``ConcatDataset`` of the same samples (goal >= 0.97);
+* **where the time goes**: CPU seconds per check inside each callback and each part of the held-out check (timed
+  by wrapping the methods in this process; collapse_guard's code is unchanged).
+
+Usage::
+
+    python benchmarks/cost.py            # 7 repetitions of 3-epoch fits (4 variants), 7 of the loader (about 4 min)
+    python benchmarks/cost.py --quick    # 3 repetitions of 2-epoch fits
+    python benchmarks/cost.py --synthetic 2000 --epochs 1 --repeats 1 --loader-repeats 1   # the smoke size
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import GOOD_GMM, load_average, machine_info, quiet, trainer_kwargs  # noqa: E402
+
+from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor  # noqa: E402
+from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer  # noqa: E402
+from collapse_guard.callbacks import features as features_mod  # noqa: E402
+from collapse_guard.metrics.classification import ClassificationIndicators  # noqa: E402
+from collapse_guard.metrics.diversity import EffectiveRank, VendiScore  # noqa: E402
+from collapse_guard.metrics.feature import (  # noqa: E402
+    FrechetDistance,
+    MaximumMeanDiscrepancy,
+    PrecisionRecallDensityCoverage,
+    TailMassRatio,
+    VarianceRatio,
+)
+from collapse_guard.loop import ClassConditionalGMM  # noqa: E402
+
+SIDE = 32
+HIDDEN = (1024, 512)
+
+
+def upsample(x: np.ndarray) -> torch.Tensor:
+    """8x8 digits (0..16) -> 32x32 floats in [0, 1], flattened to 1024."""
+    t = torch.as_tensor(x / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    return F.interpolate(t, size=(SIDE, SIDE), mode="bilinear", align_corners=False).reshape(len(t), -1)
+
+
+def make_data(n_synthetic: int, seed: int = 0) -> dict:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    val, train = perm[:400], perm[400:]
+    gmm = ClassConditionalGMM(random_state=seed, **GOOD_GMM).fit(x[train], y[train])
+    xs, ys = gmm.sample(n_synthetic, rng=seed + 1)
+    return {
+        "train": TensorDataset(upsample(x[train]), torch.as_tensor(y[train])),
+        "val": TensorDataset(upsample(x[val]), torch.as_tensor(y[val])),
+        "synthetic": TensorDataset(upsample(xs), torch.as_tensor(ys)),
+    }
+
+
+class RealDigits(LightningDataModule):
+    """The user's own DataModule: real training digits, the validation set held out."""
+
+    def __init__(self, data: dict, batch_size: int = 128) -> None:
+        super().__init__()
+        self.data, self.batch_size = data, batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.data["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.data["val"], batch_size=256)
+
+
+class PlainMix(LightningDataModule):
+    """What a user without collapse_guard would write: real and synthetic concatenated, shuffled."""
+
+    def __init__(self, dataset, batch_size: int = 128) -> None:
+        super().__init__()
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+
+class MLP(LightningModule):
+    def __init__(self, hidden=HIDDEN, lr: float = 1e-3) -> None:
+        super().__init__()
+        dims = (SIDE * SIDE, *hidden)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 10))
+        self.lr = lr
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+# -- where the time goes: wrap methods with timers (this process only) --------------------------------------------
+class Profile:
+    """Accumulates seconds per label; ``patch()`` wraps collapse_guard's hooks for the fits that follow."""
+
+    PASSES = ("held-out real pass (+ feature capture)", "held-out synthetic pass", "training-synthetic feature pass")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._pass_index = 0
+        self._originals: list = []
+        self.active = False
+
+    def _wrap(self, owner, name: str, label, reset_pass: bool = False) -> None:
+        original = getattr(owner, name)
+        profile = self
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if not profile.active:
+                return original(*args, **kwargs)
+            if reset_pass:
+                profile._pass_index = 0
+            key = label() if callable(label) else label
+            t0 = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                profile.seconds[key] += time.process_time() - t0
+                profile.calls[key] += 1
+
+        self._originals.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def _next_pass(self) -> str:
+        label = self.PASSES[min(self._pass_index, len(self.PASSES) - 1)]
+        self._pass_index += 1
+        return label
+
+    def patch(self) -> "Profile":
+        self._wrap(HeldOutRealCheck, "on_train_epoch_end", "HeldOutRealCheck (total)", reset_pass=True)
+        self._wrap(HeldOutRealCheck, "_pass", self._next_pass)
+        self._wrap(features_mod.FeatureIndicators, "compute", "feature indicators: compute (k-NN, Fréchet, MMD, Vendi)")
+        self._wrap(features_mod.FeatureIndicators, "update", "feature indicators: update (inside the passes)")
+        for cls in (PrecisionRecallDensityCoverage, FrechetDistance, MaximumMeanDiscrepancy, VarianceRatio,
+                    TailMassRatio, VendiScore, EffectiveRank):
+            self._wrap(cls, "compute", f"  of which {cls.__name__}.compute")
+        self._wrap(ClassificationIndicators, "compute", "classification indicators: compute")
+        self._wrap(RatioMonitor, "on_train_epoch_end", "RatioMonitor")
+        self._wrap(CollapseGuard, "on_train_epoch_end", "CollapseGuard")
+        self._wrap(MixedDataModule, "setup", "MixedDataModule.setup (splits, holdout digests)")
+        self._wrap(MixedDataModule, "on_after_batch_transfer", "MixedDataModule.on_after_batch_transfer (counts)")
+        return self
+
+    def order(self) -> list[str]:
+        """Labels in reading order: the check, its passes, its metrics, then the other callbacks and the data."""
+        labels = ["HeldOutRealCheck (total)", *self.PASSES, "feature indicators: update (inside the passes)",
+                  "feature indicators: compute (k-NN, Fréchet, MMD, Vendi)"]
+        labels += sorted((k for k in self.seconds if k.startswith("  of which")), key=lambda k: -self.seconds[k])
+        labels += ["classification indicators: compute", "RatioMonitor", "CollapseGuard",
+                   "MixedDataModule.on_after_batch_transfer (counts)", "MixedDataModule.setup (splits, holdout digests)"]
+        return labels
+
+    def unpatch(self) -> None:
+        for owner, name, original in reversed(self._originals):
+            setattr(owner, name, original)
+        self._originals.clear()
+
+
+class EpochTimer(Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.process_time()
+
+    def on_train_epoch_end(self, trainer, pl_module):  # called before the collapse_guard hooks: training only
+        self.seconds.append(time.process_time() - self._t0)
+
+
+# -- the fits ---------------------------------------------------------------------------------------------------
+def mixed_dm(data: dict, args) -> MixedDataModule:
+    return MixedDataModule(real=RealDigits(data, args.batch_size), synthetic={"gmm": data["synthetic"]},
+                           real_fraction=args.real_fraction, holdout="val", reserve=0.2, seed=0)
+
+
+def fit(variant: str, data: dict, args, profile: Profile) -> dict:
+    torch.manual_seed(0)
+    timer = EpochTimer()
+    if variant == "plain":
+        dm = PlainMix(ConcatDataset([data["train"], data["synthetic"]]), args.batch_size)
+        callbacks = [timer]
+    else:
+        dm = mixed_dm(data, args)
+        callbacks = [timer]
+        if variant == "guarded":
+            callbacks += [RatioMonitor(), HeldOutRealCheck(), CollapseGuard(verbose=False)]
+        elif variant == "guarded_nofeatures":
+            callbacks += [RatioMonitor(), HeldOutRealCheck(features=False), CollapseGuard(verbose=False)]
+    kwargs = trainer_kwargs(args.epochs)
+    kwargs["limit_train_batches"] = args.batches  # every variant trains on exactly the same number of batches
+    trainer = Trainer(callbacks=callbacks, **kwargs)
+    profile.active = variant == "guarded"
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.fit(MLP(), datamodule=dm)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    profile.active = False
+    return {"seconds": seconds, "cpu_seconds": cpu, "epoch_seconds": timer.seconds}
+
+
+def loader_epoch(loader) -> tuple[float, float, int]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = 0
+    for x, _ in loader:
+        n += len(x)
+    return time.perf_counter() - t0, time.process_time() - c0, n
+
+
+def loaders(data: dict, args):
+    dm = mixed_dm(data, args)
+    dm.setup("fit")
+    mixed = dm.train_dataloader()
+    n_batches = len(mixed)
+    plain_set = dm.train_set  # the same ConcatDataset of the same samples
+    plain = DataLoader(plain_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                       collate_fn=mixed.collate_fn)
+    plain_batches = len(plain)
+    return mixed, plain, n_batches, plain_batches
+
+
+def run(args) -> dict:
+    quiet()
+    torch.set_num_threads(1)
+    load_before = load_average()
+    t_start = time.perf_counter()
+    data = make_data(args.synthetic)
+    dm = mixed_dm(data, args)
+    dm.setup("fit")
+    batches_per_epoch = len(dm.train_dataloader())
+    args.batches = batches_per_epoch
+    config = {
+        "model": f"MLP {SIDE * SIDE}-{'-'.join(map(str, HIDDEN))}-10 ({sum(p.numel() for p in MLP().parameters()):,} "
+                 "parameters), Adam 1e-3",
+        "real_train": len(data["train"]), "heldout_real": len(data["val"]), "synthetic": len(data["synthetic"]),
+        "heldout_synthetic": len(dm.heldout_synthetic) if dm.heldout_synthetic is not None else 0,
+        "reserve": len(dm.mixer.reserve_order), "samples_per_epoch": dm.mixer.samples_per_epoch,
+        "batch_size": args.batch_size, "batches_per_epoch": batches_per_epoch, "epochs": args.epochs,
+        "real_fraction": args.real_fraction, "repeats": args.repeats, "loader_repeats": args.loader_repeats,
+        "torch_threads": torch.get_num_threads(),
+    }
+    profile = Profile().patch()
+    variants = ["guarded", "guarded_nofeatures", "mixed", "plain"]
+    fits: dict[str, list[dict]] = {v: [] for v in variants}
+    try:
+        for rep in range(args.repeats):
+            for variant in (variants if rep % 2 == 0 else variants[::-1]):
+                fits[variant].append(fit(variant, data, args, profile))
+    finally:
+        profile.unpatch()
+
+    def ratios(a: str, b: str, key: str) -> dict:
+        values = [x[key] / y[key] for x, y in zip(fits[a], fits[b])]
+        return {"median": float(np.median(values)), "all": values}
+
+    fit_ratios = {f"{a}/{b}": {"cpu": ratios(a, b, "cpu_seconds"), "wall": ratios(a, b, "seconds")}
+                  for a, b in (("guarded", "mixed"), ("guarded_nofeatures", "mixed"), ("mixed", "plain"),
+                               ("guarded", "plain"))}
+
+    mixed_loader, plain_loader, n_mixed, n_plain = loaders(data, args)
+    tput: dict[str, dict[str, list[float]]] = {"mixed": {"cpu": [], "wall": []}, "plain": {"cpu": [], "wall": []}}
+    loader_order = [("mixed", mixed_loader), ("plain", plain_loader)]
+    for rep in range(args.loader_repeats):
+        for name, loader in (loader_order if rep % 2 == 0 else loader_order[::-1]):
+            wall, cpu, n = loader_epoch(loader)
+            tput[name]["wall"].append(n / wall)
+            tput[name]["cpu"].append(n / cpu)
+    loader_ratio = {}
+    for clock in ("cpu", "wall"):
+        values = [m / p for m, p in zip(tput["mixed"][clock], tput["plain"][clock])]
+        loader_ratio[clock] = {"median": float(np.median(values)), "all": values}
+
+    mixed_epoch = float(np.median([s for f in fits["mixed"] for s in f["epoch_seconds"]]))
+    fit_mixed = float(np.median([f["cpu_seconds"] for f in fits["mixed"]]))
+    guarded_checks = sum(1 for f in fits["guarded"] for _ in f["epoch_seconds"])  # the profile times only these
+    checks = max(1, guarded_checks)
+    order = profile.order()
+    breakdown = {k: {"seconds_per_check": v / checks, "share_of_training_epoch": v / checks / mixed_epoch,
+                     "calls": profile.calls[k]}
+                 for k, v in sorted(profile.seconds.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                                           else len(order), -kv[1]))}
+    setup_key = "MixedDataModule.setup (splits, holdout digests)"
+    if setup_key in breakdown:  # once per fit, not per check
+        v = profile.seconds[setup_key] / args.repeats
+        breakdown[setup_key] = {"seconds_per_fit": v, "share_of_fit": v / fit_mixed, "calls": profile.calls[setup_key]}
+    return {
+        "config": config,
+        "fits": fits,
+        "fit_ratios": fit_ratios,
+        "training_epoch_seconds_median": {v: float(np.median([s for f in fits[v] for s in f["epoch_seconds"]]))
+                                          for v in variants},
+        "loader": {"batches": {"mixed": n_mixed, "plain": n_plain},
+                   "samples_per_second": {k: {c: float(np.median(x)) for c, x in v.items()} for k, v in tput.items()},
+                   "ratio_mixed_vs_plain": loader_ratio},
+        "breakdown": breakdown,
+        "seconds": time.perf_counter() - t_start,
+        "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": load_average()},
+    }
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{x:.3f}" for x in values)
+
+
+def report(r: dict) -> str:
+    c, fr, loader = r["config"], r["fit_ratios"], r["loader"]
+
+    def row(label: str, d: dict, goal: str = "—", ok=None) -> str:
+        met = "—" if ok is None else ("yes" if ok(d["cpu"]["median"]) else "no")
+        return (f"| {label} | {d['cpu']['median']:.3f} ({_runs(d['cpu']['all'])}) | {d['wall']['median']:.3f} "
+                f"({_runs(d['wall']['all'])}) | {goal} | {met} |")
+
+    lines = [
+        f"Model: {c['model']}; {c['samples_per_epoch']:,} samples per epoch ({c['batches_per_epoch']} batches of "
+        f"{c['batch_size']}), real fraction {c['real_fraction']}; held-out real {c['heldout_real']}, held-out "
+        f"synthetic {c['heldout_synthetic']}; {c['epochs']} epochs per fit, {c['repeats']} repetitions interleaved, "
+        f"{c['torch_threads']} torch thread. Ratios: median of the per-repetition ratios, on process CPU time "
+        "(what this process computed; robust to other jobs on the machine) and on wall time.",
+        "",
+        "| measure | CPU-time ratio (runs) | wall-time ratio (runs) | goal | met (CPU) |",
+        "|---|---|---|---|---|",
+        row("fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults) / same fit without them",
+            fr["guarded/mixed"], "≤ 1.03", lambda x: x <= 1.03),
+        row("fit, the same with HeldOutRealCheck(features=False) / same fit without them", fr["guarded_nofeatures/mixed"],
+            "≤ 1.03", lambda x: x <= 1.03),
+        row("MixedDataModule loader / plain DataLoader, samples per second", loader["ratio_mixed_vs_plain"], "≥ 0.97",
+            lambda x: x >= 0.97),
+        row("context: MixedDataModule fit without callbacks / plain Lightning fit", fr["mixed/plain"]),
+        row("context: guarded fit (defaults) / plain Lightning fit", fr["guarded/plain"]),
+        "",
+    ]
+    secs = {v: np.median([f["seconds"] for f in fs]) for v, fs in r["fits"].items()}
+    epoch = r["training_epoch_seconds_median"]
+    sps = loader["samples_per_second"]
+    lines += [
+        "Fit wall seconds (median): " + ", ".join(f"{v} {s:.2f}" for v, s in secs.items())
+        + "; CPU seconds of the training part of an epoch (median): " + ", ".join(f"{v} {s:.2f}" for v, s in epoch.items())
+        + f". Loader: {sps['mixed']['wall']:,.0f} vs {sps['plain']['wall']:,.0f} samples/s wall "
+        f"({loader['batches']['mixed']} vs {loader['batches']['plain']} batches per epoch).",
+        "",
+        "Where the time goes (CPU seconds inside each part, guarded fits with defaults; one check per epoch; share of "
+        "the CPU time of a training epoch without callbacks):",
+        "",
+        "| part | seconds | share |",
+        "|---|---|---|",
+    ]
+    for k, v in r["breakdown"].items():
+        if "seconds_per_fit" in v:
+            lines.append(f"| {k} | {v['seconds_per_fit']:.3f} per fit | {100 * v['share_of_fit']:.2f}% of the fit |")
+        else:
+            lines.append(f"| {k} | {v['seconds_per_check']:.3f} per check | {100 * v['share_of_training_epoch']:.2f}% |")
+    m = r["machine"]
+    lines += ["", f"wall time {r['seconds']:.0f} s; {m['nproc']} cores, {m['cpu']}, load average before "
+              f"{m['loadavg_before']}, after {m['loadavg_after']}; torch {m['torch']}, Lightning {m['lightning']}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 repetitions of 2-epoch fits, 5 loader repetitions")
+    p.add_argument("--synthetic", type=int, default=18_000, help="synthetic samples")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--loader-repeats", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--real-fraction", type=float, default=0.3)
+    p.add_argument("--json", default="runs/bench/cost.json", help="where to write the full record ('': nowhere)")
+    args = p.parse_args(argv)
+    args.epochs = args.epochs or (2 if args.quick else 3)
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.loader_repeats = args.loader_repeats or (5 if args.quick else 7)
+    result = run(args)
+    print(report(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=float))
+        print(f"\nJSON record: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Smoke tests of the benchmark scripts: their smallest configuration runs and yields the documented structure.
+
+Benchmarks print figures; they are not tests of the figures. The detection script's drift alternative needs the
+``bench`` extra (torchdrift): its smoke test is skipped without it.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_detection_smallest_configuration(tmp_path, capsys):
+    pytest.importorskip("torchdrift")
+    detection = _load("detection")
+    out = tmp_path / "detection.json"
+    result = detection.main(["--scenarios", "mode_loss,pure_real", "--seeds", "0", "--epochs", "5",
+                             "--permutations", "20", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert out.exists()
+    assert result["drift_backend"] == "torchdrift"
+    assert [(r["scenario"], r["seed"]) for r in result["runs"]] == [("mode_loss", 0), ("pure_real", 0)]
+    for run in result["runs"]:
+        assert set(run["fired"]) == set(detection.DETECTORS)
+        assert len(run["trajectory"]) == 5
+        row = run["trajectory"][-1]
+        for key in ("test_acc", "heldout_real_loss", "mixed_val_loss", "p_inputs", "p_features",
+                    "collapse/heldout_real/acc"):
+            assert math.isfinite(row[key]), key
+        assert 0.0 <= row["p_inputs"] <= 1.0
+        assert run["onset"] is None or 1 <= run["onset"] < 5
+    scores = result["scores"]
+    assert scores["collapsed_runs"] + scores["healthy_runs"] == 2
+    assert list(scores["detectors"]) == list(detection.DETECTORS)
+    for name, d in scores["detectors"].items():
+        assert {"detected", "false_alarms", "warmup_fires", "median_delay"} <= set(d)
+        assert ("vs_guard" in d) == (name != "collapse_guard")
+    [mitigation] = result["mitigation"]
+    assert mitigation["scenario"] == "mode_loss"
+    for key in ("real_only", "mixed", "guarded", "real_share_guarded"):
+        assert 0.0 <= mitigation[key] <= 1.0
+    assert "| detector | collapses detected |" in printed and "| scenario | real only |" in printed
+
+
+def test_ground_truth_needs_a_lasting_fall():
+    detection = _load("detection")
+    assert detection.ground_truth([0.90, 0.95, 0.96, 0.93, 0.96, 0.96], 0.02) is None  # a dip that recovers
+    assert detection.ground_truth([0.90, 0.95, 0.96, 0.93, 0.92, 0.91], 0.02) == 3
+    assert detection.ground_truth([0.90, 0.95, 0.96, 0.95, 0.95], 0.02) is None
+
+
+def test_own_mmd_permutation_test_separates_shifted_samples():
+    detection = _load("detection")
+    g = torch.Generator().manual_seed(0)
+    ref, same, shifted = (torch.randn(100, 8, generator=g) for _ in range(3))
+    assert detection.mmd_p_value(ref, shifted + 1.0, 50, seed=0, backend="ours") < 0.05
+    assert detection.mmd_p_value(ref, same, 50, seed=0, backend="ours") > 0.05
+
+
+def test_cost_smallest_configuration(tmp_path, capsys):
+    cost = _load("cost")
+    out = tmp_path / "cost.json"
+    result = cost.main(["--synthetic", "1000", "--epochs", "1", "--repeats", "1", "--loader-repeats", "1",
+                        "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert out.exists()
+    assert set(result["fit_ratios"]) == {"guarded/mixed", "guarded_nofeatures/mixed", "mixed/plain", "guarded/plain"}
+    for ratio in result["fit_ratios"].values():
+        for clock in ("cpu", "wall"):
+            assert ratio[clock]["median"] > 0 and len(ratio[clock]["all"]) == 1
+    loader = result["loader"]
+    assert loader["batches"]["mixed"] == result["config"]["batches_per_epoch"]
+    assert loader["ratio_mixed_vs_plain"]["cpu"]["median"] > 0
+    assert "HeldOutRealCheck (total)" in result["breakdown"]
+    assert "CollapseGuard" in result["breakdown"] and "RatioMonitor" in result["breakdown"]
+    assert result["machine"]["nproc"] >= 1
+    assert "| fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults)" in printed
