@@ -3,6 +3,13 @@ from collapse_guard.loop.chain import REGIMES, check_regime, generation_chain, t
 from collapse_guard.loop.digits import ClassConditionalGMM
 from collapse_guard.loop.models import CategoricalModel, GaussianMixtureModel, GaussianModel, LinearRegressionModel
 from collapse_guard.loop.self_consuming import LoopResult, SelfConsumingLoop
+from collapse_guard.loop.guard import GenerationDecision, GenerationEvent, GenerationGuard
+from collapse_guard.loop.neural import (
+    Generation,
+    GenerationRecord,
+    LightningSelfConsumingLoop,
+    NeuralLoopResult,
+)
 from collapse_guard.loop.evaluate import (
     chain_table,
     format_table,
@@ -24,6 +31,13 @@ __all__ = [
     "LinearRegressionModel",
     "SelfConsumingLoop",
     "LoopResult",
+    "LightningSelfConsumingLoop",
+    "NeuralLoopResult",
+    "GenerationRecord",
+    "Generation",
+    "GenerationGuard",
+    "GenerationDecision",
+    "GenerationEvent",
     "chain_table",
     "format_table",
     "load_digits_split",

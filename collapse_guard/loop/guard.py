@@ -1,0 +1,310 @@
+"""Generation-level guard of a self-consuming loop: the callbacks' :class:`Rule` / :class:`RuleState`, judged once
+per generation on held-out real indicators, with two actions: raise the real share of the next generation, or
+stop the loop.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+
+#: decisions a :class:`GenerationGuard` takes, in increasing strength ("ok": no rule fired)
+DECISIONS = ("ok",) + ACTIONS
+
+
+@dataclass
+class GenerationEvent:
+    """One firing of the generation guard: which rule, on what value, against which bound, and what was done.
+
+    Attributes:
+        generation: the generation whose model / samples were judged.
+        rule: the rule's name.
+        monitor: the metric key the rule reads.
+        value: the metric's value at this generation.
+        threshold: the bound in force (``None`` while a relative rule warms up).
+        action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
+        reason: the rule's verdict and the action's detail, in words.
+        real_fraction_before: real share of the judged generation's training batches.
+        real_fraction_after: real share the next generation will train at.
+    """
+
+    generation: int
+    rule: str
+    monitor: str
+    value: float
+    threshold: Optional[float]
+    action: str
+    reason: str
+    real_fraction_before: float
+    real_fraction_after: float
+
+
+@dataclass
+class GenerationDecision:
+    """What :meth:`GenerationGuard.check` decided for the next generation.
+
+    Attributes:
+        action: ``"ok"``, ``"warn"``, ``"inject"`` or ``"stop"``.
+        real_fraction: the lowest real share the next generation may train at (the guard's floor).
+        reserve_samples: fresh real samples to move from the reserve into the real pool before the next fit.
+        refit: the judged generation is rejected (its samples are not handed on) and fitted again at the new real
+            share (``GenerationGuard(refit=True)`` and an injection).
+        verdicts: every rule's verdict at this generation.
+        events: the events recorded at this generation (empty when no rule fired).
+    """
+
+    action: str
+    real_fraction: float
+    reserve_samples: int = 0
+    refit: bool = False
+    verdicts: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+
+class GenerationGuard:
+    r"""Decide, after every generation of a self-consuming loop, to go on, inject real data, or stop the loop.
+
+    The generation-level counterpart of :class:`~collapse_guard.CollapseGuard`, with the same
+    :class:`~collapse_guard.Rule` objects and :class:`~collapse_guard.callbacks.rules.RuleState` bookkeeping: each
+    rule reads one indicator of the generation just trained (held-out real perplexity, k-NN recall or coverage of
+    its samples against held-out real data, the diversity of its samples, ...) and fires after ``patience``
+    violating generations. With ``baseline="first"`` and ``baseline_checks=1`` the bound is relative to
+    generation 0, the model fitted on real data only; that is the natural reference for a loop.
+
+    When rules fire, the strongest of their actions is taken:
+
+    * ``"warn"``: an event and a warning, nothing changes;
+    * ``"inject"``: the real share of every later generation's training batches is raised by
+      ``real_fraction_step`` (up to ``max_real_fraction``), and ``inject_fraction`` of the reserve (fresh real
+      data never trained on, when the loop has one) joins the real pool; it escalates to ``"stop"`` after
+      ``max_injections`` injections, or when neither a higher share nor reserve data is left;
+    * ``"stop"``: the loop ends after this generation.
+
+    With ``refit=True`` an injection also rejects the generation that tripped the rules: its samples are never
+    handed on, and the same generation is fitted again at the raised real share (and judged again). Every
+    generation whose samples the loop hands on has then passed every rule, or the loop has stopped. With
+    ``refit=False`` (the default) the injection takes effect from the next generation on.
+
+    No paper gives validated action thresholds (REFERENCES.md): state the margin of every rule against the
+    generation-to-generation noise of its indicator.
+
+    Args:
+        rules: the rules, over the metric names the loop records.
+        action: default action of rules that name none: ``"warn"``, ``"inject"`` or ``"stop"``.
+        real_fraction_step: how much an injection raises the real share, in ``(0, 1]``.
+        max_real_fraction: the highest real share injections may reach, in ``(0, 1]`` (below 1 keeps every later
+            generation training partly on synthetic data).
+        inject_fraction: share in ``(0, 1]`` of the initial reserve moved into the real pool per injection.
+        max_injections: injections before a persisting collapse escalates to ``"stop"``.
+        cooldown: generations after an action during which no further action is taken (``0``: an injection
+            already shows in the next generation's check).
+        strict: raise when a monitored metric is missing from a generation's metrics.
+        refit: reject and refit the generation that tripped an injection (see above).
+
+    Raises:
+        ValueError: for an empty ``rules``, an unknown action or out-of-range numbers.
+
+    Example::
+
+        >>> from collapse_guard import Rule
+        >>> guard = GenerationGuard([Rule("recall", mode="max", relative=0.1, baseline="first")],
+        ...                         real_fraction_step=0.5)
+        >>> guard.check(0, {"recall": 0.90}, real_fraction=1.0).action   # generation 0: the baseline
+        'ok'
+        >>> d = guard.check(1, {"recall": 0.70}, real_fraction=0.0)      # 22% below generation 0
+        >>> d.action, d.real_fraction
+        ('inject', 0.5)
+        >>> print(guard.events[0].reason)
+        recall = 0.7000 below bound 0.8100 (first baseline 0.9000), 1/1 consecutive checks; real share 0.00 -> 0.50 from generation 2
+
+    The self-consuming loops this guards: Shumailov et al., "AI models collapse when trained on recursively
+    generated data", Nature 631 (2024); Alemohammad et al., "Self-consuming generative models go MAD", ICLR 2024.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        action: str = "inject",
+        real_fraction_step: float = 0.25,
+        max_real_fraction: float = 1.0,
+        inject_fraction: float = 0.5,
+        max_injections: int = 3,
+        cooldown: int = 0,
+        strict: bool = True,
+        refit: bool = False,
+    ) -> None:
+        rules = list(rules or [])
+        if not rules:
+            raise ValueError("`rules` is empty: give at least one Rule over a metric the loop records.")
+        if action not in ACTIONS:
+            raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
+        if not 0.0 < real_fraction_step <= 1.0:
+            raise ValueError(f"`real_fraction_step` must be in (0, 1], got {real_fraction_step!r}.")
+        if not 0.0 < max_real_fraction <= 1.0:
+            raise ValueError(f"`max_real_fraction` must be in (0, 1], got {max_real_fraction!r}.")
+        if not 0.0 < inject_fraction <= 1.0:
+            raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
+        if max_injections < 0 or cooldown < 0:
+            raise ValueError("`max_injections` and `cooldown` must be >= 0.")
+        self.rules = rules
+        self.action = action
+        self.real_fraction_step = float(real_fraction_step)
+        self.max_real_fraction = float(max_real_fraction)
+        self.inject_fraction = float(inject_fraction)
+        self.max_injections = int(max_injections)
+        self.cooldown = int(cooldown)
+        self.strict = strict
+        self.refit = bool(refit)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every baseline, counter and event (a new loop starts)."""
+        self.states = [RuleState(rule) for rule in self.rules]
+        self.events: list[GenerationEvent] = []
+        self.injections = 0
+        self.cooldown_left = 0
+        self.real_fraction_floor = 0.0
+        self.stopped = False
+
+    def action_of(self, rule: Rule) -> str:
+        """The action ``rule`` asks for (its own, else the guard's default)."""
+        return rule.action or self.action
+
+    def check(
+        self,
+        generation: int,
+        metrics: Mapping[str, Any],
+        real_fraction: float,
+        reserve_size: int = 0,
+        reserve_remaining: int = 0,
+    ) -> GenerationDecision:
+        """Judge one generation and decide what the next one trains on.
+
+        Args:
+            generation: index of the generation just trained (0 = fitted on real data).
+            metrics: its indicators, ``name -> number``.
+            real_fraction: real share of its training batches.
+            reserve_size: size of the loop's initial reserve of fresh real data (0: none).
+            reserve_remaining: reserve samples not yet injected.
+
+        Returns:
+            A :class:`GenerationDecision`; its ``real_fraction`` is the floor for every later generation.
+
+        Raises:
+            KeyError: with ``strict=True``, when a monitored metric is missing (the message lists those given).
+        """
+        missing = [r.monitor for r in self.rules if r.monitor not in metrics]
+        if missing and self.strict:
+            raise KeyError(
+                f"GenerationGuard monitors {missing}, which generation {generation} did not record; "
+                f"recorded: {sorted(metrics)}. Fix the rule's `monitor` or add the metric to the loop."
+            )
+        verdicts: list[Verdict] = [
+            state.check(float(metrics[state.rule.monitor])) for state in self.states if state.rule.monitor in metrics
+        ]
+        fired = [v for v in verdicts if v.fired]
+        decision = GenerationDecision("ok", max(self.real_fraction_floor, 0.0), verdicts=verdicts)
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            return decision
+        if not fired:
+            return decision
+        action = max((self.action_of(v.rule) for v in fired), key=ACTIONS.index)
+        detail = ""
+        before = float(real_fraction)
+        after = max(self.real_fraction_floor, before)
+        if action == "inject":
+            action, detail, after, decision.reserve_samples = self._inject(
+                generation, before, reserve_size, reserve_remaining
+            )
+            if action == "inject" and self.refit:
+                decision.refit = True
+                detail = detail.replace(f"from generation {generation + 1}", f"for a refit of generation {generation}")
+                detail += f"; generation {generation} rejected, its samples are not handed on"
+        if action == "stop":
+            self.stopped = True
+            detail = detail or f"stopping the loop after generation {generation}"
+        elif action == "warn":
+            detail = "warning only"
+        if action == "inject":
+            self.real_fraction_floor = after
+        else:
+            after = before
+        for v in fired:
+            event = GenerationEvent(
+                generation=generation,
+                rule=v.rule.label,
+                monitor=v.rule.monitor,
+                value=v.value,
+                threshold=v.bound,
+                action=action,
+                reason=f"{v.reason}; {detail}" if detail else v.reason,
+                real_fraction_before=before,
+                real_fraction_after=after,
+            )
+            self.events.append(event)
+            decision.events.append(event)
+        for state in self.states:
+            state.reset_wait()
+        self.cooldown_left = self.cooldown
+        decision.action = action
+        decision.real_fraction = self.real_fraction_floor
+        if action == "warn":
+            import warnings
+
+            warnings.warn(f"GenerationGuard generation {generation}: " + "; ".join(e.reason for e in decision.events))
+        return decision
+
+    def _inject(self, generation: int, current: float, reserve_size: int, reserve_remaining: int):
+        """Raise the real share and take reserve data, or escalate: (action, detail, new share, reserve samples)."""
+        if self.injections >= self.max_injections:
+            return "stop", f"collapse persists after {self.injections} injection(s): stopping the loop", current, 0
+        target = min(self.max_real_fraction, max(current, self.real_fraction_floor) + self.real_fraction_step)
+        target = max(target, current)
+        samples = 0
+        if reserve_size > 0:
+            samples = min(reserve_remaining, max(1, int(round(self.inject_fraction * reserve_size))))
+        if samples == 0 and target <= current + 1e-12:
+            return (
+                "stop",
+                f"the real share is already {current:.2f} (max {self.max_real_fraction:.2f}) and no reserve is left: "
+                "stopping the loop",
+                current,
+                0,
+            )
+        self.injections += 1
+        detail = f"real share {current:.2f} -> {target:.2f} from generation {generation + 1}"
+        if samples:
+            detail += f", {samples} fresh real samples injected ({reserve_remaining - samples} left in reserve)"
+        return "inject", detail, target, samples
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Rule states, events, injections and the real-share floor (JSON-ready)."""
+        return {
+            "rules": [s.state_dict() for s in self.states],
+            "events": [asdict(e) for e in self.events],
+            "injections": self.injections,
+            "cooldown_left": self.cooldown_left,
+            "real_fraction_floor": self.real_fraction_floor,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        for state, saved in zip(self.states, state_dict["rules"]):
+            state.load_state_dict(saved)
+        self.events = [GenerationEvent(**e) for e in state_dict["events"]]
+        self.injections = state_dict["injections"]
+        self.cooldown_left = state_dict["cooldown_left"]
+        self.real_fraction_floor = state_dict["real_fraction_floor"]
+        self.stopped = state_dict["stopped"]
+
+    def __repr__(self) -> str:
+        return (
+            f"GenerationGuard(rules={[r.label for r in self.rules]}, action={self.action!r}, "
+            f"real_fraction_step={self.real_fraction_step}, max_real_fraction={self.max_real_fraction}, "
+            f"refit={self.refit})"
+        )
+
