@@ -85,9 +85,21 @@ def test_regimes_sources_and_real_shares():
 
 def test_sources_carry_provenance_and_table():
     real, held = data()
-    res = make_loop("replace", generator_name="TinyGaussian(2-D)", generator_params={"lr": 0.2}).run(
-        real, 2, heldout=held, seed=3
-    )
+    from collapse_guard import RatioMonitor
+
+    monitors = []
+
+    def callbacks(generation):
+        monitors.append(RatioMonitor())
+        return [monitors[-1]]
+
+    metrics = {"std": std_metric, "logged": lambda gen: gen.trainer.callback_metrics["collapse/real_fraction"]}
+    res = make_loop(
+        "replace", generator_name="TinyGaussian(2-D)", generator_params={"lr": 0.2}, callbacks=callbacks,
+        metrics=metrics,
+    ).run(real, 2, heldout=held, seed=3)
+    assert len(monitors) == 3  # one per fit: the user's callbacks see every generation's MixedDataModule
+    assert res.series("logged").tolist() == [1.0, 0.0, 0.0]  # what RatioMonitor logged in each fit
     assert sorted(res.synthetic) == ["gen1", "gen2", "gen3"]
     src = res.synthetic["gen2"]
     assert isinstance(src, SyntheticSource) and src.generation == 2 and src.generator == "TinyGaussian(2-D)"
