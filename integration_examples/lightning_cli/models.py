@@ -10,10 +10,9 @@ from functools import lru_cache
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from collapse_guard.demo import DigitsClassifier as _DemoDigitsClassifier
 from collapse_guard.loop import ClassConditionalGMM, generation_chain
 
 
@@ -78,29 +77,8 @@ class SyntheticDigits(Dataset):
         return self.data[index]
 
 
-class DigitsClassifier(pl.LightningModule):
-    """A small MLP (64-128-10)."""
-
-    def __init__(self, lr: float = 2e-3) -> None:
-        super().__init__()
-        self.lr = lr
-        self.net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_acc", (self(x).argmax(-1) == y).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+# the model is the demo's small MLP (64-128-10), unchanged: any LightningModule works here
+DigitsClassifier = _DemoDigitsClassifier
 
 
 class DecliningFraction:
