@@ -131,3 +131,30 @@ def test_reset_and_input_errors():
         m.update(torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="num_classes"):
         ClassificationIndicators(num_classes=1)
+
+
+def test_standard_errors_are_agresti_coull_on_the_right_support():
+    from collapse_guard.metrics.functional import binomial_standard_error, worst_class_recall_standard_error
+
+    def agresti_coull(k, n):
+        p = (k + 2) / (n + 4)
+        return math.sqrt(p * (1 - p) / (n + 4))
+
+    # 3 classes: supports 10, 40, 50; class 0 recall 0.5 (worst), class 1 0.75, class 2 0.9
+    confmat = torch.tensor([[5, 5, 0], [5, 30, 5], [0, 5, 45]])
+    target = torch.cat([torch.full((int(r.sum()),), i) for i, r in enumerate(confmat)])
+    preds = torch.cat([torch.repeat_interleave(torch.arange(3), r) for r in confmat])
+    logits = F.one_hot(preds, 3).float() * 5
+    out = compute(logits, target, 3)
+    assert out["acc"] == pytest.approx(80 / 100)
+    assert out["acc_stderr"] == pytest.approx(agresti_coull(80, 100), rel=1e-12)
+    assert out["worst_class_recall"] == pytest.approx(0.5)
+    assert out["worst_class_recall_stderr"] == pytest.approx(agresti_coull(5, 10), rel=1e-12)
+    # close to the textbook sqrt(p(1-p)/n) for moderate p; never 0 at p = 1
+    assert float(binomial_standard_error(torch.tensor(342), torch.tensor(360))) == pytest.approx(
+        math.sqrt(0.95 * 0.05 / 360), rel=0.05)
+    assert float(binomial_standard_error(torch.tensor(360), torch.tensor(360))) > 0
+    # ties: the class with the smallest support (the noisiest) is taken
+    tied = torch.tensor([[5, 5], [20, 20]])
+    assert float(worst_class_recall_standard_error(tied)) == pytest.approx(agresti_coull(5, 10))
+    assert math.isnan(float(worst_class_recall_standard_error(torch.zeros(2, 2, dtype=torch.long))))

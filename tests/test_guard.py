@@ -308,3 +308,32 @@ def test_misnamed_metric_of_a_producer_raises_before_training():
     with pytest.raises(ValueError, match="acuracy"):
         make_trainer(max_epochs=2, callbacks=[RatioMonitor(), HeldOutRealCheck(), guard]).fit(model, datamodule=make_mixed())
     assert not model.seen
+
+
+# -- sigmas rules read the standard error HeldOutRealCheck logs with the value ------------------------------------
+def test_sigmas_rule_judges_against_the_logged_standard_error():
+    last = LastValues()
+    guard = CollapseGuard(rules=[Rule(ACC, sigmas=1.0, action="warn", name="acc_se")], cooldown=0)
+    trainer, *_ = fit(guard, max_epochs=4, extra=[last])
+    state = guard.states[0]
+    assert state.checks == 4
+    values = [v[ACC] for v in last.values]
+    stderrs = [v[ACC + "_stderr"] for v in last.values]
+    assert all(0 < s < 0.5 for s in stderrs)
+    # the bound now: the best of the four checks minus one standard error of the last
+    assert state.bound(stderrs[-1]) == pytest.approx(max(values) - stderrs[-1])
+    for event in guard.events:
+        assert "standard error" in event.reason
+
+
+def test_sigmas_rule_with_a_misnamed_stderr_key_fails_at_setup():
+    guard = CollapseGuard(rules=[Rule(ACC, sigmas=1.0, stderr="collapse/heldout_real/acc_se", action="warn")])
+    with pytest.raises(ValueError, match=r"reads 'collapse/heldout_real/acc_se'.*`stderr`"):
+        fit(guard, max_epochs=1)
+
+
+def test_default_rules_are_in_units_of_the_heldout_noise():
+    rules = {r.name: r for r in default_rules()}
+    assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
+    assert rules["worst_class"].stderr_key == "collapse/heldout_real/worst_class_recall_stderr"
+    assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 1.5

@@ -163,3 +163,54 @@ def test_state_dict_round_trip(baseline):
         assert (a.bound, a.violated, a.fired, a.reason) == (b.bound, b.violated, b.fired, b.reason)
     # fresh state would not have fired on the first 0.6
     assert not RuleState(rule).check(0.6).fired
+
+
+# -- sigmas: bounds in units of the logged standard error -------------------------------------------------------
+@pytest.mark.parametrize("kwargs, name", [(dict(sigmas=0.0), "sigmas"), (dict(sigmas=-1.0), "sigmas"),
+                                          (dict(sigmas=math.inf), "sigmas"), (dict(relative=0.1, stderr="x"), "stderr")])
+def test_sigmas_validation(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        Rule(ACC, **kwargs)
+
+
+def test_sigmas_stderr_key_defaults_to_monitor_suffix():
+    assert Rule(ACC, sigmas=2.0).stderr_key == ACC + "_stderr"
+    assert Rule(ACC, sigmas=2.0, stderr="my/se").stderr_key == "my/se"
+    assert Rule(ACC, relative=0.1).stderr_key is None
+
+
+def test_sigmas_bound_is_best_minus_sigmas_standard_errors():
+    state = RuleState(Rule(ACC, sigmas=2.0))
+    first = state.check(0.90, stderr=0.01)
+    assert first.bound is None and not first.violated  # no baseline yet
+    v = state.check(0.885, stderr=0.01)  # bound 0.90 - 2 x 0.01 = 0.88
+    assert v.bound == pytest.approx(0.88) and not v.violated
+    v = state.check(0.875, stderr=0.01)
+    assert v.violated and v.fired
+    assert "2 x standard error 0.0100" in v.reason and "best baseline 0.9000" in v.reason
+
+
+def test_sigmas_scale_with_the_noise_of_the_evaluation_set():
+    # the same fall of 4 points: noise of a large easy set (se 1 point) fires, a small hard set (se 3 points) not
+    fall = [0.70, 0.66]
+    _, quiet = run(Rule(ACC, sigmas=1.5), fall)
+    precise = RuleState(Rule(ACC, sigmas=1.5))
+    noisy = RuleState(Rule(ACC, sigmas=1.5))
+    assert [precise.check(v, stderr=0.01).fired for v in fall] == [False, True]
+    assert [noisy.check(v, stderr=0.03).fired for v in fall] == [False, False]
+    assert not quiet[1].fired  # no stderr given: no sigmas bound at all
+
+
+def test_sigmas_mode_min_and_the_stricter_of_several_bounds():
+    state = RuleState(Rule("collapse/gap/acc", mode="min", sigmas=1.0))
+    state.check(0.05, stderr=0.02)
+    assert state.check(0.06, stderr=0.02).bound == pytest.approx(0.07)
+    both = RuleState(Rule(ACC, relative=0.10, sigmas=1.0))  # relative bound 0.81, sigmas bound 0.88: 0.88 applies
+    both.check(0.90, stderr=0.02)
+    assert both.check(0.87, stderr=0.02).bound == pytest.approx(0.88)
+
+
+def test_sigmas_ignore_a_non_finite_stderr():
+    state = RuleState(Rule(ACC, sigmas=1.0, threshold=0.5))
+    state.check(0.9, stderr=0.01)
+    assert state.check(0.85, stderr=math.nan).bound == pytest.approx(0.5)

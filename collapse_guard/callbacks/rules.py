@@ -1,4 +1,5 @@
-"""Rules over logged indicators: a bound (absolute, or relative to a baseline), ``min_delta`` and ``patience``.
+"""Rules over logged indicators: a bound (absolute, relative to a baseline, or a number of standard errors below
+it), ``min_delta`` and ``patience``.
 
 A rule holds no Lightning objects: ``RuleState.check(value)`` takes a number and returns a verdict with its
 reason, so rules are tested and reused without a Trainer.
@@ -26,7 +27,14 @@ class Rule:
         threshold: absolute bound, in the metric's units.
         relative: bound relative to the baseline: ``baseline * (1 - relative)`` for ``"max"``,
             ``baseline * (1 + relative)`` for ``"min"`` (``relative`` in ``(0, 1]`` is a share of the baseline's
-            magnitude). With both ``threshold`` and ``relative``, the stricter bound applies.
+            magnitude).
+        sigmas: bound in units of the indicator's own noise: ``baseline - sigmas * se`` for ``"max"``
+            (``+`` for ``"min"``), ``se`` being the standard error logged with the value at this check (under
+            ``stderr``). A fall that the evaluation set's size cannot tell from noise never fires, and the same
+            rule carries over from a large, easy held-out set to a small, hard one. ``HeldOutRealCheck`` logs
+            ``collapse/heldout_real/acc_stderr`` and ``worst_class_recall_stderr`` (binomial standard errors).
+            With several of ``threshold``, ``relative`` and ``sigmas``, the stricter bound applies.
+        stderr: the logged key of the standard error for ``sigmas``; default ``monitor + "_stderr"``.
         baseline: ``"best"``: the best value of the earlier checks; ``"first"``: the mean of the first
             ``baseline_checks`` checks.
         baseline_checks: checks taken before a relative rule is armed (warm-up), ``>= 1``.
@@ -41,18 +49,22 @@ class Rule:
             change).
 
     Raises:
-        ValueError: for an unknown mode, baseline, action or ``non_finite``, neither bound given, or out-of-range
+        ValueError: for an unknown mode, baseline, action or ``non_finite``, no bound given, or out-of-range
             numbers.
 
     Example::
 
         Rule("collapse/heldout_real/worst_class_recall", mode="max", relative=0.15, patience=2)
+        # 1.5 standard errors of the held-out accuracy below its best, two checks running
+        Rule("collapse/heldout_real/acc", mode="max", sigmas=1.5, patience=2)
     """
 
     monitor: str
     mode: str = "max"
     threshold: Optional[float] = None
     relative: Optional[float] = None
+    sigmas: Optional[float] = None
+    stderr: Optional[str] = None
     baseline: str = "best"
     baseline_checks: int = 1
     min_delta: float = 0.0
@@ -72,8 +84,14 @@ class Rule:
             raise ValueError(
                 f"Rule({self.monitor!r}): `non_finite` must be one of {NON_FINITE}, got {self.non_finite!r}."
             )
-        if self.threshold is None and self.relative is None:
-            raise ValueError(f"Rule({self.monitor!r}): give a `threshold`, a `relative` bound, or both.")
+        if self.threshold is None and self.relative is None and self.sigmas is None:
+            raise ValueError(
+                f"Rule({self.monitor!r}): give a bound: a `threshold`, a `relative` bound or `sigmas` (or several)."
+            )
+        if self.sigmas is not None and not (math.isfinite(self.sigmas) and self.sigmas > 0):
+            raise ValueError(f"Rule({self.monitor!r}): `sigmas` must be a positive number, got {self.sigmas!r}.")
+        if self.stderr is not None and self.sigmas is None:
+            raise ValueError(f"Rule({self.monitor!r}): `stderr` is read only for a `sigmas` bound; give `sigmas` too.")
         if self.relative is not None and not 0.0 < self.relative <= 1.0:
             raise ValueError(f"Rule({self.monitor!r}): `relative` must be in (0, 1], got {self.relative!r}.")
         if self.patience < 1 or self.baseline_checks < 1 or self.min_delta < 0:
@@ -82,6 +100,13 @@ class Rule:
     @property
     def label(self) -> str:
         return self.name or self.monitor
+
+    @property
+    def stderr_key(self) -> Optional[str]:
+        """The logged key of the standard error a ``sigmas`` bound reads (``None`` without ``sigmas``)."""
+        if self.sigmas is None:
+            return None
+        return self.stderr or f"{self.monitor}_stderr"
 
 
 @dataclass
@@ -119,21 +144,30 @@ class RuleState:
             return sum(self.first_values) / len(self.first_values)
         return self.best if self.checks >= self.rule.baseline_checks else None
 
-    def bound(self) -> Optional[float]:
-        """The bound in force now (``None`` while a relative-only rule warms up)."""
+    def bound(self, stderr: Optional[float] = None) -> Optional[float]:
+        """The bound in force now (``None`` while a rule with only baseline-relative bounds warms up).
+
+        Args:
+            stderr: the standard error logged with the value being judged, for a ``sigmas`` bound (``None`` or
+                not finite: no ``sigmas`` bound at this check).
+        """
         rule, bounds = self.rule, []
         if rule.threshold is not None:
             bounds.append(rule.threshold)
         base = self.baseline()
+        sign = -1.0 if rule.mode == "max" else 1.0
         if rule.relative is not None and base is not None:
-            sign = -1.0 if rule.mode == "max" else 1.0
             bounds.append(base + sign * rule.relative * abs(base))
+        if rule.sigmas is not None and base is not None and stderr is not None and math.isfinite(stderr):
+            bounds.append(base + sign * rule.sigmas * abs(stderr))
         if not bounds:
             return None
         return max(bounds) if rule.mode == "max" else min(bounds)
 
-    def check(self, value: float) -> Verdict:
+    def check(self, value: float, stderr: Optional[float] = None) -> Verdict:
         """Judge one new value; updates the state and returns the verdict with its reason.
+
+        ``stderr`` is the standard error logged with ``value`` (read by a ``sigmas`` bound; ignored otherwise).
 
         A non-finite value never enters the baseline; it fires at once with ``rule.non_finite`` as the verdict's
         ``action``, or, when that is ``"ignore"``, gives a verdict that neither violates nor fires and leaves the
@@ -143,14 +177,14 @@ class RuleState:
         if not math.isfinite(value):
             if rule.non_finite == "ignore":
                 reason = f"{rule.monitor} = {value} is not finite: ignored (non_finite='ignore')"
-                return Verdict(rule, value, self.bound(), False, False, reason, non_finite=True)
+                return Verdict(rule, value, self.bound(stderr), False, False, reason, non_finite=True)
             self.wait = rule.patience
             best = f"best so far {self.best:.4f}" if self.best is not None else "no finite value yet"
             reason = (
                 f"{rule.monitor} = {value} is not finite ({best}): the model or the check diverged"
             )
-            return Verdict(rule, value, self.bound(), True, True, reason, action=rule.non_finite, non_finite=True)
-        bound = self.bound()
+            return Verdict(rule, value, self.bound(stderr), True, True, reason, action=rule.non_finite, non_finite=True)
+        bound = self.bound(stderr)
         if bound is None:
             violated = False
             reason = f"{rule.monitor} = {value:.4f}: baseline warming up ({self.checks + 1}/{rule.baseline_checks})"
@@ -162,7 +196,12 @@ class RuleState:
                 violated = value > bound + rule.min_delta
                 relation = "above" if violated else "at or below"
             base = self.baseline()
-            against = f" ({rule.baseline} baseline {base:.4f})" if rule.relative is not None and base is not None else ""
+            against = ""
+            if base is not None and (rule.relative is not None or rule.sigmas is not None):
+                against = f" ({rule.baseline} baseline {base:.4f}"
+                if rule.sigmas is not None and stderr is not None and math.isfinite(stderr):
+                    against += f"; {rule.sigmas:g} x standard error {abs(stderr):.4f}"
+                against += ")"
             reason = f"{rule.monitor} = {value:.4f} {relation} bound {bound:.4f}{against}"
         self.wait = self.wait + 1 if violated else 0
         fired = violated and self.wait >= rule.patience

@@ -7,12 +7,14 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from collapse_guard.metrics.functional.classification import (
+    binomial_standard_error,
     confusion_counts,
     effective_number_of_classes,
     marginal_kl_divergence,
     marginal_total_variation,
     predictive_entropy,
     worst_class_recall,
+    worst_class_recall_standard_error,
 )
 
 
@@ -25,6 +27,8 @@ class ClassificationIndicators(Metric):
 
     * ``loss``: mean cross-entropy in nats, ``>= 0``;
     * ``acc``: accuracy in ``[0, 1]``;
+    * ``acc_stderr``: its standard error from the size of the evaluation set (:func:`binomial_standard_error`):
+      the noise a rule with ``sigmas`` measures a fall in;
     * ``entropy``: mean predictive entropy in nats, in ``[0, log C]``;
     * ``eff_classes``: effective number of predicted classes ``exp(H(predicted label marginal))``, ``[1, C]``;
     * ``eff_classes_ratio``: ``eff_classes`` over the effective number of classes of the true labels (1 = as
@@ -32,6 +36,8 @@ class ClassificationIndicators(Metric):
     * ``label_tv``: total variation between predicted and true label marginals, ``[0, 1]``;
     * ``label_kl``: ``KL(true || predicted)`` label marginals in nats;
     * ``worst_class_recall``: lowest per-class recall, ``[0, 1]``;
+    * ``worst_class_recall_stderr``: its standard error on that class's support
+      (:func:`worst_class_recall_standard_error`);
     * ``calibration_error``: expected calibration error (L1, equal-width confidence bins), ``[0, 1]``
       (Guo et al. 2017; the same estimator as torchmetrics' ``MulticlassCalibrationError``).
 
@@ -52,8 +58,8 @@ class ClassificationIndicators(Metric):
     full_state_update = False
     #: the keys of :meth:`compute`'s dict
     KEYS = (
-        "loss", "acc", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl", "worst_class_recall",
-        "calibration_error",
+        "loss", "acc", "acc_stderr", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl",
+        "worst_class_recall", "worst_class_recall_stderr", "calibration_error",
     )
 
     def __init__(self, num_classes: int, n_bins: int = 15, **kwargs) -> None:
@@ -95,15 +101,18 @@ class ClassificationIndicators(Metric):
         eff = effective_number_of_classes(pred_marginal)
         nonempty = self.bin_count > 0
         ece = (self.bin_conf[nonempty] - self.bin_correct[nonempty]).abs().sum() / n
+        correct = self.confmat.diagonal().sum()
         return {
             "loss": self.loss_sum / n,
-            "acc": self.confmat.diagonal().sum().double() / n,
+            "acc": correct.double() / n,
+            "acc_stderr": binomial_standard_error(correct, self.confmat.sum()),
             "entropy": self.entropy_sum / n,
             "eff_classes": eff,
             "eff_classes_ratio": eff / effective_number_of_classes(true_marginal),
             "label_tv": marginal_total_variation(pred_marginal, true_marginal),
             "label_kl": marginal_kl_divergence(pred_marginal, true_marginal),
             "worst_class_recall": worst_class_recall(self.confmat),
+            "worst_class_recall_stderr": worst_class_recall_standard_error(self.confmat),
             "calibration_error": ece,
         }
 

@@ -6,6 +6,7 @@ Sample-based indicators compare generated (``fake``, shape ``(M, D)``) with held
 """
 from collapse_guard.metrics.functional.baseline import RealBaseline, real_baseline
 from collapse_guard.metrics.functional.classification import (
+    binomial_standard_error,
     confusion_counts,
     effective_number_of_classes,
     marginal_kl_divergence,
@@ -13,6 +14,7 @@ from collapse_guard.metrics.functional.classification import (
     per_class_recall,
     predictive_entropy,
     worst_class_recall,
+    worst_class_recall_standard_error,
 )
 from collapse_guard.metrics.functional.distance import (
     frechet_distance,
@@ -42,6 +44,7 @@ from collapse_guard.metrics.functional.text import (
 
 __all__ = [
     # classification
+    "binomial_standard_error",
     "confusion_counts",
     "effective_number_of_classes",
     "marginal_kl_divergence",
@@ -49,6 +52,7 @@ __all__ = [
     "per_class_recall",
     "predictive_entropy",
     "worst_class_recall",
+    "worst_class_recall_standard_error",
     # k-NN manifold
     "knn_radii",
     "prdc",

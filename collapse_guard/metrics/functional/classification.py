@@ -134,6 +134,55 @@ def worst_class_recall(confmat: Tensor) -> Tensor:
     return present.min() if present.numel() else torch.tensor(float("nan"), dtype=torch.float64)
 
 
+def binomial_standard_error(successes: Tensor, total: Tensor) -> Tensor:
+    """Standard error of a proportion (accuracy, a recall), Agresti-Coull form.
+
+    ``p~ = (successes + 2) / (total + 4)``, ``se = sqrt(p~ (1 - p~) / (total + 4))`` (Agresti & Coull, "Approximate
+    is better than 'exact' for interval estimation of binomial proportions", The American Statistician 1998):
+    close to ``sqrt(p (1 - p) / n)`` for moderate ``p``, never 0 at ``p = 0`` or ``1``, so a perfect held-out score
+    still has a noise floor. This is the noise of the evaluation set, not of training: it is what a rule in units of
+    ``sigmas`` (:class:`~collapse_guard.Rule`) compares a fall with.
+
+    Args:
+        successes: number of successes (e.g. correct predictions), any shape, ``>= 0``.
+        total: number of trials, same shape (broadcastable), ``>= 0``.
+
+    Returns:
+        float64 tensor of the broadcast shape, in ``(0, 0.5]``.
+
+    Example::
+
+        >>> round(float(binomial_standard_error(torch.tensor(342), torch.tensor(360))), 4)
+        0.0117
+    """
+    successes = torch.as_tensor(successes).double()
+    total = torch.as_tensor(total).double()
+    p = (successes + 2.0) / (total + 4.0)
+    return torch.sqrt(p * (1.0 - p) / (total + 4.0))
+
+
+def worst_class_recall_standard_error(confmat: Tensor) -> Tensor:
+    """:func:`binomial_standard_error` of :func:`worst_class_recall`: that of the worst class, on its own support.
+
+    With ties, the class with the smallest support (the noisiest) is taken.
+
+    Args:
+        confmat: counts, shape ``(C, C)``, rows true class, columns predicted class.
+
+    Returns:
+        Scalar float64 tensor (``nan`` when no class has support).
+    """
+    recall = per_class_recall(confmat)
+    present = ~torch.isnan(recall)
+    if not present.any():
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    support = confmat.sum(dim=1).double()
+    worst = present & (recall == recall[present].min())
+    idx = torch.nonzero(worst).flatten()
+    idx = idx[support[idx].argmin()]
+    return binomial_standard_error(confmat.diagonal()[idx], support[idx])
+
+
 def confusion_counts(preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Confusion matrix of integer predictions against integer targets, shape ``(C, C)``, dtype long."""
     idx = target.long() * num_classes + preds.long()
