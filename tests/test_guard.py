@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from collapse_guard import CollapseGuard, GuardEvent, HeldOutRealCheck, RatioMonitor, Rule, default_rules
@@ -337,3 +338,50 @@ def test_default_rules_are_in_units_of_the_heldout_noise():
     assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
     assert rules["worst_class"].stderr_key == "collapse/heldout_real/worst_class_recall_stderr"
     assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 1.5
+
+
+# -- restore_best: inject / stop put back the weights of the first rule's best check ----------------------------
+class WeightsAtEpochEnd(Callback):
+    """Listed first: the weights at every epoch end, before the guard acts."""
+
+    def __init__(self):
+        self.weights: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("action", ["stop", "inject"])
+def test_restore_best_puts_back_the_weights_of_the_best_check(action):
+    recorder, last = WeightsAtEpochEnd(), LastValues()
+    guard = CollapseGuard(rules=[always(action, patience=3, name="acc")], restore_best=True, max_injections=1,
+                          cooldown=0)
+    trainer, *_ = fit(guard, max_epochs=3 if action == "stop" else 4, order=lambda g, r, c: [recorder, r, c, g, last])
+    accs = [v[ACC] for v in last.values[:3]]
+    best = max(range(3), key=lambda i: (accs[i], i))  # ties: the later check
+    event = guard.events[0]
+    assert event.epoch == 2 and f"restored the weights of epoch {best}" in event.reason
+    if action == "stop":
+        assert guard.best_weights["epoch"] == best and guard.best_weights["value"] == pytest.approx(accs[best])
+        assert same_weights(trainer.lightning_module.state_dict(), recorder.weights[best])
+    else:  # training went on from the restored weights for one more epoch
+        assert not same_weights(trainer.lightning_module.state_dict(), recorder.weights[2])
+
+
+def test_restore_best_is_off_by_default_and_checkpointed():
+    guard = CollapseGuard(rules=[always("stop", patience=2)])
+    recorder = WeightsAtEpochEnd()
+    trainer, *_ = fit(guard, max_epochs=3, order=lambda g, r, c: [recorder, r, c, g])
+    assert guard.best_weights is None and "restored" not in guard.events[0].reason
+    assert same_weights(trainer.lightning_module.state_dict(), recorder.weights[-1])
+    keeper = CollapseGuard(rules=[always("warn", patience=5)], restore_best=True)
+    fit(keeper, max_epochs=2)
+    state = keeper.state_dict()
+    other = CollapseGuard(rules=[always("warn", patience=5)], restore_best=True)
+    other.load_state_dict(state)
+    assert other.best_weights["epoch"] == keeper.best_weights["epoch"]
+    assert same_weights(other.best_weights["weights"], keeper.best_weights["weights"])

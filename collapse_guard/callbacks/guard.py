@@ -77,6 +77,14 @@ class CollapseGuard(Callback):
       more reserve nor a higher real fraction is left, or after ``max_injections`` injections;
     * ``"stop"``: ``trainer.should_stop = True``.
 
+    With ``restore_best=True``, ``"inject"`` and ``"stop"`` first put back the model's weights from the check at
+    which the first rule's indicator was at its best (by default the held-out real accuracy): the damage the
+    collapsing data did between that check and the detection is undone, and training goes on (``"inject"``) or
+    ends (``"stop"``, as Keras' ``EarlyStopping(restore_best_weights=True)``) from there. The optimizer's state and
+    the learning-rate schedule are not rolled back. The copy is taken on the CPU at every new best, so it costs
+    one model of host memory (and is saved in checkpoints); it needs a strategy whose ``LightningModule.state_dict()``
+    holds the whole model (one device, DDP), not a sharded one (FSDP, DeepSpeed).
+
     Every firing is a :class:`GuardEvent` (epoch, rule, value, bound, action, reason) in :attr:`events`, logged as
     ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
 
@@ -116,6 +124,7 @@ class CollapseGuard(Callback):
         allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
             raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
             forgotten ``reserve=`` and is an error at set-up.
+        restore_best: on ``"inject"`` and ``"stop"``, put back the weights of the first rule's best check first.
 
     Raises:
         ValueError: for an unknown action or out-of-range numbers; at set-up: an ``"inject"`` rule with no reserve
@@ -146,6 +155,7 @@ class CollapseGuard(Callback):
         strict: bool = True,
         verbose: bool = True,
         allow_fraction_only: bool = False,
+        restore_best: bool = False,
     ) -> None:
         if action not in ACTIONS:
             raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
@@ -167,6 +177,9 @@ class CollapseGuard(Callback):
         self.strict = strict
         self.verbose = verbose
         self.allow_fraction_only = allow_fraction_only
+        self.restore_best = restore_best
+        #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
+        self.best_weights: Optional[dict] = None
         self.states = [RuleState(rule) for rule in rules]
         self.events: list[GuardEvent] = []
         self.injections = 0
@@ -260,6 +273,8 @@ class CollapseGuard(Callback):
         readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
         readings = self._agree(trainer, readings)
         verdicts = self._judge(trainer, readings)
+        if self.restore_best:
+            self._keep_best(trainer, pl_module, verdicts)
         fired = [v for v in verdicts if v.fired]
         local = max((ACTIONS.index(self.action_for(v)) for v in fired), default=-1)
         any_fired = trainer.strategy.reduce_boolean_decision(bool(fired), all=False)
@@ -344,6 +359,24 @@ class CollapseGuard(Callback):
             )
         return verdicts
 
+    def _keep_best(self, trainer: Trainer, pl_module: LightningModule, verdicts: list[Verdict]) -> None:
+        """Copy the weights when the first rule's indicator reaches a new best at this check (same on every rank)."""
+        first = self.states[0]
+        verdict = next((v for v in verdicts if v.rule is first.rule), None)
+        if verdict is None or verdict.non_finite or first.best is None or verdict.value != first.best:
+            return
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+        self.best_weights = {"epoch": trainer.current_epoch, "value": verdict.value, "weights": weights}
+
+    def _restore(self, pl_module: LightningModule) -> str:
+        if not self.best_weights:
+            return ""
+        pl_module.load_state_dict(self.best_weights["weights"])
+        return (
+            f"restored the weights of epoch {self.best_weights['epoch']} "
+            f"({self.rules[0].monitor} = {self.best_weights['value']:.4f}, its best)"
+        )
+
     def _act(self, trainer: Trainer, action: str, fired: list[Verdict]) -> None:
         detail = ""
         if action == "inject":
@@ -351,6 +384,9 @@ class CollapseGuard(Callback):
         if action == "stop":
             trainer.should_stop = True
             detail = detail or "stopping training"
+        if self.restore_best and action in ("inject", "stop"):
+            restored = self._restore(trainer.lightning_module)
+            detail = f"{restored}; {detail}" if restored and detail else (restored or detail)
         for v in fired or [None]:
             base = v.reason if v else "a rule fired on another rank"
             reason = f"{base}; {detail}" if detail else base
@@ -405,6 +441,7 @@ class CollapseGuard(Callback):
             "injections": self.injections,
             "cooldown_left": self.cooldown_left,
             "state": self.state,
+            "best_weights": self.best_weights,
         }
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
@@ -433,3 +470,4 @@ class CollapseGuard(Callback):
         self.injections = state_dict["injections"]
         self.cooldown_left = state_dict["cooldown_left"]
         self.state = state_dict["state"]
+        self.best_weights = state_dict.get("best_weights")

@@ -19,7 +19,8 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
         "history": [{"epoch", "global_step", "collapse/...": value, ...}, ...]},
       "guards": [{                                       # every CollapseGuard of the Trainer ([] when none)
         "state": "ok" | "warn" | "inject" | "stop", "injections": 0, "cooldown_left": 0,
-        "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict"},
+        "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
+                   "restore_best"},
         "rules": [{"name", "monitor", "mode", "threshold", "relative", "baseline", "baseline_checks", "min_delta",
                    "patience", "action", "non_finite",
                    "state": {"checks", "first_values", "best", "wait"},   # RuleState.state_dict()
@@ -70,7 +71,8 @@ RULE_FIELDS = (
     "monitor", "mode", "threshold", "relative", "baseline", "baseline_checks", "min_delta", "patience", "action",
     "non_finite",
 )
-GUARD_CONFIG = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict")
+GUARD_CONFIG = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
+                "restore_best")
 
 
 # -- JSON-ready values ----------------------------------------------------------------------------------------
