@@ -337,6 +337,118 @@ def rules_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+# -- the alternatives at the guard's false-alarm rate -------------------------------------------------------------
+#: the knobs swept for each alternative, replayed on the logged trajectories
+ES_PATIENCE = (1, 2, 3, 4, 5, 6)
+ES_MIN_DELTA = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+MMD_ALPHA = (0.05, 0.02, 0.01)
+MMD_RUNS = (1, 2, 3, 4)
+
+
+def replay_early_stopping(losses: list[float], patience: int, min_delta: float) -> Optional[int]:
+    """The first epoch Lightning's ``EarlyStopping(mode="min", patience, min_delta)`` would stop at: a check
+    improves when ``loss < best - min_delta``; ``patience`` checks in a row without improvement stop training.
+    (``ES(... patience 3, min_delta 0)`` replayed this way gives the epochs the callback itself recorded.)"""
+    best, wait = float("inf"), 0
+    for epoch, loss in enumerate(losses):
+        if loss < best - min_delta:
+            best, wait = loss, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return epoch
+    return None
+
+
+def replay_drift(p_values: list[Optional[float]], alpha: float, runs: int) -> Optional[int]:
+    """The first epoch ending ``runs`` consecutive drift tests with ``p < alpha``."""
+    streak = 0
+    for epoch, p in enumerate(p_values):
+        streak = streak + 1 if p is not None and p < alpha else 0
+        if streak >= runs:
+            return epoch
+    return None
+
+
+def alternative_settings() -> list[tuple[str, str, object]]:
+    """``(detector, setting, fire(trajectory) -> epoch or None)`` for every swept setting of every alternative."""
+    out = []
+    for det, key in (("ES(held-out real loss)", "heldout_real_loss"), ("ES(mixed val loss)", "mixed_val_loss")):
+        for pat in ES_PATIENCE:
+            for md in ES_MIN_DELTA:
+                out.append((det, f"patience {pat}, min_delta {md:g}",
+                            lambda t, k=key, pat=pat, md=md: replay_early_stopping([r[k] for r in t], pat, md)))
+    for det, key in (("MMD drift, inputs", "p_inputs"), ("MMD drift, features", "p_features")):
+        for alpha in MMD_ALPHA:
+            for n in MMD_RUNS:
+                out.append((det, f"p < {alpha:g} at {n} check{'s' if n > 1 else ''} running",
+                            lambda t, k=key, a=alpha, n=n: replay_drift([r.get(k) for r in t], a, n)))
+    return out
+
+
+def matched_alternatives(runs: list[dict]) -> list[dict]:
+    """Each alternative at the most sensitive setting whose false alarms on these healthy runs are no more than
+    collapse_guard's (its knobs swept over the grid above and chosen on the same runs: a best case for the
+    alternative). Ties: more collapses caught, then the smaller median delay."""
+    collapsed = [r for r in runs if r["onset"] is not None]
+    healthy = [r for r in runs if r["onset"] is None]
+    budget = sum(r["fired"]["collapse_guard"] is not None for r in healthy)
+    if not any(r["trajectory"] and "p_inputs" in r["trajectory"][0] for r in runs):
+        drift_missing = {"MMD drift, inputs", "MMD drift, features"}
+    else:
+        drift_missing = set()
+    best: dict[str, dict] = {}
+    quietest: dict[str, tuple[int, str]] = {}
+    for det, setting, fire in alternative_settings():
+        if det in drift_missing:
+            continue
+        fires = {id(r): fire(r["trajectory"]) for r in runs}
+        false_alarms = sum(fires[id(r)] is not None for r in healthy)
+        if det not in quietest or false_alarms < quietest[det][0]:
+            quietest[det] = (false_alarms, setting)
+        if false_alarms > budget:
+            continue
+        delays = [fires[id(r)] - r["onset"] for r in collapsed if fires[id(r)] is not None]
+        cand = {"detector": det, "setting": setting, "detected": len(delays), "false_alarms": false_alarms,
+                "median_delay": median(delays), "fires": fires}
+        key = (cand["detected"], -(cand["median_delay"] if delays else float("inf")))
+        old = best.get(det)
+        if old is None or key > (old["detected"], -(old["median_delay"] if old["detected"] else float("inf"))):
+            best[det] = cand
+    table = []
+    for det, cand in best.items():
+        cmp = {"guard_earlier": 0, "same": 0, "guard_later": 0}
+        for r in collapsed:
+            g, a = r["fired"]["collapse_guard"], cand["fires"][id(r)]
+            g = float("inf") if g is None else g
+            a = float("inf") if a is None else a
+            cmp["guard_earlier" if g < a else "same" if g == a else "guard_later"] += 1
+        table.append({k: v for k, v in cand.items() if k != "fires"} | {"vs_guard": cmp})
+    for det, (false_alarms, setting) in quietest.items():
+        if det not in best:  # no setting of the grid stays within the budget
+            table.append({"detector": det, "setting": None, "quietest": setting, "false_alarms": false_alarms})
+    return table
+
+
+def matched_table(runs: list[dict]) -> list[str]:
+    collapsed = sum(r["onset"] is not None for r in runs)
+    healthy = [r for r in runs if r["onset"] is None]
+    guard = score(runs)["detectors"]["collapse_guard"]
+    lines = ["| detector | setting (most sensitive within the false-alarm budget) | collapses detected | false alarms "
+             "| median delay (checks) | guard earlier / same / later |", "|---|---|---|---|---|---|",
+             f"| collapse_guard | defaults | {guard['detected']}/{collapsed} | {guard['false_alarms']}/{len(healthy)} | "
+             f"{_fmt_delay(guard['median_delay'])} | — |"]
+    for m in matched_alternatives(runs):
+        if m["setting"] is None:
+            lines.append(f"| {m['detector']} | none: its quietest setting ({m['quietest']}) raises {m['false_alarms']}/"
+                         f"{len(healthy)} false alarms | — | — | — | — |")
+            continue
+        vs = m["vs_guard"]
+        lines.append(f"| {m['detector']} | {m['setting']} | {m['detected']}/{collapsed} | {m['false_alarms']}/{len(healthy)}"
+                     f" | {_fmt_delay(m['median_delay'])} | {vs['guard_earlier']} / {vs['same']} / {vs['guard_later']} |")
+    return lines
+
+
 # -- scoring ----------------------------------------------------------------------------------------------------
 def score(runs: list[dict]) -> dict:
     """Per detector: collapses detected, false alarms on healthy runs, firing in the warm-up, delays, and how it
@@ -409,6 +521,14 @@ def report(result: dict) -> str:
              "choosing the defaults)", fresh),
         ):
             lines += ["", f"{label}, {len(group)} runs:", ""] + _detector_table(score(group), len(group))
+    lines += ["", "The alternatives at collapse_guard's false-alarm rate: each one's knobs (EarlyStopping patience and "
+              "min_delta; the drift tests' alpha and consecutive firings) swept and replayed on the logged trajectories, "
+              "and the most sensitive setting with no more false alarms on these healthy runs than collapse_guard kept "
+              "(chosen on the same runs: a best case for the alternative):", ""]
+    lines += matched_table(runs)
+    if len(tasks) > 1:
+        for task in tasks:
+            lines += ["", f"{task} runs only:", ""] + matched_table([r for r in runs if r["task"] == task])
     lines += ["", "The default rules one at a time (replayed on the logged indicators of the same runs):", ""]
     lines += rules_table(runs)
     if len(tasks) > 1:
