@@ -158,7 +158,7 @@ def run_fit(
         samples_per_epoch=cfg["samples_per_epoch"],
         seed=cfg["seed"],
     )
-    ratio, check = RatioMonitor(), HeldOutRealCheck()
+    ratio, check = RatioMonitor(), HeldOutRealCheck(features=True)
     callbacks = [ratio, check]
     collapse_guard = CollapseGuard(action="inject", verbose=False) if guard else None
     if collapse_guard is not None:

@@ -83,7 +83,7 @@ def test_cost_smallest_configuration(tmp_path, capsys):
                         "--json", str(out)])
     printed = capsys.readouterr().out
     assert out.exists()
-    assert set(result["fit_ratios"]) == {"guarded/mixed", "guarded_nofeatures/mixed", "mixed/plain", "guarded/plain"}
+    assert set(result["fit_ratios"]) == {"guarded/mixed", "guarded_features/mixed", "mixed/plain", "guarded/plain"}
     for ratio in result["fit_ratios"].values():
         for clock in ("cpu", "wall"):
             assert ratio[clock]["median"] > 0 and len(ratio[clock]["all"]) == 1
@@ -92,5 +92,9 @@ def test_cost_smallest_configuration(tmp_path, capsys):
     assert loader["ratio_mixed_vs_plain"]["cpu"]["median"] > 0
     assert "HeldOutRealCheck (total)" in result["breakdown"]
     assert "CollapseGuard" in result["breakdown"] and "RatioMonitor" in result["breakdown"]
+    # the defaults run no feature pass; the opt-in variant's breakdown shows it
+    assert "training-synthetic feature pass" not in result["breakdown"]
+    assert "training-synthetic feature pass" in result["breakdown_features"]
+    assert "HeldOutRealCheck(features=True) (opt-in)" in printed
     assert result["machine"]["nproc"] >= 1
     assert "| fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults)" in printed

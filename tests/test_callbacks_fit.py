@@ -164,6 +164,79 @@ def test_every_n_epochs_and_max_batches():
         HeldOutRealCheck(every_n_epochs=0)
 
 
+def synthetic_ids_per_check(check_kwargs, max_epochs=2):
+    """Fit with a HeldOutRealCheck that records the ids of the held-out synthetic samples it classifies at each
+    check; returns ``(ids per check, datamodule, check, model)``."""
+    dm = make_mixed(synth_sizes={"g1": 200, "g2": 200}, synthetic_holdout=0.25)
+    seen: dict[int, list[int]] = {}
+
+    def forward_fn(pl_module, inputs):
+        ids = [int(round(float(v))) for v in inputs[:, 0]]
+        if ids and min(ids) >= SYNTH_BASE:
+            seen.setdefault(pl_module.current_epoch, []).extend(ids)
+        return pl_module(inputs)
+
+    check, model = HeldOutRealCheck(forward_fn=forward_fn, **check_kwargs), TinyMLP()
+    make_trainer(max_epochs=max_epochs, callbacks=[check]).fit(model, datamodule=dm)
+    return [seen[e] for e in sorted(seen)], dm, check, model
+
+
+def test_synthetic_samples_caps_the_heldout_synthetic_pass_to_a_fixed_subset():
+    seen, dm, check, model = synthetic_ids_per_check({"synthetic_samples": 30})
+    everything = sorted(int(round(float(dm.heldout_synthetic[i][0][0]))) for i in range(len(dm.heldout_synthetic)))
+    assert len(everything) == 100
+    assert len(seen) == 2 and seen[0] == seen[1]  # the same samples at every check
+    assert len(seen[0]) == len(set(seen[0])) == 30 and set(seen[0]) <= set(everything)
+    assert seen[0] == sorted(seen[0])  # in held-out order
+    # a loader built again gives the same subset, and the logged indicators are the model's on exactly that subset
+    subset = dm.heldout_synthetic_dataloader(max_samples=30)
+    assert [int(round(float(v))) for b in subset for v in b[0][:, 0]] == seen[0]
+    synth = direct_indicators(model, subset.dataset)
+    assert check.last["collapse/heldout_synthetic/acc"] == pytest.approx(synth["acc"], abs=1e-6)
+    assert check.last["collapse/heldout_synthetic/loss"] == pytest.approx(synth["loss"], rel=1e-5)
+    # None (and any cap at or above the set's size) measures every held-out synthetic sample
+    for cap in (None, 100, 10_000):
+        seen_all, _, _, _ = synthetic_ids_per_check({"synthetic_samples": cap}, max_epochs=1)
+        assert seen_all[0] == everything
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "512"])
+def test_synthetic_samples_must_be_a_positive_integer_or_none(bad):
+    with pytest.raises(ValueError, match="synthetic_samples"):
+        HeldOutRealCheck(synthetic_samples=bad)
+
+
+def test_synthetic_samples_below_the_number_of_ranks_is_an_error_at_setup():
+    from types import SimpleNamespace
+
+    dm = make_mixed(synth_sizes={"g1": 200}, synthetic_holdout=0.25)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="synthetic_samples=2.* 3 ranks"):
+        HeldOutRealCheck(synthetic_samples=2).setup(SimpleNamespace(world_size=3, datamodule=dm), None, "fit")
+    HeldOutRealCheck(synthetic_samples=3).setup(SimpleNamespace(world_size=3, datamodule=dm), None, "fit")
+    HeldOutRealCheck(synthetic_samples=2, synthetic=False).setup(SimpleNamespace(world_size=3, datamodule=dm), None,
+                                                                 "fit")
+
+
+def test_capped_heldout_synthetic_subset_is_sharded_across_ranks_once():
+    from types import SimpleNamespace
+
+    dm = make_mixed(synth_sizes={"g1": 200, "g2": 200}, synthetic_holdout=0.25)
+    dm.setup("fit")
+    ids = lambda loader: [int(round(float(v))) for b in loader for v in b[0][:, 0]]  # noqa: E731
+    subset = ids(dm.heldout_synthetic_dataloader(max_samples=25))
+    assert len(subset) == len(set(subset)) == 25 and subset == sorted(subset)
+    assert ids(dm.heldout_synthetic_dataloader(max_samples=25)) == subset  # seeded: the same at every call
+    assert set(subset) <= set(ids(dm.heldout_synthetic_dataloader()))
+    shards = []
+    for rank in range(3):
+        dm.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        shards.append(ids(dm.heldout_synthetic_dataloader(max_samples=25)))
+        assert ids(dm.heldout_synthetic_dataloader(max_samples=25, shard=False)) == subset
+    assert sorted(i for shard in shards for i in shard) == subset  # every sample of the subset on exactly one rank
+    assert [len(shard) for shard in shards] == [9, 8, 8] and shards[1] == subset[1::3]
+
+
 def test_csv_logger_receives_the_keys(tmp_path):
     dm = two_source_dm()
     logger = CSVLogger(tmp_path, name="run", version=0)

@@ -65,7 +65,7 @@ def test_feature_indicators_match_the_functional_prdc():
 
 
 def test_feature_keys_are_logged_between_training_synthetic_and_heldout_real():
-    check = HeldOutRealCheck(feature_samples=40, k=3)
+    check = HeldOutRealCheck(features=True, feature_samples=40, k=3)
     trainer, dm = fit_with(check)
     logged = {k.split("/", 2)[2] for k in trainer.callback_metrics if k.startswith("collapse/features/")}
     assert logged == FEATURE_KEYS
@@ -82,7 +82,7 @@ def test_custom_feature_fn_is_used():
         calls.append(inputs.shape[0])
         return inputs[:, 1:]
 
-    check = HeldOutRealCheck(feature_fn=feature_fn, feature_samples=40, k=3)
+    check = HeldOutRealCheck(features=True, feature_fn=feature_fn, feature_samples=40, k=3)
     fit_with(check, max_epochs=1)
     assert calls and sum(calls) >= 40
 
@@ -103,7 +103,7 @@ def test_generative_mode_compares_samples_with_heldout_real_inputs():
 def test_too_small_heldout_set_for_knn_is_an_error_at_setup():
     dm = make_mixed(n_real=40, holdout=0.1)  # 4 held-out samples
     with pytest.raises(ValueError, match="k=5"):
-        fit_with(HeldOutRealCheck(), dm=dm)
+        fit_with(HeldOutRealCheck(features=True), dm=dm)
 
 
 def test_failed_check_raises_by_default_and_is_skipped_with_warn():
@@ -135,7 +135,7 @@ def test_declared_keys_are_the_logged_keys():
     m = ClassificationIndicators(num_classes=3)
     m.update(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert set(m.compute()) == set(ClassificationIndicators.KEYS)
-    check = HeldOutRealCheck(feature_samples=40, k=3)
+    check = HeldOutRealCheck(features=True, feature_samples=40, k=3)
     trainer, _ = fit_with(check, max_epochs=1)
     logged = {k for k in trainer.callback_metrics if k.startswith(check.produces)}
     assert logged == check.metric_keys(trainer)
@@ -144,4 +144,4 @@ def test_declared_keys_are_the_logged_keys():
 def test_misnamed_heldout_rule_is_rejected_before_training():
     guard = CollapseGuard(rules=[Rule("collapse/features/recal", threshold=0.5, action="stop")])
     with pytest.raises(ValueError, match="recal"):
-        fit_with(HeldOutRealCheck(feature_samples=40, k=3), extra=[guard])
+        fit_with(HeldOutRealCheck(features=True, feature_samples=40, k=3), extra=[guard])

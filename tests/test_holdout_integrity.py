@@ -10,7 +10,16 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from collapse_guard import MixedDataModule
-from collapse_guard.data.integrity import sample_digest, sample_digests, structure_mismatch
+from collapse_guard.data import integrity
+from collapse_guard.data.integrity import (
+    TensorRowDigests,
+    TensorRowIndex,
+    index_by_digest,
+    matches,
+    sample_digest,
+    sample_digests,
+    structure_mismatch,
+)
 
 from cg_testing import SYNTH_BASE, VAL_BASE, RealDM, id_dataset, make_mixed
 
@@ -69,6 +78,90 @@ def test_row_wise_digests_are_fast():
     seconds = time.perf_counter() - start
     assert len(set(digests)) == n
     assert seconds < 10.0, seconds  # about 0.5 s on 2 cores; generous for a loaded machine
+
+
+def digest_matches(held, other):
+    """``matches`` computed digest by digest (plain lists): the reference the fingerprint path must equal."""
+    return matches(index_by_digest(list(sample_digests(held))), list(sample_digests(other)))
+
+
+def overlapping_sets(seed=0):
+    """A held-out set with duplicates inside it, and a larger set holding copies of some of its rows (among them a
+    float64 copy of float32 rows, a NaN row and a -0.0 row that is not a copy of the 0.0 one)."""
+    g = torch.Generator().manual_seed(seed)
+    held_x = torch.randn(50, 6, generator=g)
+    held_x[7] = held_x[3]  # a duplicate inside the held-out set: the first index is the one reported
+    held_x[10] = float("nan")
+    held_x[11] = 0.0
+    held_y = torch.randint(0, 4, (50,), generator=g)
+    held_y[7] = held_y[3]
+    other_x = torch.randn(400, 6, generator=g)
+    other_y = torch.randint(0, 4, (400,), generator=g)
+    for at, row in ((5, 3), (6, 7), (100, 20), (101, 20), (399, 49), (200, 10), (300, 11)):
+        other_x[at], other_y[at] = held_x[row], held_y[row]
+    other_x[301], other_y[301] = -held_x[11], held_y[11]  # -0.0: other bytes, another digest, no match
+    other_x[302], other_y[302] = held_x[20], (held_y[20] + 1) % 4  # the same inputs, another label
+    return TensorDataset(held_x, held_y), TensorDataset(other_x.double(), other_y.int())
+
+
+def test_tensor_datasets_are_compared_by_fingerprints_exactly():
+    held, other = overlapping_sets()
+    digests = sample_digests(other)
+    assert isinstance(digests, TensorRowDigests) and isinstance(index_by_digest(sample_digests(held)), TensorRowIndex)
+    got = matches(index_by_digest(sample_digests(held)), digests)
+    assert got == digest_matches(held, other)
+    assert got == [(5, 3), (6, 3), (100, 20), (101, 20), (200, 10), (300, 11), (399, 49)]
+    assert digests._digests is None  # no digest was computed to find them
+    # through Subsets, against a sub-range: positions are the subset's
+    sub = Subset(other, list(range(90, 310)))
+    assert matches(index_by_digest(sample_digests(held)), sample_digests(sub)) == [(10, 20), (11, 20), (110, 10),
+                                                                                    (210, 11)]
+    # rows of another structure never match, even with equal values
+    reshaped = TensorDataset(held.tensors[0].reshape(50, 2, 3), held.tensors[1])
+    assert matches(index_by_digest(sample_digests(held)), sample_digests(reshaped)) == []
+    assert digest_matches(held, reshaped) == []
+
+
+def test_fingerprint_collisions_are_resolved_by_comparing_rows(monkeypatch):
+    held, other = overlapping_sets(seed=1)
+    expected = digest_matches(held, other)
+    assert expected
+    # every fingerprint equal: every pair of rows is a candidate, and only the byte comparison tells them apart
+    monkeypatch.setattr(integrity, "_coefficients", lambda n: np.zeros(n, dtype=np.uint64))
+    rows = sample_digests(other)
+    assert len(set(rows.fingerprints().tolist())) == 1
+    assert matches(index_by_digest(sample_digests(held)), rows) == expected
+    # in a MixedDataModule: duplicates are still found and counted the same way
+    held_real = heldout_of_make_mixed()
+    copies = TensorDataset(*(torch.stack(t) for t in zip(*[held_real[i] for i in (0, 1, 1)])))
+    dm = make_mixed(n_real=80, holdout=0.25, synthetic_holdout=0.0, synth_sizes={})
+    dm.synthetic = {"memorised": cat(id_dataset(30, SYNTH_BASE), copies)}
+    with pytest.warns(UserWarning, match=r"\{'memorised': 3\}"):
+        dm.setup("fit")
+    assert dm.contamination["sources"]["memorised"]["examples"] == [[30, 0], [31, 1], [32, 1]]
+
+
+def test_lazy_row_digests_behave_as_the_list_of_digests():
+    held, other = overlapping_sets()
+    one_by_one = [sample_digest(other[i]) for i in range(len(other))]
+    rows = sample_digests(other)
+    assert len(rows) == 400 and rows[3] == one_by_one[3] and rows[-1] == one_by_one[-1]
+    assert rows[10:13] == one_by_one[10:13] and rows._digests is None  # read one by one, nothing else computed
+    with pytest.raises(IndexError):
+        rows[400]
+    assert list(rows) == one_by_one and rows == one_by_one and rows == sample_digests(other)
+    index = index_by_digest(sample_digests(held))
+    plain = index_by_digest([sample_digest(held[i]) for i in range(len(held))])
+    assert dict(index) == plain and len(index) == len(plain) == 49  # rows 3 and 7 are one sample
+    # a lazy side against a plain one: compared digest by digest, with the same result
+    assert matches(index, one_by_one) == matches(plain, rows) == digest_matches(held, other)
+    assert matches(index, ConcatDataset_digests(other)) == digest_matches(held, other)
+
+
+def ConcatDataset_digests(ds):  # noqa: N802 - read sample by sample: a plain list
+    digests = sample_digests(ConcatDataset([ds]))
+    assert isinstance(digests, list)
+    return digests
 
 
 # -- held-out real in training: an error ------------------------------------------------------------------------

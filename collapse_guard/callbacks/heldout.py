@@ -54,20 +54,25 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     r"""Runs the model on held-out real and held-out synthetic data and logs collapse indicators.
 
     At every check (the end of every ``every_n_epochs``-th training epoch) the model, in eval mode and without
-    gradients, classifies the :class:`~collapse_guard.MixedDataModule`'s held-out real data and its held-out
-    synthetic data. Indicators are torchmetrics ``Metric`` states, synced across ranks, logged through
-    ``pl_module.log`` so every logger sees them:
+    gradients, classifies the :class:`~collapse_guard.MixedDataModule`'s held-out real data (all of it) and up to
+    ``synthetic_samples`` of its held-out synthetic data (a fixed subset, the same at every check). Indicators are
+    torchmetrics ``Metric`` states, synced across ranks, logged through ``pl_module.log`` so every logger sees them:
 
     * ``collapse/heldout_real/{loss,acc,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
       ``worst_class_recall,calibration_error}`` (:class:`~collapse_guard.metrics.ClassificationIndicators`);
     * ``collapse/heldout_synthetic/{loss,acc}`` and ``collapse/gap/{loss,acc}``: the held-out synthetic value
       minus the held-out real one. A model that does well on synthetic data and worse on real data (a positive
       accuracy gap) has learned the generator;
-    * with ``features=True``, ``collapse/features/{precision,recall,density,coverage,frechet,mmd,variance_ratio,``
-      ``tail_mass_ratio,vendi,vendi_real,effective_rank_real}``: the model's features (by default the inputs of
-      its last ``nn.Linear``, captured by a forward hook) of up to ``feature_samples`` *training* synthetic samples
-      against those of the held-out real data (see :class:`~collapse_guard.callbacks.features.FeatureIndicators`);
-      ``vendi_real`` and ``effective_rank_real`` measure the diversity of the model's representation of real data;
+    * opt-in, with ``features=True``: ``collapse/features/{precision,recall,density,coverage,frechet,mmd,``
+      ``variance_ratio,tail_mass_ratio,vendi,vendi_real,effective_rank_real}``: the model's features (by default
+      the inputs of its last ``nn.Linear``, captured by a forward hook) of up to ``feature_samples`` *training*
+      synthetic samples against those of the held-out real data (see
+      :class:`~collapse_guard.callbacks.features.FeatureIndicators`); ``vendi_real`` and ``effective_rank_real``
+      measure the diversity of the model's representation of real data. No default rule reads them, and they
+      cost several times the rest of the check: one more forward pass over ``feature_samples`` training samples,
+      and k-NN, Fréchet, MMD and Vendi computations over ``feature_samples`` plus the held-out real set
+      (``benchmarks/RESULTS.md``, "Cost": about 0.3 s a check for 512 against 400 samples of 512 features on
+      one CPU core, where the rest of the check took about 0.1 s);
     * with a ``sample_fn`` (generative models), ``collapse/generated/{...}``: the same indicators between
       ``feature_samples`` samples of the model and the held-out real inputs, both mapped by
       ``sample_feature_fn`` (default: flattened).
@@ -84,7 +89,11 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         batch_fn: ``batch -> (inputs, target)``; default :func:`default_batch_fn`.
         forward_fn: ``(pl_module, inputs) -> logits (N, C)``; default :func:`default_forward_fn`.
         synthetic: also measure held-out synthetic data and the gap.
-        features: compute the feature-space indicators.
+        synthetic_samples: held-out synthetic samples measured at every check, at most: a random subset drawn
+            with the datamodule's ``seed`` (the same samples at every check, so checks compare), split between
+            ranks like the held-out real data (``None``: all of them). The gap is an accuracy difference: 512
+            samples measure it to about 2 percentage points (binomial standard error at 80% accuracy).
+        features: compute the feature-space indicators (opt-in; see above for what they cost).
         feature_fn: ``(pl_module, inputs) -> (N, D)`` features; default: the penultimate-layer hook.
         feature_samples: training synthetic (or generated) samples compared with held-out real, ``>= k + 1``.
         k: neighbour rank of the k-NN indicators (``>= 1``).
@@ -98,14 +107,17 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     Raises:
         ValueError: for out-of-range arguments; at set-up, when the held-out real set has no more than ``k``
-            samples and feature indicators are asked for; at a check, when a batch cannot be split into inputs
-            and targets (with ``on_error="raise"``).
+            samples and feature indicators are asked for, or ``synthetic_samples`` is smaller than the number of
+            ranks; at a check, when a batch cannot be split into inputs and targets (with ``on_error="raise"``).
         TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
 
     Example::
 
-        check = HeldOutRealCheck(batch_fn=lambda b: (b["pixels"], b["label"]), feature_samples=1000)
+        check = HeldOutRealCheck(batch_fn=lambda b: (b["pixels"], b["label"]))
         trainer = pl.Trainer(callbacks=[check])
+
+        # every held-out synthetic sample, and the feature-space indicators on 1000 training synthetic samples
+        check = HeldOutRealCheck(synthetic_samples=None, features=True, feature_samples=1000)
     """
 
     produces = ("collapse/heldout_real/", "collapse/heldout_synthetic/", "collapse/gap/", "collapse/features/",
@@ -117,7 +129,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None,
         forward_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
         synthetic: bool = True,
-        features: bool = True,
+        synthetic_samples: Optional[int] = 512,
+        features: bool = False,
         feature_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
         feature_samples: int = 512,
         k: int = 5,
@@ -133,12 +146,19 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             raise ValueError(f"`k` must be a positive integer, got {k!r}.")
         if not isinstance(feature_samples, int) or feature_samples <= k:
             raise ValueError(f"`feature_samples` must be an integer > k={k}, got {feature_samples!r}.")
+        if synthetic_samples is not None and (
+            isinstance(synthetic_samples, bool) or not isinstance(synthetic_samples, int) or synthetic_samples < 1
+        ):
+            raise ValueError(
+                f"`synthetic_samples` must be a positive integer or None (all), got {synthetic_samples!r}."
+            )
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
         self.every_n_epochs = every_n_epochs
         self.batch_fn = batch_fn or default_batch_fn
         self.forward_fn = forward_fn or default_forward_fn
         self.synthetic = synthetic
+        self.synthetic_samples = synthetic_samples
         self.features = features
         self.feature_fn = feature_fn
         self.feature_samples = feature_samples
@@ -150,10 +170,19 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         self.prog_bar = prog_bar
         self.last: dict[str, float] = {}
         self.history: list[dict] = []
+        self._reset_fit_state()
+
+    def _reset_fit_state(self) -> None:
+        """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
+        #: ``(datamodule, held-out real loader, held-out synthetic loader)``, built at the first check of a fit
+        self._loaders: Optional[tuple[Any, Any, Any]] = None
+        #: one ClassificationIndicators per measured set, reset at every check rather than rebuilt
+        self._metrics: dict[str, ClassificationIndicators] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._reset_fit_state()
         dm = require_mixed_datamodule(trainer, type(self).__name__)
         heldout = getattr(dm, "heldout_real", None)
         if (self.features or self.sample_fn is not None) and heldout is not None and len(heldout) <= self.k:
@@ -161,6 +190,17 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 f"HeldOutRealCheck: the held-out real set has {len(heldout)} samples but the k-NN indicators need "
                 f"more than k={self.k}. Hold out more real data, lower `k`, or pass features=False."
             )
+        world = int(trainer.world_size)
+        if (self.synthetic and self.synthetic_samples is not None and self.synthetic_samples < world
+                and getattr(dm, "heldout_synthetic", None) is not None):
+            raise ValueError(
+                f"HeldOutRealCheck: `synthetic_samples={self.synthetic_samples}` is fewer than the {world} ranks that "
+                "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
+            )
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._reset_fit_state()  # let go of the loaders (and their persistent workers)
 
     # -- one pass over a loader -----------------------------------------------------------------------------
     def _batches(self, trainer: Trainer, loader: Iterable) -> Iterable:
@@ -169,18 +209,32 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 return
             yield trainer.strategy.batch_to_device(batch)
 
-    def _pass(self, pl_module: LightningModule, loader: Iterable, feature_sink=None, input_sink=None):
-        """Classification indicators over ``loader``; features / inputs go to the sinks when given."""
+    def _metric(self, name: str, num_classes: int, device: torch.device) -> ClassificationIndicators:
+        """The set's ``ClassificationIndicators``, reset: built at the first check, reused at the next ones."""
+        metric = self._metrics.get(name)
+        if metric is None or metric.num_classes != num_classes or metric.device != device:
+            metric = self._metrics[name] = ClassificationIndicators(num_classes=num_classes).to(device)
+        else:
+            metric.reset()
+        return metric
+
+    def _pass(self, pl_module: LightningModule, loader: Iterable, name: Optional[str] = None, feature_sink=None,
+              input_sink=None):
+        """Classification indicators of the set ``name`` over ``loader`` (none when ``name`` is ``None``);
+        features / inputs go to the sinks when given."""
         trainer = pl_module.trainer
         metric: Optional[ClassificationIndicators] = None
-        with penultimate_features(pl_module) as captured:
+        # the penultimate-layer hook only when its features are wanted: it costs a module walk and a hook call
+        hooked = feature_sink is not None and self.feature_fn is None
+        with penultimate_features(pl_module) if hooked else nullcontext([]) as captured:
             for batch in self._batches(trainer, loader):
                 inputs, target = self.batch_fn(batch)
                 captured.clear()
                 logits = self.forward_fn(pl_module, inputs)
-                if metric is None:
-                    metric = ClassificationIndicators(num_classes=logits.shape[-1]).to(logits.device)
-                metric.update(logits, target.to(logits.device))
+                if name is not None:
+                    if metric is None:
+                        metric = self._metric(name, logits.shape[-1], logits.device)
+                    metric.update(logits, target.to(logits.device))
                 if feature_sink is not None:
                     feats = self.feature_fn(pl_module, inputs) if self.feature_fn is not None else (
                         captured[-1] if captured else None
@@ -201,9 +255,18 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         picks = pool[torch.randperm(len(pool), generator=gen)[: self.feature_samples]].sort().values
         trainer = dm.trainer
         picks = picks[trainer.global_rank :: trainer.world_size] if trainer is not None else picks
-        loader = dm.heldout_real_dataloader()
+        loader = self._heldout_loaders(dm)[0]
         return DataLoader(Subset(dm.train_set, picks.tolist()), batch_size=loader.batch_size or 256,
                           collate_fn=loader.collate_fn)
+
+    def _heldout_loaders(self, dm) -> tuple[DataLoader, Optional[DataLoader]]:
+        """The held-out real and (capped) held-out synthetic loaders, built once per fit: every check reads the
+        same samples, and a loader with persistent workers keeps them from check to check instead of starting
+        new worker processes at every check."""
+        if self._loaders is None or self._loaders[0] is not dm:
+            synthetic = dm.heldout_synthetic_dataloader(max_samples=self.synthetic_samples) if self.synthetic else None
+            self._loaders = (dm, dm.heldout_real_dataloader(), synthetic)
+        return self._loaders[1], self._loaders[2]
 
     # -- the check ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -219,15 +282,16 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 collected["features"] = FeatureIndicators(x.shape[-1], k=self.k, device=x.device)
             collected["features"].update(x, real=True)
 
+        real_loader, synthetic_loader = self._heldout_loaders(dm)
         collected["heldout_real"] = self._pass(
             pl_module,
-            dm.heldout_real_dataloader(),
+            real_loader,
+            "heldout_real",
             feature_sink=real_features if features_wanted else None,
             input_sink=real_inputs.append if self.sample_fn is not None else None,
         )
-        synthetic_loader = dm.heldout_synthetic_dataloader() if self.synthetic else None
         if synthetic_loader is not None:
-            collected["heldout_synthetic"] = self._pass(pl_module, synthetic_loader)
+            collected["heldout_synthetic"] = self._pass(pl_module, synthetic_loader, "heldout_synthetic")
         feats = collected.get("features")
         if feats is not None:
             loader = self._synthetic_training_loader(dm)

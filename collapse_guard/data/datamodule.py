@@ -653,13 +653,20 @@ class MixedDataModuleMixin:
                             shuffle=False)
 
     def heldout_synthetic_dataloader(
-        self, batch_size: Optional[int] = None, shard: Optional[bool] = None
+        self, batch_size: Optional[int] = None, shard: Optional[bool] = None, max_samples: Optional[int] = None
     ) -> Optional[DataLoader]:
-        """Held-out synthetic data (``synthetic_holdout`` of every source), or ``None``; sharded as the real one."""
+        """Held-out synthetic data (``synthetic_holdout`` of every source), or ``None``; sharded as the real one.
+
+        ``max_samples`` keeps at most that many held-out synthetic samples: a random subset drawn with ``seed``
+        (the same at every call), in order, then sharded between ranks like the whole set (``None``: all).
+        """
         if self.heldout_synthetic is None:
             return None
-        return self._loader(self._shard(self.heldout_synthetic, shard), batch_size=batch_size or self._batch_size,
-                            shuffle=False)
+        dataset = self.heldout_synthetic
+        if max_samples is not None and max_samples < len(dataset):
+            gen = torch.Generator().manual_seed(self.seed)
+            dataset = Subset(dataset, torch.randperm(len(dataset), generator=gen)[:max_samples].sort().values.tolist())
+        return self._loader(self._shard(dataset, shard), batch_size=batch_size or self._batch_size, shuffle=False)
 
     # -- batch hooks: count what the model receives, then the user's own hooks --------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -12,6 +12,13 @@ The canonical form makes the digest depend on values, not on storage: integer an
 int64, floating leaves as float64, so a float32 tensor and a float64 array with the same values have the same
 digest, as do a tuple and a list. Only exact copies match: a near-duplicate (a generated sample a little off a
 real one) needs a feature-space measure instead.
+
+Comparing two ``TensorDataset`` s does not hash every row: :func:`sample_digests` returns their digests as a lazy
+:class:`TensorRowDigests` (each digest computed when read), and :func:`index_by_digest` and :func:`matches` compare
+two of them by 64-bit fingerprints of the rows' canonical values (a vectorised sum, several times faster than
+hashing), then compare the canonical bytes of every pair of rows whose fingerprints agree. Equal rows always have
+equal fingerprints and a collision costs only that comparison, so the result is exact: the same pairs as comparing
+digests.
 """
 from __future__ import annotations
 
@@ -19,8 +26,10 @@ import hashlib
 import numbers
 import random
 import sys
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 DIGEST_SIZE = 16  # bytes of blake2b: collisions are out of reach for any data set size
+FINGERPRINT_SEED = 0x5EED_C0DE  # the fingerprint coefficients: any fixed value (fingerprints never leave a process)
 
 
 # -- canonical encoding -------------------------------------------------------------------------------------------
@@ -147,24 +157,171 @@ def _tensor_dataset_view(dataset: Dataset, indices: Optional[Tensor]) -> Optiona
     return None
 
 
-def _tensor_dataset_digests(dataset: TensorDataset, indices: Tensor, chunk: int = 65536) -> list[bytes]:
-    """Digests of ``dataset[i]`` for ``i`` in ``indices``, read row-wise off the tensors (no ``__getitem__``)."""
-    if not len(indices):
-        return []
-    sig: list[str] = ["("]
-    first = [t[int(indices[0])] for t in dataset.tensors]
-    for t in first:
-        sig.append(_array_tag(_canonical_tensor(t)))
-    sig.append(")")
-    signature = "".join(sig)
-    out: list[bytes] = []
-    for start in range(0, len(indices), chunk):
-        idx = indices[start : start + chunk]
-        parts = [_canonical_tensor(t[idx]).reshape(len(idx), -1) for t in dataset.tensors]
-        rows = np.concatenate([np.ascontiguousarray(p).view(np.uint8).reshape(len(idx), -1) for p in parts], axis=1)
-        rows = np.ascontiguousarray(rows)
-        out.extend(_digest(signature, row.tobytes()) for row in rows)
-    return out
+def _row_signature(tensors: Sequence[Tensor], first: int) -> str:
+    """The structure part of the digest of every row of ``tensors`` (a TensorDataset's sample is a tuple)."""
+    return "".join(["(", *(_array_tag(_canonical_tensor(t[first])) for t in tensors), ")"])
+
+
+@lru_cache(maxsize=64)
+def _coefficients(n: int) -> np.ndarray:
+    """``n`` fixed odd 64-bit multipliers of the row fingerprints (the same for a given ``n`` in every call)."""
+    return np.random.PCG64(FINGERPRINT_SEED).random_raw(n).astype(np.uint64) | np.uint64(1)
+
+
+class TensorRowDigests(Sequence):
+    """The digests of rows of a ``TensorDataset``, as :func:`sample_digests` returns them for one.
+
+    A sequence of 16-byte digests, equal to ``sample_digest(dataset[i])``; each is computed when first read (all of
+    them, in chunks, on iteration). :func:`index_by_digest` and :func:`matches` compare two of these without
+    computing any digest: by :meth:`fingerprints`, then by the canonical bytes of the rows whose fingerprints agree.
+
+    Args:
+        tensors: the dataset's tensors.
+        indices: the rows, in order.
+    """
+
+    CHUNK = 256  # rows per vectorised step: a chunk's float64 copy stays in cache
+
+    def __init__(self, tensors: Sequence[Tensor], indices: Tensor) -> None:
+        self.tensors = list(tensors)
+        self.indices = indices
+        self.signature = _row_signature(self.tensors, int(indices[0])) if len(indices) else ""
+        self._digests: Optional[list[bytes]] = None
+        self._fingerprints: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[bytes, list[bytes]]:
+        if self._digests is not None:
+            return self._digests[i]
+        if isinstance(i, slice):
+            positions = np.arange(len(self))[i]
+            return self._digests_at(positions)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} digests")
+        return self._digests_at(np.array([i % n]))[0]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (TensorRowDigests, list, tuple)):
+            return self._all() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] - a mutable-looking sequence, like a list
+
+    def __repr__(self) -> str:
+        return f"TensorRowDigests({len(self)} rows, signature {self.signature!r})"
+
+    def canonical_rows(self, positions: np.ndarray) -> np.ndarray:
+        """The canonical bytes of the rows at ``positions``: ``(len(positions), row bytes)`` uint8, what is hashed."""
+        idx = self.indices[torch.as_tensor(positions, dtype=torch.long)]
+        parts = [np.ascontiguousarray(_canonical_tensor(t[idx]).reshape(len(idx), -1)) for t in self.tensors]
+        return np.concatenate([p.view(np.uint8).reshape(len(idx), -1) for p in parts], axis=1)
+
+    def _digests_at(self, positions: np.ndarray) -> list[bytes]:
+        out: list[bytes] = []
+        for start in range(0, len(positions), 65536):
+            rows = self.canonical_rows(positions[start : start + 65536])
+            out.extend(_digest(self.signature, row.tobytes()) for row in rows)
+        return out
+
+    def _all(self) -> list[bytes]:
+        if self._digests is None:
+            self._digests = self._digests_at(np.arange(len(self)))
+        return self._digests
+
+    def fingerprints(self) -> np.ndarray:
+        """A 64-bit fingerprint of every row (uint64): the sum, modulo 2**64, of the row's canonical 64-bit words
+        times fixed odd multipliers. Rows with equal canonical values have equal fingerprints; unequal rows rarely do.
+        """
+        if self._fingerprints is None:
+            out = np.empty(len(self), dtype=np.uint64)
+            for start in range(0, len(self), self.CHUNK):
+                idx = self.indices[start : start + self.CHUNK]
+                acc = np.zeros(len(idx), dtype=np.uint64)
+                offset = 0
+                for t in self.tensors:
+                    words = np.ascontiguousarray(_canonical_tensor(t[idx]).reshape(len(idx), -1)).view(np.uint64)
+                    width = words.shape[1]
+                    if width:
+                        acc += words @ _coefficients(offset + width)[offset:]
+                    offset += width
+                out[start : start + len(idx)] = acc
+            self._fingerprints = out
+        return self._fingerprints
+
+
+class TensorRowIndex(Mapping):
+    """:func:`index_by_digest` of a :class:`TensorRowDigests`: digest -> first row with that digest, as a mapping
+    (built from every digest when first read as one), and :meth:`matches` against other rows without digests."""
+
+    def __init__(self, rows: TensorRowDigests) -> None:
+        self.rows = rows
+        self._mapping: Optional[dict[bytes, int]] = None
+        self._sorted: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def _dict(self) -> dict[bytes, int]:
+        if self._mapping is None:
+            self._mapping = _first_index(self.rows)
+        return self._mapping
+
+    def __getitem__(self, digest: bytes) -> int:
+        return self._dict()[digest]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._dict()
+
+    def __repr__(self) -> str:
+        return f"TensorRowIndex({self.rows!r})"
+
+    def matches(self, other: TensorRowDigests, chunk: int = 1024) -> list[tuple[int, int]]:
+        """``(position in other, first indexed row with the same content)`` for every row of ``other`` that has
+        one, in order: the candidates by fingerprint, confirmed by comparing canonical bytes."""
+        mine = self.rows
+        if not len(other) or not len(mine) or other.signature != mine.signature:
+            return []  # the structure is part of every digest: rows of another structure never match
+        if self._sorted is None:
+            fingerprints = mine.fingerprints()
+            order = np.argsort(fingerprints, kind="stable")  # equal fingerprints: rows in increasing order
+            self._sorted = (fingerprints[order], order)
+        sorted_fp, order = self._sorted
+        theirs = other.fingerprints()
+        first = np.searchsorted(sorted_fp, theirs)
+        hit = first < len(sorted_fp)
+        hit[hit] = sorted_fp[first[hit]] == theirs[hit]
+        candidates = np.flatnonzero(hit)
+        found = np.full(len(candidates), -1, dtype=np.int64)
+        pending = np.arange(len(candidates))
+        step = 0
+        while len(pending):  # step k: each unresolved candidate against the k-th row of its fingerprint
+            at = first[candidates[pending]] + step
+            alive = at < len(sorted_fp)
+            alive[alive] = sorted_fp[at[alive]] == theirs[candidates[pending[alive]]]
+            pending, at = pending[alive], at[alive]
+            if not len(pending):
+                break
+            rows = order[at]
+            same = np.zeros(len(pending), dtype=bool)
+            for start in range(0, len(pending), chunk):
+                part = slice(start, start + chunk)
+                a = other.canonical_rows(candidates[pending[part]])
+                b = mine.canonical_rows(rows[part])
+                same[part] = (a == b).all(axis=1)
+            found[pending[same]] = rows[same]
+            pending = pending[~same]
+            step += 1
+        keep = found >= 0
+        return [(int(i), int(h)) for i, h in zip(candidates[keep], found[keep])]
 
 
 def _hf_dataset_view(dataset: Dataset, indices: Optional[Tensor]) -> Optional[tuple[Any, Tensor]]:
@@ -208,9 +365,11 @@ def sample_digests(
     """Content digests of ``dataset[i]`` for every ``i`` in ``indices`` (default: all), in order.
 
     A ``TensorDataset`` (also inside ``Subset``) is read row-wise off its tensors, tens of thousands of samples a
-    second; a Hugging Face ``datasets.Dataset`` (also inside ``Subset``) a chunk of rows at a time (each chunk's
-    first row checked against ``dataset[i]``); any other dataset is read sample by sample. ``key`` maps a sample to
-    the part to hash (e.g. ``lambda s: s[0]`` for the inputs only); the fast paths are skipped then.
+    second, and lazily: the result is a :class:`TensorRowDigests`, a sequence whose digests are computed when read,
+    and which :func:`index_by_digest` and :func:`matches` compare with another one by row fingerprints without
+    computing digests at all. A Hugging Face ``datasets.Dataset`` (also inside ``Subset``) is read a chunk of rows
+    at a time (each chunk's first row checked against ``dataset[i]``); any other dataset sample by sample. ``key``
+    maps a sample to the part to hash (e.g. ``lambda s: s[0]`` for the inputs only); the fast paths are skipped then.
 
     Args:
         dataset: a map-style dataset.
@@ -218,7 +377,7 @@ def sample_digests(
         key: what of a sample to hash; default the whole sample.
 
     Returns:
-        One 16-byte digest per index.
+        One 16-byte digest per index: a list, or a :class:`TensorRowDigests` (a sequence) for a ``TensorDataset``.
 
     Example::
 
@@ -230,7 +389,7 @@ def sample_digests(
     if key is None:
         view = _tensor_dataset_view(dataset, idx)
         if view is not None:
-            return _tensor_dataset_digests(*view)
+            return TensorRowDigests(view[0].tensors, view[1])
         hf_view = _hf_dataset_view(dataset, idx)
         if hf_view is not None and len(hf_view[1]):
             digests = _hf_dataset_digests(*hf_view)
@@ -302,20 +461,34 @@ def structure_mismatch(expected: Any, got: Any) -> Optional[str]:
 
 
 # -- the held-out check -------------------------------------------------------------------------------------------
-def index_by_digest(digests: Sequence[bytes]) -> dict[bytes, int]:
-    """Digest -> first index with that digest."""
+def _first_index(digests: Sequence[bytes]) -> dict[bytes, int]:
     out: dict[bytes, int] = {}
     for i, d in enumerate(digests):
         out.setdefault(d, i)
     return out
 
 
-def matches(heldout: dict[bytes, int], digests: Sequence[bytes]) -> list[tuple[int, int]]:
-    """``(position in digests, held-out index)`` for every digest that is also a held-out sample's."""
+def index_by_digest(digests: Sequence[bytes]) -> Mapping[bytes, int]:
+    """Digest -> first index with that digest (a :class:`TensorRowIndex` for a :class:`TensorRowDigests`)."""
+    if isinstance(digests, TensorRowDigests):
+        return TensorRowIndex(digests)
+    return _first_index(digests)
+
+
+def matches(heldout: Mapping[bytes, int], digests: Sequence[bytes]) -> list[tuple[int, int]]:
+    """``(position in digests, held-out index)`` for every digest that is also a held-out sample's.
+
+    Two ``TensorDataset`` s (a :class:`TensorRowIndex` and a :class:`TensorRowDigests`) are compared by row
+    fingerprints and canonical bytes, without computing digests; any other pair digest by digest.
+    """
+    if isinstance(heldout, TensorRowIndex) and isinstance(digests, TensorRowDigests):
+        return heldout.matches(digests)
     return [(i, heldout[d]) for i, d in enumerate(digests) if d in heldout]
 
 
 __all__ = [
+    "TensorRowDigests",
+    "TensorRowIndex",
     "index_by_digest",
     "matches",
     "preserved_rng",
