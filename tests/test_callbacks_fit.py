@@ -200,6 +200,36 @@ def test_synthetic_samples_caps_the_heldout_synthetic_pass_to_a_fixed_subset():
         assert seen_all[0] == everything
 
 
+def test_heldout_loaders_are_built_once_per_fit_and_keep_their_workers():
+    """The held-out loaders are built at the first check and reused (a loader with persistent workers keeps them,
+    also after a check that stopped early at ``max_batches``); the values are those of a fit without workers."""
+    histories, calls = [], []
+    for workers in (0, 1):
+        dm = two_source_dm(num_workers=workers)
+        build = dm.heldout_real_dataloader
+
+        def counted(*args, **kwargs):
+            calls.append(workers)
+            return build(*args, **kwargs)
+
+        dm.heldout_real_dataloader = counted
+        check = HeldOutRealCheck(max_batches=1)
+        loaders = []
+
+        class Spy(Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                loaders.append(check._loaders[1])
+
+        torch.manual_seed(0)
+        make_trainer(max_epochs=3, callbacks=[check, Spy()]).fit(TinyMLP(), datamodule=dm)
+        assert len(loaders) == 3 and loaders[0] is loaders[1] is loaders[2]
+        assert loaders[0].persistent_workers == (workers > 0)
+        assert check._loaders is None  # let go at the end of the fit
+        histories.append(check.history)
+    assert calls == [0, 1]  # one loader per fit
+    assert histories[0] == histories[1] and len(histories[0]) == 3
+
+
 @pytest.mark.parametrize("bad", [0, -3, 1.5, True, "512"])
 def test_synthetic_samples_must_be_a_positive_integer_or_none(bad):
     with pytest.raises(ValueError, match="synthetic_samples"):

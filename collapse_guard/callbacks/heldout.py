@@ -58,8 +58,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     ``synthetic_samples`` of its held-out synthetic data (a fixed subset, the same at every check). Indicators are
     torchmetrics ``Metric`` states, synced across ranks, logged through ``pl_module.log`` so every logger sees them:
 
-    * ``collapse/heldout_real/{loss,acc,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
-      ``worst_class_recall,calibration_error}`` (:class:`~collapse_guard.metrics.ClassificationIndicators`);
+    * ``collapse/heldout_real/{loss,acc,acc_stderr,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
+      ``worst_class_recall,worst_class_recall_stderr,calibration_error}``
+      (:class:`~collapse_guard.metrics.ClassificationIndicators`);
     * ``collapse/heldout_synthetic/{loss,acc}`` and ``collapse/gap/{loss,acc}``: the held-out synthetic value
       minus the held-out real one. A model that does well on synthetic data and worse on real data (a positive
       accuracy gap) has learned the generator;
@@ -69,10 +70,10 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
       synthetic samples against those of the held-out real data (see
       :class:`~collapse_guard.callbacks.features.FeatureIndicators`); ``vendi_real`` and ``effective_rank_real``
       measure the diversity of the model's representation of real data. No default rule reads them, and they
-      cost several times the rest of the check: one more forward pass over ``feature_samples`` training samples,
-      and k-NN, Fréchet, MMD and Vendi computations over ``feature_samples`` plus the held-out real set
-      (``benchmarks/RESULTS.md``, "Cost": about 0.3 s a check for 512 against 400 samples of 512 features on
-      one CPU core, where the rest of the check took about 0.1 s);
+      cost about ten times the rest of the check: one more forward pass over ``feature_samples`` training
+      samples, and k-NN, Fréchet, MMD and Vendi computations over those and the held-out real features
+      (``benchmarks/cost.py``, one CPU core: 0.33 s a check with them, 0.03 s without, for 512 training synthetic
+      and 400 held-out real samples of 512 features and an MLP of 1.6 M parameters);
     * with a ``sample_fn`` (generative models), ``collapse/generated/{...}``: the same indicators between
       ``feature_samples`` samples of the model and the held-out real inputs, both mapped by
       ``sample_feature_fn`` (default: flattened).
