@@ -337,7 +337,7 @@ def test_default_rules_are_in_units_of_the_heldout_noise():
     rules = {r.name: r for r in default_rules()}
     assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
     assert rules["worst_class"].stderr_key == "collapse/heldout_real/worst_class_recall_stderr"
-    assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 1.5
+    assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 2.0
 
 
 # -- restore_best: inject / stop put back the weights of the first rule's best check ----------------------------
