@@ -189,7 +189,14 @@ class CollapseGuard(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(rules=self.rules, action=self.action)
+        # Lightning reads a callback's state_key at every hook call (for its profiler's names): build the string
+        # once per (rules, action), not six times a training step
+        key = (tuple(self.rules), self.action)
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self._generate_state_key(rules=self.rules, action=self.action))
+            self.__dict__["_state_key_cache"] = cached
+        return cached[1]
 
     def action_of(self, rule: Rule) -> str:
         """The action ``rule`` asks for: its own, else the guard's default."""
