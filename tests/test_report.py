@@ -30,8 +30,8 @@ REPORT_KEYS = {"schema_version", "kind", "created", "status", "error", "run", "r
 RUN_KEYS = {"current_epoch", "global_step", "max_epochs", "world_size", "should_stop", "dirpath"}
 RATIO_ROW_KEYS = {"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target", "samples", "shares"}
 GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events"}
-RULE_KEYS = {"name", "monitor", "mode", "threshold", "relative", "baseline", "baseline_checks", "min_delta",
-             "patience", "action", "non_finite", "state", "baseline_value", "bound"}
+RULE_KEYS = {"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks",
+             "min_delta", "patience", "action", "non_finite", "state", "baseline_value", "bound"}
 EVENT_KEYS = {"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}
 FINAL_KEYS = {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state", "events",
               "stopped_by_guard", "metrics"}
@@ -78,7 +78,8 @@ def guarded_run(tmp_path_factory):
     dm = guarded_dm()
     guard = CollapseGuard(
         rules=[Rule("collapse/heldout_real/acc", threshold=1.01, name="acc_floor"),
-               Rule("collapse/heldout_real/worst_class_recall", relative=0.5, patience=2)],
+               Rule("collapse/heldout_real/worst_class_recall", relative=0.5, patience=2),
+               Rule("collapse/heldout_real/acc", sigmas=50.0, patience=2, name="acc_noise")],  # never fires
         action="inject", verbose=False,
     )
     ratio, check, report = RatioMonitor(), HeldOutRealCheck(), CollapseReport(dirpath=out, summary=False)
@@ -123,8 +124,13 @@ def test_report_files_follow_the_documented_schema(guarded_run):
     for rule, state in zip(guard["rules"], run.guard.states):
         assert set(rule) == RULE_KEYS
         assert rule["state"] == state.state_dict()
-        assert rule["baseline_value"] == state.baseline() and rule["bound"] == state.bound()
+        assert rule["baseline_value"] == state.baseline() and rule["bound"] == state.bound(state.last_stderr)
     assert guard["rules"][0]["name"] == "acc_floor" and guard["rules"][1]["relative"] == 0.5
+    # a sigmas rule: its bound is measured in the standard error of its last check
+    noise = guard["rules"][2]
+    assert noise["sigmas"] == 50.0 and noise["stderr"] == "collapse/heldout_real/acc_stderr"
+    assert noise["state"]["last_stderr"] == pytest.approx(run.check.history[-1]["collapse/heldout_real/acc_stderr"])
+    assert noise["bound"] == pytest.approx(noise["baseline_value"] - 50.0 * noise["state"]["last_stderr"])
     assert guard["events"] == [dataclasses.asdict(e) for e in run.guard.events]
     assert [e["action"] for e in guard["events"]] == ["inject", "inject", "stop"]
     for event in guard["events"]:
@@ -171,7 +177,7 @@ def test_html_page_is_self_contained(guarded_run):
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
-    for text in ("acc_floor", "GMM(k=2)", "collapse/heldout_real/acc", "inject", "stop"):
+    for text in ("acc_floor", "GMM(k=2)", "collapse/heldout_real/acc", "inject", "stop", "50 standard errors from best"):
         assert text in page
     assert page.count("<table>") >= 4
 

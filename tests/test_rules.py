@@ -154,10 +154,14 @@ def test_state_dict_round_trip(baseline):
     values = [0.8, 0.9, 0.7, 0.7]
     state, _ = run(rule, values)
     saved = state.state_dict()
-    assert saved == {"checks": 4, "first_values": [0.8, 0.9], "best": 0.9, "wait": 2}
+    assert saved == {"checks": 4, "first_values": [0.8, 0.9], "best": 0.9, "wait": 2, "last_stderr": None}
     restored = RuleState(rule)
     restored.load_state_dict(saved)
     assert restored.state_dict() == saved
+    old = {k: v for k, v in saved.items() if k != "last_stderr"}  # a checkpoint from before sigmas rules
+    legacy = RuleState(rule)
+    legacy.load_state_dict(old)
+    assert legacy.state_dict() == saved
     for value in (0.6, 0.95, 0.5):  # the two continue identically
         a, b = state.check(value), restored.check(value)
         assert (a.bound, a.violated, a.fired, a.reason) == (b.bound, b.violated, b.fired, b.reason)
@@ -214,3 +218,4 @@ def test_sigmas_ignore_a_non_finite_stderr():
     state = RuleState(Rule(ACC, sigmas=1.0, threshold=0.5))
     state.check(0.9, stderr=0.01)
     assert state.check(0.85, stderr=math.nan).bound == pytest.approx(0.5)
+    assert state.last_stderr == 0.01  # the last finite one, for reports

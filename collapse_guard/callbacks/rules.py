@@ -136,6 +136,8 @@ class RuleState:
     first_values: list = field(default_factory=list)
     best: Optional[float] = None
     wait: int = 0
+    #: the standard error given with the last judged value (what a ``sigmas`` bound was measured in)
+    last_stderr: Optional[float] = None
 
     def baseline(self) -> Optional[float]:
         if self.rule.baseline == "first":
@@ -174,6 +176,8 @@ class RuleState:
         state as it was.
         """
         rule = self.rule
+        if stderr is not None and math.isfinite(stderr):
+            self.last_stderr = float(stderr)
         if not math.isfinite(value):
             if rule.non_finite == "ignore":
                 reason = f"{rule.monitor} = {value} is not finite: ignored (non_finite='ignore')"
@@ -220,10 +224,12 @@ class RuleState:
         self.wait = 0
 
     def state_dict(self) -> dict:
-        return {"checks": self.checks, "first_values": list(self.first_values), "best": self.best, "wait": self.wait}
+        return {"checks": self.checks, "first_values": list(self.first_values), "best": self.best, "wait": self.wait,
+                "last_stderr": self.last_stderr}
 
     def load_state_dict(self, state: dict) -> None:
         self.checks = state["checks"]
         self.first_values = list(state["first_values"])
         self.best = state["best"]
         self.wait = state["wait"]
+        self.last_stderr = state.get("last_stderr")

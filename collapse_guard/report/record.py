@@ -21,11 +21,11 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
         "state": "ok" | "warn" | "inject" | "stop", "injections": 0, "cooldown_left": 0,
         "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                    "restore_best"},
-        "rules": [{"name", "monitor", "mode", "threshold", "relative", "baseline", "baseline_checks", "min_delta",
-                   "patience", "action", "non_finite",
-                   "state": {"checks", "first_values", "best", "wait"},   # RuleState.state_dict()
+        "rules": [{"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline",
+                   "baseline_checks", "min_delta", "patience", "action", "non_finite",
+                   "state": {"checks", "first_values", "best", "wait", "last_stderr"},   # RuleState.state_dict()
                    "baseline_value": float | null,                        # RuleState.baseline()
-                   "bound": float | null}],                               # RuleState.bound()
+                   "bound": float | null}],                # RuleState.bound(last_stderr)
         "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}]}],
       "injections": [{"epoch", "samples", "real_fraction_floor", "reserve_remaining", "reason"}],
       "provenance": null | <the provenance manifest, below>,
@@ -68,8 +68,8 @@ MAX_ARRAY_ELEMENTS = 64
 GUARD_STATES = ("ok", "warn", "inject", "stop")
 
 RULE_FIELDS = (
-    "monitor", "mode", "threshold", "relative", "baseline", "baseline_checks", "min_delta", "patience", "action",
-    "non_finite",
+    "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks", "min_delta",
+    "patience", "action", "non_finite",
 )
 GUARD_CONFIG = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                 "restore_best")
@@ -146,9 +146,10 @@ def rule_record(state: Any) -> dict:
     rule = state.rule
     record = {"name": getattr(rule, "label", rule.monitor)}
     record.update({f: getattr(rule, f, None) for f in RULE_FIELDS})
+    record["stderr"] = getattr(rule, "stderr_key", None)  # the logged key a ``sigmas`` bound reads
     record["state"] = state.state_dict()
     record["baseline_value"] = state.baseline()
-    record["bound"] = state.bound()
+    record["bound"] = state.bound(getattr(state, "last_stderr", None))
     return record
 
 
