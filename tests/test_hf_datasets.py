@@ -128,6 +128,10 @@ def test_streaming_synthetic_source_counts_are_exact(kind):
     assert dm.mixer.total_counts.tolist() == [72, 0, 72, 144]
     assert float(trainer.callback_metrics["collapse/share/web"]) == pytest.approx(0.5)
     assert dm.mixer.sources[3].provenance()["size"] is None and dm.mixer.sources[3].provenance()["streaming"]
+    from collapse_guard.report.record import provenance_section
+
+    pools = {s["name"]: s["training_pool"] for s in provenance_section(dm)["sources"]}
+    assert pools["web"] is None and pools["g1"] == len(dm.mixer.synthetic_pools[0])  # a stream has no fixed pool
 
 
 def test_stream_restarts_with_a_new_pass_when_it_runs_out():

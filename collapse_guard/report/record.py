@@ -57,6 +57,8 @@ import math
 import numbers
 from typing import Any, Mapping, Optional, Sequence
 
+from collapse_guard.data.streams import StreamDataset
+
 SCHEMA_VERSION = 1
 REPORT_KIND = "collapse_guard.report"
 PROVENANCE_KIND = "collapse_guard.provenance"
@@ -177,7 +179,8 @@ def provenance_section(datamodule: Any) -> Optional[dict]:
     """The provenance manifest of a set-up ``MixedDataModule`` (``None`` for another datamodule, or before set-up).
 
     Every source: its name, real or synthetic, generator and parameters as the user gave them, generation (0 for
-    real data), size, training pool, samples drawn over the fit (all ranks) and share of all samples drawn.
+    real data), size, training pool (``None`` for a streaming source), samples drawn over the fit (all ranks) and
+    share of all samples drawn.
     """
     mixer = getattr(datamodule, "mixer", None)
     if mixer is None or not hasattr(mixer, "sources"):
@@ -188,6 +191,8 @@ def provenance_section(datamodule: Any) -> Optional[dict]:
     copies = contamination.get("sources", {}) if contamination.get("checked") else {}
     sources = []
     for source, n, pool in zip(mixer.sources, counts, _pool_sizes(mixer)):
+        if isinstance(getattr(source, "dataset", None), StreamDataset):
+            pool = None  # a stream has no fixed training pool: its slots take the stream's next samples
         entry = dict(source.provenance())
         entry.setdefault("kind", "real" if getattr(source, "is_real", False) else "synthetic")
         if entry["kind"] == "real" and entry.get("generation") is None:
