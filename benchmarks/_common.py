@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader
 
 from collapse_guard.demo import PIXEL_MAX, digits_tensors, real_fraction_schedule, split_digits
 from collapse_guard.data import SyntheticSource
@@ -229,6 +231,21 @@ class Task:
     test: Callable[[Any], tuple]  # data -> (inputs, labels) of the real test set no detector sees
 
 
+class SplitsDataModule(LightningDataModule):
+    """The user's own DataModule over ready splits: ``data["train"]`` for training, ``data["val"]`` for validation
+    (the held-out real data ``MixedDataModule`` takes over). The cost benchmark's digits and the text task use it."""
+
+    def __init__(self, data: dict, batch_size: int = 64) -> None:
+        super().__init__()
+        self.data, self.batch_size = data, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data["val"], batch_size=256)
+
+
 def _digits_task() -> Task:
     from collapse_guard.demo import DigitsClassifier, DigitsDataModule
 
@@ -239,7 +256,7 @@ def _digits_task() -> Task:
 def _text_task() -> Task:
     import _text
 
-    return Task("text", 0.05, _text.TextData, lambda d, bs: _text.TextDataModule(d.tensors, bs),
+    return Task("text", 0.05, _text.TextData, lambda d, bs: SplitsDataModule(d.tensors, bs),
                 lambda: _text.TextClassifier(lr=2e-3), lambda d: tuple(d.tensors["test"].tensors))
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning import LightningModule
 from collapse_guard.data import SyntheticSource
 
 TOPICS = 6
@@ -107,20 +107,6 @@ def replace_chain(split: dict, seed: int, generations: int) -> list[tuple[list[s
         labels = np.concatenate([np.full(len(current[c]), c, dtype=np.int64) for c in range(TOPICS)])
         chain.append((texts, labels))
     return chain
-
-
-class TextDataModule(LightningDataModule):
-    """The user's DataModule: real snippets as features; the validation set is the held-out real data."""
-
-    def __init__(self, data: dict, batch_size: int = 64) -> None:
-        super().__init__()
-        self.data, self.batch_size = data, batch_size
-
-    def train_dataloader(self):
-        return DataLoader(self.data["train"], batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.data["val"], batch_size=256)
 
 
 class TextClassifier(LightningModule):

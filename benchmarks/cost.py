@@ -48,7 +48,7 @@ from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GOOD_GMM, load_average, machine_info, quiet, trainer_kwargs  # noqa: E402
+from _common import GOOD_GMM, SplitsDataModule, load_average, machine_info, quiet, trainer_kwargs  # noqa: E402
 
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor  # noqa: E402
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer  # noqa: E402
@@ -87,20 +87,6 @@ def make_data(n_synthetic: int, seed: int = 0) -> dict:
         "val": TensorDataset(upsample(x[val]), torch.as_tensor(y[val])),
         "synthetic": TensorDataset(upsample(xs), torch.as_tensor(ys)),
     }
-
-
-class RealDigits(LightningDataModule):
-    """The user's own DataModule: real training digits, the validation set held out."""
-
-    def __init__(self, data: dict, batch_size: int = 128) -> None:
-        super().__init__()
-        self.data, self.batch_size = data, batch_size
-
-    def train_dataloader(self):
-        return DataLoader(self.data["train"], batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.data["val"], batch_size=256)
 
 
 class PlainMix(LightningDataModule):
@@ -225,7 +211,7 @@ class EpochTimer(Callback):
 PROFILED = {"guarded": "breakdown", "guarded_features": "breakdown_features"}
 
 def mixed_dm(data: dict, args) -> MixedDataModule:
-    return MixedDataModule(real=RealDigits(data, args.batch_size), synthetic={"gmm": data["synthetic"]},
+    return MixedDataModule(real=SplitsDataModule(data, args.batch_size), synthetic={"gmm": data["synthetic"]},
                            real_fraction=args.real_fraction, holdout="val", reserve=0.2, seed=0)
 
 

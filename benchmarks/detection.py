@@ -417,12 +417,7 @@ def matched_alternatives(runs: list[dict]) -> list[dict]:
             best[det] = cand
     table = []
     for det, cand in best.items():
-        cmp = {"guard_earlier": 0, "same": 0, "guard_later": 0}
-        for r in collapsed:
-            g, a = r["fired"]["collapse_guard"], cand["fires"][id(r)]
-            g = float("inf") if g is None else g
-            a = float("inf") if a is None else a
-            cmp["guard_earlier" if g < a else "same" if g == a else "guard_later"] += 1
+        cmp = vs_guard(collapsed, lambda r, fires=cand["fires"]: fires[id(r)])
         table.append({k: v for k, v in cand.items() if k != "fires"} | {"vs_guard": cmp})
     for det, (false_alarms, setting) in quietest.items():
         if det not in best:  # no setting of the grid stays within the budget
@@ -450,6 +445,17 @@ def matched_table(runs: list[dict]) -> list[str]:
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
+def vs_guard(collapsed: list[dict], fired_at) -> dict[str, int]:
+    """Run by run over the collapsed runs: is collapse_guard earlier than, as early as, or later than the detector
+    whose first firing on a run is ``fired_at(run)`` (an epoch or ``None``; never firing counts as infinitely late)?"""
+    cmp = {"guard_earlier": 0, "same": 0, "guard_later": 0}
+    for r in collapsed:
+        g, a = r["fired"]["collapse_guard"], fired_at(r)
+        g = float("inf") if g is None else g
+        a = float("inf") if a is None else a
+        cmp["guard_earlier" if g < a else "same" if g == a else "guard_later"] += 1
+    return cmp
+
 def score(runs: list[dict]) -> dict:
     """Per detector: collapses detected, false alarms on healthy runs, firing in the warm-up, delays, and how it
     compares with collapse_guard run by run."""
@@ -466,13 +472,7 @@ def score(runs: list[dict]) -> dict:
             "delays": delays,
         }
         if name != "collapse_guard":  # run by run on collapsed runs: guard earlier / same / later
-            cmp = {"guard_earlier": 0, "same": 0, "guard_later": 0}
-            for r in collapsed:
-                g, a = r["fired"]["collapse_guard"], r["fired"][name]
-                g = float("inf") if g is None else g
-                a = float("inf") if a is None else a
-                cmp["guard_earlier" if g < a else "same" if g == a else "guard_later"] += 1
-            d["vs_guard"] = cmp
+            d["vs_guard"] = vs_guard(collapsed, lambda r, name=name: r["fired"][name])
         out["detectors"][name] = d
     return out
 

@@ -342,10 +342,14 @@ def test_default_rules_are_in_units_of_the_heldout_noise():
 
 # -- restore_best: inject / stop put back the weights of the first rule's best check ----------------------------
 class WeightsAtEpochEnd(Callback):
-    """Listed first: the weights at every epoch end, before the guard acts."""
+    """Listed first: the weights at every epoch end, before the guard acts, and at every epoch start."""
 
     def __init__(self):
         self.weights: list[dict] = []
+        self.at_start: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.at_start.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
@@ -370,6 +374,7 @@ def test_restore_best_puts_back_the_weights_of_the_best_check(action):
         assert same_weights(trainer.lightning_module.state_dict(), recorder.weights[best])
     else:  # training went on from the restored weights for one more epoch
         assert not same_weights(trainer.lightning_module.state_dict(), recorder.weights[2])
+        assert same_weights(recorder.at_start[3], recorder.weights[best])
 
 
 def test_restore_best_is_off_by_default_and_checkpointed():
