@@ -7,9 +7,11 @@ digits, upsampled the same way. ``MixedDataModule(real, synthetic, real_fraction
 with its defaults otherwise (10% of the synthetic data held out, ``samples_per_epoch`` = the training pool, about
 17,300 samples), batches of 128, ``torch.set_num_threads(1)``. One epoch takes a few seconds on one core.
 
-Measured in one process, repetitions interleaved (the order of the variants alternates), medians of the
-per-repetition ratios, on process CPU time (what this process computed: on a machine shared with other jobs, wall
-time mostly measures the neighbours) and, for reference, on wall time:
+Measured in one process. Each repetition runs the variants in palindromic order (guarded, features, mixed, plain,
+plain, mixed, features, guarded), so a linear drift of the machine's speed over the repetition (seen here: several
+percent over a minute, in CPU time too) cancels in every ratio; a repetition's ratio is the ratio of the two fits'
+sums, and the tables give the median over repetitions, on process CPU time (what this process computed: on a
+machine shared with other jobs, wall time mostly measures the neighbours) and, for reference, on wall time:
 
 * **fit time**: the fit with ``RatioMonitor()``, ``HeldOutRealCheck()`` and ``CollapseGuard()`` (default
   settings: the held-out check every epoch, on all held-out real data and 512 held-out synthetic samples, without
@@ -25,8 +27,8 @@ time mostly measures the neighbours) and, for reference, on wall time:
 
 Usage::
 
-    python benchmarks/cost.py            # 7 repetitions of 3-epoch fits (4 variants), 7 of the loader (about 4 min)
-    python benchmarks/cost.py --quick    # 3 repetitions of 2-epoch fits
+    python benchmarks/cost.py            # 5 repetitions of 8 3-epoch fits (4 variants twice), 7 of the loader (about 4 min)
+    python benchmarks/cost.py --quick    # 2 repetitions of 2-epoch fits
     python benchmarks/cost.py --synthetic 2000 --epochs 1 --repeats 1 --loader-repeats 1   # the smoke size
 """
 from __future__ import annotations
@@ -284,13 +286,15 @@ def run(args) -> dict:
     fits: dict[str, list[dict]] = {v: [] for v in variants}
     try:
         for rep in range(args.repeats):
-            for variant in (variants if rep % 2 == 0 else variants[::-1]):
+            for variant in variants + variants[::-1]:  # palindromic: a linear drift cancels in every ratio
                 fits[variant].append(fit(variant, data, args, profile))
     finally:
         profile.unpatch()
 
     def ratios(a: str, b: str, key: str) -> dict:
-        values = [x[key] / y[key] for x, y in zip(fits[a], fits[b])]
+        """Per repetition: the sum of ``a``'s two fits over the sum of ``b``'s."""
+        sums = {v: [fits[v][i][key] + fits[v][i + 1][key] for i in range(0, len(fits[v]), 2)] for v in (a, b)}
+        values = [x / y for x, y in zip(sums[a], sums[b])]
         return {"median": float(np.median(values)), "all": values}
 
     fit_ratios = {f"{a}/{b}": {"cpu": ratios(a, b, "cpu_seconds"), "wall": ratios(a, b, "seconds")}
@@ -323,7 +327,7 @@ def run(args) -> dict:
                                                                        else len(order), -kv[1]))}
         setup_key = "MixedDataModule.setup (splits, holdout digests)"
         if setup_key in breakdown:  # once per fit, not per check
-            v = seconds[setup_key] / args.repeats
+            v = seconds[setup_key] / len(fits[variant])
             breakdown[setup_key] = {"seconds_per_fit": v, "share_of_fit": v / fit_mixed, "calls": calls[setup_key]}
         breakdowns[record_key] = breakdown
     return {
@@ -356,9 +360,10 @@ def report(r: dict) -> str:
     lines = [
         f"Model: {c['model']}; {c['samples_per_epoch']:,} samples per epoch ({c['batches_per_epoch']} batches of "
         f"{c['batch_size']}), real fraction {c['real_fraction']}; held-out real {c['heldout_real']}, held-out "
-        f"synthetic {c['heldout_synthetic']}; {c['epochs']} epochs per fit, {c['repeats']} repetitions interleaved, "
-        f"{c['torch_threads']} torch thread. Ratios: median of the per-repetition ratios, on process CPU time "
-        "(what this process computed; robust to other jobs on the machine) and on wall time.",
+        f"synthetic {c['heldout_synthetic']}; {c['epochs']} epochs per fit, {c['repeats']} repetitions of the 4 "
+        "variants in palindromic order (each variant twice per repetition), "
+        f"{c['torch_threads']} torch thread. Ratios: median over repetitions of the ratio of the two fits' sums, on "
+        "process CPU time (what this process computed; robust to other jobs on the machine) and on wall time.",
         "",
         "| measure | CPU-time ratio (runs) | wall-time ratio (runs) | goal | met (CPU) |",
         "|---|---|---|---|---|",
@@ -409,7 +414,7 @@ def report(r: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="3 repetitions of 2-epoch fits, 5 loader repetitions")
+    p.add_argument("--quick", action="store_true", help="2 repetitions of 2-epoch fits, 5 loader repetitions")
     p.add_argument("--synthetic", type=int, default=18_000, help="synthetic samples")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
@@ -419,7 +424,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="runs/bench/cost.json", help="where to write the full record ('': nowhere)")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (2 if args.quick else 3)
-    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.repeats = args.repeats or (2 if args.quick else 5)
     args.loader_repeats = args.loader_repeats or (5 if args.quick else 7)
     result = run(args)
     print(report(result))
