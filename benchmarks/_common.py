@@ -4,6 +4,7 @@ Nothing here is part of collapse_guard; the benchmarks import the package exactl
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -215,8 +216,23 @@ def schedule(end: float = 0.0) -> Callable[[int], float]:
     return real_fraction_schedule(0.9, end, WARMUP_EPOCHS - 1, 8)
 
 
-def digits_splits(seed: int) -> dict:
-    return split_digits(seed)
+#: held-out real digits of the demo's split (the guard's validation set)
+DIGITS_HELDOUT = 360
+
+
+def digits_splits(seed: int, heldout: int = DIGITS_HELDOUT) -> dict:
+    """The demo's split of the real digits; ``heldout`` above 360 moves that many more of the seed's training digits
+    into the held-out set (the test set stays the same 537 digits)."""
+    splits = split_digits(seed)
+    extra = heldout - DIGITS_HELDOUT
+    if extra:
+        train_x, train_y = splits["train"]
+        if not 0 < extra < len(train_x) // 2:
+            raise ValueError(f"heldout must be in [{DIGITS_HELDOUT}, {DIGITS_HELDOUT + len(train_x) // 2}), got {heldout}")
+        val_x, val_y = splits["val"]
+        splits["val"] = (np.concatenate([val_x, train_x[:extra]]), np.concatenate([val_y, train_y[:extra]]))
+        splits["train"] = (train_x[extra:], train_y[extra:])
+    return splits
 
 
 @dataclass
@@ -246,10 +262,11 @@ class SplitsDataModule(LightningDataModule):
         return DataLoader(self.data["val"], batch_size=256)
 
 
-def _digits_task() -> Task:
+def _digits_task(heldout: int = DIGITS_HELDOUT) -> Task:
     from collapse_guard.demo import DigitsClassifier, DigitsDataModule
 
-    return Task("digits", 0.02, digits_splits, lambda s, bs: DigitsDataModule(s, batch_size=bs),
+    return Task("digits", 0.02, functools.partial(digits_splits, heldout=heldout),
+                lambda s, bs: DigitsDataModule(s, batch_size=bs),
                 lambda: DigitsClassifier(lr=5e-3), lambda s: (tensor(s["test"][0]), torch.as_tensor(s["test"][1])))
 
 

@@ -3,7 +3,8 @@ alternatives a user would reach for instead? And does its injection save the fit
 
 Digits: every run trains the demo's digit classifier (MLP 64-128-10, Adam 5e-3, batches of 64, 1920 samples per
 epoch) on scikit-learn's real digits split as in the demo (900 real training digits, 30% of them kept back as the
-reserve; 360 held-out real digits, the guard's validation set; 537 real test digits no detector ever sees).
+reserve; 360 held-out real digits, the guard's validation set; 537 real test digits no detector ever sees;
+``--heldout N`` moves N - 360 of the training digits to the held-out set).
 Healthy training first: 90% real for epochs 0-3; then the real share falls linearly to 0 at epoch 8 (to 10% for
 ``accumulate``) and training goes on to epoch 13. The synthetic source differs per scenario: it collapses in a
 different way (variance shrink, tail truncation, mode loss, label noise, a label-leaking artifact, a one-pixel
@@ -41,6 +42,7 @@ Usage::
     python benchmarks/detection.py            # 12 scenarios x 9 seeds, mitigation included (about 12 min on 2 cores)
     python benchmarks/detection.py --quick    # 1 seed (about 1.5 min)
     python benchmarks/detection.py --scenarios mode_loss,pure_real --seeds 0 --epochs 6 --no-mitigation
+    python benchmarks/detection.py --heldout 540 --permutations 0 --no-mitigation   # a larger held-out real set
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    DIGITS_HELDOUT,
     SCENARIOS,
     TASKS,
     WARMUP_EPOCHS,
@@ -502,7 +505,9 @@ def report(result: dict) -> str:
     margins = ", ".join(f"{100 * m:.0f} points ({t})" for t, m in result["margins"].items())
     lines = [f"Detection: {len(runs)} runs ({len(result['scenarios'])} scenarios x {len(result['seeds'])} seeds), "
              f"{scores['collapsed_runs']} collapsed by the ground truth (real test accuracy stays {margins} or more "
-             f"below its best), {scores['healthy_runs']} healthy. Drift test: {result['drift_backend']}.", ""]
+             f"below its best), {scores['healthy_runs']} healthy. Drift test: {result['drift_backend']}."
+             + (f" Held-out real digits: {cfg['digits_heldout']} (the training digits fewer by as many)."
+                if cfg.get("digits_heldout", DIGITS_HELDOUT) != DIGITS_HELDOUT else ""), ""]
     tasks = list(result["margins"])
     if len(tasks) > 1:
         lines.append("All runs:")
@@ -600,7 +605,8 @@ def run(scenarios: list[str], seeds: list[int], cfg: dict, mitigation: bool = Tr
     backend = drift_backend()
     t0 = time.perf_counter()
     runs, guarded, real_only = [], [], {}
-    tasks = {name: TASKS[name]() for name in dict.fromkeys(SCENARIOS[s][0] for s in scenarios)}
+    options = {"digits": {"heldout": cfg.get("digits_heldout", DIGITS_HELDOUT)}}
+    tasks = {name: TASKS[name](**options.get(name, {})) for name in dict.fromkeys(SCENARIOS[s][0] for s in scenarios)}
     for seed in seeds:
         for task in tasks.values():
             data = task.make(seed)
@@ -646,6 +652,8 @@ def main(argv=None) -> dict:
     p.add_argument("--permutations", type=int, default=CONFIG["drift_permutations"],
                    help="permutations of each drift test (0: no drift tests)")
     p.add_argument("--no-mitigation", action="store_true", help="skip the guarded and real-only fits")
+    p.add_argument("--heldout", type=int, default=DIGITS_HELDOUT,
+                   help="held-out real digits (more than 360 moves that many training digits to the held-out set)")
     p.add_argument("--guard-kwargs", default="{}",
                    help='JSON keyword arguments of the acting CollapseGuard (experiments; default: none, the defaults)')
     p.add_argument("--json", default="runs/bench/detection.json", help="where to write the full record ('' : nowhere)")
@@ -660,7 +668,7 @@ def main(argv=None) -> dict:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)}; choose from {list(SCENARIOS)}")
-    cfg = dict(CONFIG, epochs=args.epochs, drift_permutations=args.permutations,
+    cfg = dict(CONFIG, epochs=args.epochs, drift_permutations=args.permutations, digits_heldout=args.heldout,
                guard_kwargs=json.loads(args.guard_kwargs))
     result = run(scenarios, seeds, cfg, mitigation=not args.no_mitigation)
     print(report(result))

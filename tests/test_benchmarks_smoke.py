@@ -68,6 +68,20 @@ def test_ground_truth_needs_a_lasting_fall():
     assert detection.ground_truth([0.90, 0.95, 0.96, 0.95, 0.95], 0.02) is None
 
 
+def test_digits_heldout_option_moves_training_digits_and_keeps_the_test_set():
+    common = _load("_common")
+    base, larger = common.digits_splits(3), common.digits_splits(3, heldout=540)
+    assert [len(base[k][0]) for k in ("train", "val", "test")] == [900, 360, 537]
+    assert [len(larger[k][0]) for k in ("train", "val", "test")] == [720, 540, 537]
+    for k in (0, 1):
+        assert (larger["test"][k] == base["test"][k]).all()
+        assert (larger["val"][k][:360] == base["val"][k]).all()
+        assert (larger["val"][k][360:] == base["train"][k][:180]).all()
+        assert (larger["train"][k] == base["train"][k][180:]).all()
+    with pytest.raises(ValueError, match="heldout"):
+        common.digits_splits(3, heldout=900)
+
+
 def test_own_mmd_permutation_test_separates_shifted_samples():
     detection = _load("detection")
     g = torch.Generator().manual_seed(0)
@@ -87,6 +101,11 @@ def test_cost_smallest_configuration(tmp_path, capsys):
     for ratio in result["fit_ratios"].values():
         for clock in ("cpu", "wall"):
             assert ratio[clock]["median"] > 0 and len(ratio[clock]["all"]) == 1
+    # palindromic order: every variant ran twice, and a repetition's ratio is the ratio of the two fits' sums
+    fits = result["fits"]
+    assert all(len(f) == 2 for f in fits.values())
+    cpu = {v: fits[v][0]["cpu_seconds"] + fits[v][1]["cpu_seconds"] for v in ("guarded", "mixed")}
+    assert result["fit_ratios"]["guarded/mixed"]["cpu"]["all"][0] == pytest.approx(cpu["guarded"] / cpu["mixed"])
     loader = result["loader"]
     assert loader["batches"]["mixed"] == result["config"]["batches_per_epoch"]
     assert loader["ratio_mixed_vs_plain"]["cpu"]["median"] > 0
