@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import CSVLogger
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor, Rule
 from collapse_guard._compat import Callback
 
-from cg_testing import SYNTH_BASE, RealDM, TinyMLP, dict_collate, id_dataset, make_mixed, make_trainer
+from cg_testing import SYNTH_BASE, RealDM, TinyMLP, dict_collate, id_dataset, make_mixed, make_trainer, source_of_id
 
 HELDOUT_KEYS = [
     "loss", "acc", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl",
@@ -265,6 +265,31 @@ def test_capped_heldout_synthetic_subset_is_sharded_across_ranks_once():
         assert ids(dm.heldout_synthetic_dataloader(max_samples=25, shard=False)) == subset
     assert sorted(i for shard in shards for i in shard) == subset  # every sample of the subset on exactly one rank
     assert [len(shard) for shard in shards] == [9, 8, 8] and shards[1] == subset[1::3]
+
+
+def test_training_synthetic_loader_reads_a_seeded_sharded_subset_of_the_training_pools_with_the_dm_workers():
+    """The feature indicators' training synthetic samples: only training-pool samples (never held-out synthetic or
+    real ones), the same seeded subset at every call, each on exactly one rank, through the datamodule's workers."""
+    from types import SimpleNamespace
+
+    dm = make_mixed(synth_sizes={"g1": 200, "g2": 200}, synthetic_holdout=0.25, num_workers=1)
+    dm.setup("fit")
+    ids = lambda loader: [int(round(float(v))) for b in loader for v in b[0][:, 0]]  # noqa: E731
+    pools = ids(dm.synthetic_training_dataloader())
+    assert len(pools) == len(set(pools)) == 300  # 400 synthetic samples, 25% held out
+    assert {source_of_id(i) for i in pools} == {"g1", "g2"}
+    assert not set(pools) & set(ids(dm.heldout_synthetic_dataloader()))
+    loader = dm.synthetic_training_dataloader(max_samples=25)
+    assert loader.num_workers == 1 and loader.persistent_workers
+    subset = ids(loader)
+    assert len(subset) == len(set(subset)) == 25 and set(subset) <= set(pools)
+    assert ids(dm.synthetic_training_dataloader(max_samples=25)) == subset  # seeded: the same at every call
+    shards = []
+    for rank in range(3):
+        dm.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        shards.append(ids(dm.synthetic_training_dataloader(max_samples=25)))
+    assert sorted(i for shard in shards for i in shard) == sorted(subset)
+    assert shards[1] == subset[1::3]
 
 
 def test_csv_logger_receives_the_keys(tmp_path):

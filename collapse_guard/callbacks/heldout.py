@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch import Tensor
 
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
@@ -175,8 +175,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     def _reset_fit_state(self) -> None:
         """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
-        #: ``(datamodule, held-out real loader, held-out synthetic loader)``, built at the first check of a fit
-        self._loaders: Optional[tuple[Any, Any, Any]] = None
+        #: ``(datamodule, held-out real, held-out synthetic, training synthetic loader)``, built at the first check
+        self._loaders: Optional[tuple[Any, Any, Any, Any]] = None
         #: one ClassificationIndicators per measured set, reset at every check rather than rebuilt
         self._metrics: dict[str, ClassificationIndicators] = {}
 
@@ -246,28 +246,16 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                     input_sink(self.sample_feature_fn(inputs))
         return metric
 
-    def _synthetic_training_loader(self, dm) -> Optional[DataLoader]:
-        """Up to ``feature_samples`` training synthetic samples, the same ones at every check (seeded)."""
-        pools = [p for p in getattr(dm.mixer, "synthetic_pools", []) if len(p)]
-        if not pools:
-            return None
-        pool = torch.cat(pools)
-        gen = torch.Generator().manual_seed(dm.seed)
-        picks = pool[torch.randperm(len(pool), generator=gen)[: self.feature_samples]].sort().values
-        trainer = dm.trainer
-        picks = picks[trainer.global_rank :: trainer.world_size] if trainer is not None else picks
-        loader = self._heldout_loaders(dm)[0]
-        return DataLoader(Subset(dm.train_set, picks.tolist()), batch_size=loader.batch_size or 256,
-                          collate_fn=loader.collate_fn)
-
-    def _heldout_loaders(self, dm) -> tuple[DataLoader, Optional[DataLoader]]:
-        """The held-out real and (capped) held-out synthetic loaders, built once per fit: every check reads the
-        same samples, and a loader with persistent workers keeps them from check to check instead of starting
-        new worker processes at every check."""
+    def _heldout_loaders(self, dm) -> tuple[DataLoader, Optional[DataLoader], Optional[DataLoader]]:
+        """The held-out real, (capped) held-out synthetic and, for the feature indicators, training synthetic
+        loaders, built once per fit: every check reads the same samples, and a loader with persistent workers keeps
+        them from check to check instead of starting new worker processes at every check."""
         if self._loaders is None or self._loaders[0] is not dm:
             synthetic = dm.heldout_synthetic_dataloader(max_samples=self.synthetic_samples) if self.synthetic else None
-            self._loaders = (dm, dm.heldout_real_dataloader(), synthetic)
-        return self._loaders[1], self._loaders[2]
+            training = (dm.synthetic_training_dataloader(max_samples=self.feature_samples)
+                        if self.features and self.synthetic else None)
+            self._loaders = (dm, dm.heldout_real_dataloader(), synthetic, training)
+        return self._loaders[1], self._loaders[2], self._loaders[3]
 
     # -- the check ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -283,7 +271,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 collected["features"] = FeatureIndicators(x.shape[-1], k=self.k, device=x.device)
             collected["features"].update(x, real=True)
 
-        real_loader, synthetic_loader = self._heldout_loaders(dm)
+        real_loader, synthetic_loader, training_loader = self._heldout_loaders(dm)
         collected["heldout_real"] = self._pass(
             pl_module,
             real_loader,
@@ -295,9 +283,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             collected["heldout_synthetic"] = self._pass(pl_module, synthetic_loader, "heldout_synthetic")
         feats = collected.get("features")
         if feats is not None:
-            loader = self._synthetic_training_loader(dm)
-            if loader is not None:
-                self._pass(pl_module, loader, feature_sink=lambda x: feats.update(x, real=False))
+            if training_loader is not None:
+                self._pass(pl_module, training_loader, feature_sink=lambda x: feats.update(x, real=False))
             if not feats.pair["prdc"].fake_features:
                 del collected["features"]
         if self.sample_fn is not None and real_inputs:

@@ -664,9 +664,31 @@ class MixedDataModuleMixin:
             return None
         dataset = self.heldout_synthetic
         if max_samples is not None and max_samples < len(dataset):
-            gen = torch.Generator().manual_seed(self.seed)
-            dataset = Subset(dataset, torch.randperm(len(dataset), generator=gen)[:max_samples].sort().values.tolist())
+            dataset = Subset(dataset, self._seeded_subset(len(dataset), max_samples).tolist())
         return self._loader(self._shard(dataset, shard), batch_size=batch_size or self._batch_size, shuffle=False)
+
+    def synthetic_training_dataloader(
+        self, batch_size: Optional[int] = None, shard: Optional[bool] = None, max_samples: Optional[int] = None
+    ) -> Optional[DataLoader]:
+        """Synthetic samples of the training pools (what the model trains on), in order, or ``None`` when no source
+        has any; sharded and subset like :meth:`heldout_synthetic_dataloader` (a seeded subset of at most
+        ``max_samples``, the same at every call), with the datamodule's workers and memory pinning.
+
+        A streaming source's slots read the stream's next samples, as training does.
+        """
+        pools = [p for p in (self.mixer.synthetic_pools if self.mixer is not None else []) if len(p)]
+        if not pools:
+            return None
+        pool = torch.cat(pools)
+        if max_samples is not None and max_samples < len(pool):
+            pool = pool[self._seeded_subset(len(pool), max_samples)]
+        dataset = Subset(self.train_set, pool.tolist())
+        return self._loader(self._shard(dataset, shard), batch_size=batch_size or self._batch_size, shuffle=False)
+
+    def _seeded_subset(self, n: int, k: int) -> torch.Tensor:
+        """``k`` of the positions ``0..n-1``, sorted, drawn with ``seed`` (the same at every call)."""
+        gen = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(n, generator=gen)[:k].sort().values
 
     # -- batch hooks: count what the model receives, then the user's own hooks --------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
