@@ -1,4 +1,5 @@
-"""Two processes on Lightning's own DDP strategy (gloo, CPU): sharding, reduced counts and indicators, one decision.
+"""Two processes on Lightning's own DDP strategy (gloo, CPU): sharding, reduced counts and indicators, one decision,
+and a fit resumed from its checkpoint that replays the uninterrupted one on every rank.
 
 The test launches this file as a script (``python tests/test_ddp.py OUT MODE``) with
 ``Trainer(accelerator="cpu", devices=2, strategy="ddp")``: Lightning starts rank 1 by re-running the script, and
@@ -67,14 +68,40 @@ def fit_parts(fail: str = ""):
     return dm, RatioMonitor(), HeldOutRealCheck(batch_fn=batch_fn), guard, TinyMLP(), holder
 
 
-def make_ddp_trainer(callbacks, max_epochs=EPOCHS):
+def make_ddp_trainer(callbacks, max_epochs=EPOCHS, checkpointing=False):
+    """``checkpointing``: let a ``ModelCheckpoint`` among ``callbacks`` save (Lightning refuses one otherwise)."""
     import pytorch_lightning as pl
 
     return pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=max_epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=callbacks,
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=max_epochs, logger=False,
+        enable_checkpointing=checkpointing, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=callbacks,
     )
+
+
+def make_recorder(record: dict, dm, ratio, check, guard):
+    """A callback, listed after the guard, that appends what every epoch drew, measured and decided to
+    ``record["epochs"]`` (not checkpointed: a resumed fit records the epochs it runs itself)."""
+    from collapse_guard._compat import Callback
+
+    class Recorder(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                record["heldout_ids"] = [i for b in dm.heldout_real_dataloader() for i in ids_of(b)]
+                synth = dm.heldout_synthetic_dataloader()
+                record["heldout_synthetic_ids"] = [i for b in synth for i in ids_of(b)]
+            record["epochs"].append({
+                "epoch": trainer.current_epoch,
+                "seen": pl_module.seen.get(trainer.current_epoch, []),
+                "ratio": ratio.history[-1],
+                "check": dict(check.last),
+                "guard_state": guard.state,
+                "events": len(guard.events),
+                "mixer": dm.mixer.state_dict(),
+                "local_counts": dm.mixer.local_epoch_counts.tolist(),
+            })
+
+    return Recorder()
 
 
 def failing_fits(record: dict, scenarios: list[str]) -> None:
@@ -94,42 +121,82 @@ def failing_fits(record: dict, scenarios: list[str]) -> None:
         record["rank"] = trainer.global_rank
 
 
+#: epochs after which a fit is stopped and resumed: before the guard's injection at epoch 1 (its ratio rule one
+#: check into its patience of 2), at it (the checkpoint holds the injection just made and the cooldown it started),
+#: after it (the first epoch drawn at the raised real fraction, with the injected reserve)
+STOPS = (0, 1, 2)
+
+
+def resumable_fit(max_epochs: int, ckpt_dir: Path | None = None, ckpt_path: Path | None = None) -> dict:
+    """A fit of ``fit_parts()`` (fresh parts); with ``ckpt_dir``, Lightning's own ``ModelCheckpoint`` saves at the
+    end of every epoch (rank 0 writes, into a directory every rank sees); ``ckpt_path`` resumes from one.
+    Returns what it recorded epoch by epoch and where it ended."""
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    # the same initial weights in every fit: DDP broadcasts rank 0's, so the reference and the stopped fit start
+    # alike (a resumed fit loads its weights from the checkpoint)
+    torch.manual_seed(0)
+    dm, ratio, check, guard, model, _ = fit_parts()
+    record: dict = {"epochs": []}
+    callbacks = [ratio, check, guard, make_recorder(record, dm, ratio, check, guard)]
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+    trainer = make_ddp_trainer(callbacks, max_epochs=max_epochs, checkpointing=ckpt_dir is not None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the train_loss rule's "differs between ranks", Lightning's resume notes
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    record.update(
+        rank=trainer.global_rank,
+        world_size=trainer.world_size,
+        current_epoch=trainer.current_epoch,
+        ratio_history=ratio.history,
+        check_history=check.history,
+        events=[asdict(e) for e in guard.events],
+        guard=guard.state_dict(),
+        mixer=dm.mixer.state_dict(),
+        weights=[p.detach().flatten().tolist() for p in model.parameters()],
+    )
+    return record
+
+
+def resume_fits(out: Path) -> dict:
+    """In the same two processes: the uninterrupted fit, then for every stop epoch a fit that ends there with a
+    checkpoint and a fresh fit (new datamodule, callbacks and model) resumed from it to ``EPOCHS`` epochs."""
+    result: dict = {"reference": resumable_fit(EPOCHS), "stops": {}}
+    for stop in STOPS:
+        ckpt_dir = out / "checkpoints" / f"stop{stop}"
+        first = resumable_fit(stop + 1, ckpt_dir=ckpt_dir)
+        # Trainer.save_checkpoint waits for every rank after rank 0 wrote the file: rank 1 finds it complete
+        resumed = resumable_fit(EPOCHS, ckpt_dir=out / "checkpoints" / f"stop{stop}-resumed",
+                                ckpt_path=ckpt_dir / f"epoch={stop}.ckpt")
+        result["stops"][str(stop)] = {"first": first, "resumed": resumed}
+    result["rank"] = result["reference"]["rank"]
+    return result
+
+
 def run_rank(out: Path, scenario: str) -> None:
     """``main``: a full fit, then, in the same two processes, one where the guard fails on rank 1.
-    ``check``: one fit where HeldOutRealCheck fails on rank 1."""
+    ``check``: one fit where HeldOutRealCheck fails on rank 1.
+    ``resume``: fits stopped at ``STOPS`` and resumed from their checkpoints, and the uninterrupted one."""
     import torch
 
     torch.set_num_threads(1)
+    if scenario == "resume":
+        result = resume_fits(out)
+        (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+        return
     if scenario == "check":
         record: dict = {}
         failing_fits(record, ["check"])
         (out / f"rank{record['rank']}.json").write_text(json.dumps(record))
         return
 
-    from collapse_guard._compat import Callback
     from collapse_guard.metrics.classification import ClassificationIndicators
 
     dm, ratio, check, guard, model, _ = fit_parts()
     record = {"epochs": []}
-
-    class Recorder(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                record["heldout_ids"] = [i for b in dm.heldout_real_dataloader() for i in ids_of(b)]
-                synth = dm.heldout_synthetic_dataloader()
-                record["heldout_synthetic_ids"] = [i for b in synth for i in ids_of(b)]
-            record["epochs"].append({
-                "epoch": trainer.current_epoch,
-                "seen": pl_module.seen.get(trainer.current_epoch, []),
-                "ratio": ratio.history[-1],
-                "check": dict(check.last),
-                "guard_state": guard.state,
-                "events": len(guard.events),
-                "mixer": dm.mixer.state_dict(),
-                "local_counts": dm.mixer.local_epoch_counts.tolist(),
-            })
-
-    trainer = make_ddp_trainer([ratio, check, guard, Recorder()])
+    trainer = make_ddp_trainer([ratio, check, guard, make_recorder(record, dm, ratio, check, guard)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, datamodule=dm)
@@ -277,6 +344,71 @@ def test_a_heldout_check_failing_on_one_rank_stops_every_rank(tmp_path):
     assert b["outcome"] == "ZeroDivisionError: a held-out check that fails on rank 1 only", b
     assert a["outcome"].startswith("RuntimeError") and "HeldOutRealCheck failed on rank 1" in a["outcome"], a
     assert a["epoch"] == b["epoch"] == 1 and a["seconds"] < 30 and b["seconds"] < 30
+
+
+def assert_replays(got, want, where: str = "") -> None:
+    """``got == want`` down every dict and list, floats to a relative 1e-6 (the held-out indicators are synced
+    sums whose last bits may differ), everything else exactly; a failure names the path of the first difference."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), (where, got, want)
+        for key in want:
+            assert_replays(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (where, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_replays(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-9, nan_ok=True), (where, got, want)
+    else:
+        assert got == want, (where, got, want)
+
+
+def test_a_ddp_fit_resumed_from_its_checkpoint_replays_the_uninterrupted_one(tmp_path):
+    proc, _ = launch(tmp_path, "resume")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    # rank 0 wrote one checkpoint per epoch of every stopped fit, into the directory both ranks resumed from
+    for stop in STOPS:
+        assert sorted(f.name for f in (tmp_path / "checkpoints" / f"stop{stop}").iterdir()) == [
+            f"epoch={e}.ckpt" for e in range(stop + 1)
+        ]
+
+    for rank, run in enumerate(ranks):
+        ref = run["reference"]
+        assert ref["world_size"] == 2 and ref["current_epoch"] == EPOCHS
+        # the reference injects at epoch 1 (the ratio rule), so the stops fall before, at and after the injection
+        assert [(e["epoch"], e["action"]) for e in ref["events"] if e["rule"] == "ratio"] == [(1, "inject")]
+        assert [i["epoch"] for i in ref["mixer"]["injections"]] == [1] and ref["mixer"]["reserve_cursor"] > 0
+        assert [e["ratio"]["real_fraction_target"] for e in ref["epochs"]] == [0.25, 0.25, 0.75, 0.75]
+        for stop in STOPS:
+            first, resumed = run["stops"][str(stop)]["first"], run["stops"][str(stop)]["resumed"]
+            where = f"rank {rank}, stopped after epoch {stop}"
+            assert first["current_epoch"] == stop + 1 and resumed["current_epoch"] == EPOCHS, where
+            # the resumed fit ran the epochs after the checkpoint only, and those two fits' epochs are the
+            # reference's: the same samples on this rank, counts, ratio, held-out values, guard state and events
+            assert [e["epoch"] for e in first["epochs"]] == list(range(stop + 1)), where
+            assert [e["epoch"] for e in resumed["epochs"]] == list(range(stop + 1, EPOCHS)), where
+            for got, want in zip(first["epochs"] + resumed["epochs"], ref["epochs"]):
+                assert got["seen"] == want["seen"], (where, got["epoch"])
+                assert_replays(got, want, f"{where}: epoch {want['epoch']}")
+            # what the resumed fit restored from the checkpoint and went on with is the whole uninterrupted fit's:
+            # ratio and check histories, guard events (epoch, rule, action, value), rule states, injections, and
+            # the mixer's counts, reserve cursor and real fraction floor; the weights it ends with too
+            assert [(e["epoch"], e["rule"], e["action"]) for e in resumed["events"]] == [
+                (e["epoch"], e["rule"], e["action"]) for e in ref["events"]
+            ], where
+            for key in ("ratio_history", "check_history", "events", "guard", "weights"):
+                assert_replays(resumed[key], ref[key], f"{where}: {key}")
+            assert resumed["mixer"] == ref["mixer"], where
+    # and the two ranks drew disjoint halves and decided alike in every fit
+    a, b = ranks
+    for fit_a, fit_b in [(a["reference"], b["reference"])] + [
+        (a["stops"][str(s)][part], b["stops"][str(s)][part]) for s in STOPS for part in ("first", "resumed")
+    ]:
+        assert fit_a["events"] == fit_b["events"] and fit_a["mixer"] == fit_b["mixer"]
+        for ea, eb in zip(fit_a["epochs"], fit_b["epochs"]):
+            assert not set(ea["seen"]) & set(eb["seen"]) and len(ea["seen"]) == len(eb["seen"]) == SAMPLES // 2
 
 
 if __name__ == "__main__":
