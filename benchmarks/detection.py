@@ -172,7 +172,10 @@ class Probe(Callback):
         dm, epoch = trainer.datamodule, trainer.current_epoch
         row = {"epoch": epoch}
         row["test_acc"] = float((pl_module(self.test_x).argmax(-1) == self.test_y).float().mean())
-        real_loss = float(F.cross_entropy(pl_module(self.real[0]), self.real[1]))
+        real_logits = pl_module(self.real[0])
+        real_loss = float(F.cross_entropy(real_logits, self.real[1]))
+        # which held-out real samples the model gets right, as a string of 0/1 (for paired replays of a rule)
+        row["heldout_correct"] = "".join("01"[int(c)] for c in (real_logits.argmax(-1) == self.real[1]).tolist())
         fraction = dm.mixer.target_fraction(epoch)
         mixed = real_loss
         if self.synth is not None:

@@ -54,6 +54,18 @@ def test_detection_smallest_configuration(tmp_path, capsys):
     for name, d in scores["detectors"].items():
         assert {"detected", "false_alarms", "warmup_fires", "median_delay"} <= set(d)
         assert ("vs_guard" in d) == (name != "collapse_guard")
+    for run in result["runs"]:  # which held-out samples were right at each check, for paired replays
+        assert all(len(row["heldout_correct"]) == 360 and set(row["heldout_correct"]) <= {"0", "1"}
+                   for row in run["trajectory"])
+    # the rule replay reproduces what the guard decided when it replays the default rules
+    replay = _load("replay_rules")
+    for run in result["runs"]:
+        fired = [e for e in replay.fires(run["trajectory"], "sigmas", 2.0, 0.0, 2) if e is not None]
+        assert (min(fired) if fired else None) == run["fired"]["collapse_guard"]
+    table = replay.main([str(out), "--groups", "0-0"])["table"]
+    default = next(t for t in table if (t["shape"], t["s"], t["d"], t["patience"]) == ("sigmas", 2.0, 0.0, 2))
+    guard = scores["detectors"]["collapse_guard"]
+    assert default["all"][0] == guard["detected"] and default["all"][2] == guard["false_alarms"]
     [mitigation] = result["mitigation"]
     assert mitigation["scenario"] == "mode_loss"
     for key in ("real_only", "mixed", "guarded", "real_share_guarded"):
