@@ -5,6 +5,7 @@ Nothing here is part of collapse_guard; the benchmarks import the package exactl
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import platform
@@ -15,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from pytorch_lightning import LightningDataModule
+from pytorch_lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from collapse_guard.demo import PIXEL_MAX, digits_tensors, real_fraction_schedule, split_digits
@@ -42,6 +43,36 @@ def load_average() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+def write_record(result: dict, path: str) -> None:
+    """Write a benchmark's JSON record to ``path`` (folders made as needed; ``""``: nowhere) and say where."""
+    if not path:
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float))
+    print(f"\nJSON record: {out}")
+
+
+class CrossEntropyClassifier(LightningModule):
+    """The benchmarks' user model: ``net`` trained with cross-entropy and Adam at ``lr``; subclasses build ``net``."""
+
+    def __init__(self, net: torch.nn.Module, lr: float) -> None:
+        super().__init__()
+        self.net, self.lr = net, lr
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
 def machine_info() -> dict:

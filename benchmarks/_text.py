@@ -15,11 +15,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pytorch_lightning import LightningModule
+from _common import CrossEntropyClassifier
 from collapse_guard.data import SyntheticSource
 
 TOPICS = 6
@@ -109,25 +108,11 @@ def replace_chain(split: dict, seed: int, generations: int) -> list[tuple[list[s
     return chain
 
 
-class TextClassifier(LightningModule):
+class TextClassifier(CrossEntropyClassifier):
     """MLP 512-128-6 over hashed character n-gram features."""
 
     def __init__(self, lr: float = 2e-3) -> None:
-        super().__init__()
-        self.lr = lr
-        self.net = nn.Sequential(nn.Linear(BUCKETS, 128), nn.ReLU(), nn.Linear(128, TOPICS))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        super().__init__(nn.Sequential(nn.Linear(BUCKETS, 128), nn.ReLU(), nn.Linear(128, TOPICS)), lr)
 
 
 class TextData:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from collections import defaultdict
@@ -50,10 +49,19 @@ from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GOOD_GMM, SplitsDataModule, load_average, machine_info, quiet, trainer_kwargs  # noqa: E402
+from _common import (  # noqa: E402
+    GOOD_GMM,
+    CrossEntropyClassifier,
+    SplitsDataModule,
+    load_average,
+    machine_info,
+    quiet,
+    trainer_kwargs,
+    write_record,
+)
 
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor  # noqa: E402
-from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer  # noqa: E402
+from pytorch_lightning import Callback, LightningDataModule, Trainer  # noqa: E402
 from collapse_guard.callbacks import features as features_mod  # noqa: E402
 from collapse_guard.metrics.classification import ClassificationIndicators  # noqa: E402
 from collapse_guard.metrics.diversity import EffectiveRank, VendiScore  # noqa: E402
@@ -102,27 +110,13 @@ class PlainMix(LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
 
-class MLP(LightningModule):
+class MLP(CrossEntropyClassifier):
     def __init__(self, hidden=HIDDEN, lr: float = 1e-3) -> None:
-        super().__init__()
         dims = (SIDE * SIDE, *hidden)
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 10))
-        self.lr = lr
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        super().__init__(nn.Sequential(*layers, nn.Linear(dims[-1], 10)), lr)
 
 
 # -- where the time goes: wrap methods with timers (this process only) --------------------------------------------
@@ -428,11 +422,7 @@ def main(argv=None) -> dict:
     args.loader_repeats = args.loader_repeats or (5 if args.quick else 7)
     result = run(args)
     print(report(result))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=float))
-        print(f"\nJSON record: {path}")
+    write_record(result, args.json)
     return result
 
 

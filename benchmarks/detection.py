@@ -60,6 +60,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    write_record,
     DIGITS_HELDOUT,
     SCENARIOS,
     TASKS,
@@ -675,11 +676,7 @@ def main(argv=None) -> dict:
                guard_kwargs=json.loads(args.guard_kwargs))
     result = run(scenarios, seeds, cfg, mitigation=not args.no_mitigation)
     print(report(result))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=float))
-        print(f"\nJSON record: {path}")
+    write_record(result, args.json)
     return result
 
 

@@ -675,6 +675,14 @@ class MixedDataModuleMixin:
         ``max_samples``, the same at every call), with the datamodule's workers and memory pinning.
 
         A streaming source's slots read the stream's next samples, as training does.
+
+        Args:
+            batch_size: samples per batch (default: the training batch size).
+            shard: ``False`` gives every rank the whole subset (default: sharded under several processes).
+            max_samples: at most this many samples (``None``: every training synthetic sample).
+
+        Returns:
+            A ``DataLoader`` in pool order (no shuffling), or ``None`` before :meth:`setup` or without synthetic data.
         """
         pools = [p for p in (self.mixer.synthetic_pools if self.mixer is not None else []) if len(p)]
         if not pools:
