@@ -6,8 +6,8 @@ errors and, since the paired experiment, which held-out real samples the model g
 replays the two noise-scaled default rules (held-out accuracy and worst-class recall, each with its own standard
 error; the effective-classes rule stays as it is) as:
 
-* ``sigmas``: ``best - s * se`` (the default's shape; ``s = 2``, patience 2 is the default rule);
-* ``floor``: ``best - max(s * se, d)`` (a fall must also be at least ``d``);
+* ``sigmas``: ``best - s * se`` (``Rule(sigmas=s)``, the default's shape; ``s = 2``, patience 2 is the default rule);
+* ``floor``: ``best - max(s * se, d)``, a fall must also be at least ``d`` (``Rule(sigmas=s, min_change=d)``);
 * ``margin``: ``best - s * se - d`` (``Rule(sigmas=s, min_delta=d)``);
 * ``mean2`` / ``mean3``: the mean of the last 2 / 3 checks against the best such mean, ``s`` standard errors of
   the mean;
@@ -32,6 +32,8 @@ import math
 from typing import Callable, Iterable, Optional
 
 import numpy as np
+
+from collapse_guard.callbacks.rules import Rule, RuleState
 
 ACC = "collapse/heldout_real/acc"
 WORST = "collapse/heldout_real/worst_class_recall"
@@ -77,14 +79,24 @@ def paired(rows: list[dict], s: float):
             best_acc, best = now.mean(), now
 
 
+def judged(rows: list[dict], rule: Rule):
+    """``(epoch, violated)`` per check of ``rule``, judged by the library's own :class:`RuleState` (``None`` while
+    its baseline warms up)."""
+    state = RuleState(rule)
+    for row in rows:
+        if rule.monitor in row:
+            verdict = state.check(row[rule.monitor], row.get(rule.stderr_key) if rule.stderr_key else None)
+            yield row["epoch"], (None if verdict.bound is None else verdict.violated)
+
+
 def violations(shape: str, s: float, d: float, key: str) -> Callable[[list[dict]], Iterable]:
     """The per-check verdicts of one noise-scaled rule of ``shape`` on ``key``."""
     if shape == "paired":
         return lambda rows: paired(rows, s)
-    window = {"mean2": 2, "mean3": 3}.get(shape, 1)
-    bound = {"floor": lambda se, best: best - max(s * se, d), "margin": lambda se, best: best - s * se - d}.get(
-        shape, lambda se, best: best - s * se)
-    return lambda rows: best_relative(rows, key, lambda v, se, best: v < bound(se, best), window)
+    if shape in ("mean2", "mean3"):
+        return lambda rows: best_relative(rows, key, lambda v, se, best: v < best - s * se, int(shape[-1]))
+    extra = {"floor": {"min_change": d}, "margin": {"min_delta": d}}.get(shape, {})
+    return lambda rows: judged(rows, Rule(key, sigmas=s, **extra))
 
 
 def fires(rows: list[dict], shape: str, s: float, d: float, patience: int,
@@ -96,7 +108,7 @@ def fires(rows: list[dict], shape: str, s: float, d: float, patience: int,
     worst = default if shape == "paired" or accuracy_only else (shape, s, d, patience)
     return [first_fire(violations(shape, s, d, ACC)(rows), patience),
             first_fire(violations(*worst[:3], WORST)(rows), worst[3]),
-            first_fire(best_relative(rows, EFF, lambda v, se, best: v < best * 0.95), 2)]
+            first_fire(judged(rows, Rule(EFF, relative=0.05)), 2)]
 
 
 def score(runs: list[dict], shape: str, s: float, d: float, patience: int, accuracy_only: bool = False):

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -110,14 +109,12 @@ def failing_fits(record: dict, scenarios: list[str]) -> None:
     for fail in scenarios:
         dm, ratio, check, guard, model, holder = fit_parts(fail)
         trainer = holder["trainer"] = make_ddp_trainer([ratio, check, guard], max_epochs=3)
-        start = time.perf_counter()
         try:
             trainer.fit(model, datamodule=dm)
             outcome = "finished"
         except Exception as err:  # noqa: BLE001 - what each rank ended with is the result
             outcome = f"{type(err).__name__}: {err}"
-        record["failures"][fail] = {"outcome": outcome, "seconds": time.perf_counter() - start,
-                                    "epoch": trainer.current_epoch}
+        record["failures"][fail] = {"outcome": outcome, "epoch": trainer.current_epoch}
         record["rank"] = trainer.global_rank
 
 
@@ -222,12 +219,11 @@ def run_rank(out: Path, scenario: str) -> None:
 
 
 # -- the tests ----------------------------------------------------------------------------------------------------
-def launch(tmp_path: Path, scenario: str, timeout: float = 150.0) -> tuple[subprocess.CompletedProcess, float]:
+def launch(tmp_path: Path, scenario: str, timeout: float = 150.0) -> subprocess.CompletedProcess:
     """Run the script on two ranks; on a timeout, kill both (they share a new session) and fail with their output."""
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "WORLD_SIZE",
                                                             "NODE_RANK", "RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::DeprecationWarning")
-    start = time.perf_counter()
     popen = subprocess.Popen([sys.executable, str(HERE), str(tmp_path), scenario], cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -236,8 +232,7 @@ def launch(tmp_path: Path, scenario: str, timeout: float = 150.0) -> tuple[subpr
         os.killpg(popen.pid, signal.SIGKILL)  # rank 0 and the rank 1 it started: this test's processes only
         stdout, stderr = popen.communicate()
         pytest.fail(f"the two ranks did not finish in {timeout:.0f} s (a hang):\n{stderr[-4000:]}")
-    proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
-    return proc, time.perf_counter() - start
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
 
 def kind(sample_id: int) -> str:
@@ -249,7 +244,7 @@ def kind(sample_id: int) -> str:
 
 
 def test_two_ranks_shard_reduce_decide_together_and_fail_together(tmp_path):
-    proc, seconds = launch(tmp_path, "main")
+    proc = launch(tmp_path, "main")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
@@ -311,9 +306,7 @@ def test_two_ranks_shard_reduce_decide_together_and_fail_together(tmp_path):
     fa, fb = a["failures"]["guard"], b["failures"]["guard"]
     assert fb["outcome"] == "ZeroDivisionError: a guard check that fails on rank 1 only", fb
     assert fa["outcome"] == f"RuntimeError: FailingGuard failed on rank 1, so every rank stops: {fb['outcome']}", fa
-    assert fa["epoch"] == fb["epoch"] == 1
-    assert fa["seconds"] < 30 and fb["seconds"] < 30
-    assert seconds < 90
+    assert fa["epoch"] == fb["epoch"] == 1  # rank 0 did not wait: a hang would end in launch's timeout instead
 
 
 def test_heldout_loaders_are_sharded_by_rank_without_processes():
@@ -338,12 +331,12 @@ def test_heldout_loaders_are_sharded_by_rank_without_processes():
 
 
 def test_a_heldout_check_failing_on_one_rank_stops_every_rank(tmp_path):
-    proc, _ = launch(tmp_path, "check", timeout=60)
+    proc = launch(tmp_path, "check", timeout=60)
     assert proc.returncode == 0, proc.stderr[-4000:]
     a, b = [json.loads((tmp_path / f"rank{r}.json").read_text())["failures"]["check"] for r in range(2)]
     assert b["outcome"] == "ZeroDivisionError: a held-out check that fails on rank 1 only", b
     assert a["outcome"].startswith("RuntimeError") and "HeldOutRealCheck failed on rank 1" in a["outcome"], a
-    assert a["epoch"] == b["epoch"] == 1 and a["seconds"] < 30 and b["seconds"] < 30
+    assert a["epoch"] == b["epoch"] == 1
 
 
 def assert_replays(got, want, where: str = "") -> None:
@@ -364,7 +357,7 @@ def assert_replays(got, want, where: str = "") -> None:
 
 
 def test_a_ddp_fit_resumed_from_its_checkpoint_replays_the_uninterrupted_one(tmp_path):
-    proc, _ = launch(tmp_path, "resume")
+    proc = launch(tmp_path, "resume")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["rank"] for r in ranks] == [0, 1]

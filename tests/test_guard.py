@@ -338,6 +338,15 @@ def test_default_rules_are_in_units_of_the_heldout_noise():
     assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
     assert rules["worst_class"].stderr_key == "collapse/heldout_real/worst_class_recall_stderr"
     assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 2.0
+    assert all(r.min_change == 0.0 for r in rules.values())
+
+
+def test_default_rules_take_a_practical_floor():
+    rules = {r.name: r for r in default_rules(min_change=0.01)}
+    assert rules["heldout_real_acc"].min_change == rules["worst_class"].min_change == 0.01
+    assert rules["eff_classes"].min_change == 0.0  # a relative rule of its own, in a share of its best
+    with pytest.raises(ValueError, match="`min_change`"):
+        default_rules(min_change=-0.01)
 
 
 # -- restore_best: inject / stop put back the weights of the first rule's best check ----------------------------

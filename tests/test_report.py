@@ -31,7 +31,7 @@ RUN_KEYS = {"current_epoch", "global_step", "max_epochs", "world_size", "should_
 RATIO_ROW_KEYS = {"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target", "samples", "shares"}
 GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events"}
 RULE_KEYS = {"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks",
-             "min_delta", "patience", "action", "non_finite", "state", "baseline_value", "bound"}
+             "min_change", "min_delta", "patience", "action", "non_finite", "state", "baseline_value", "bound"}
 EVENT_KEYS = {"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}
 FINAL_KEYS = {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state", "events",
               "stopped_by_guard", "metrics"}

@@ -219,3 +219,50 @@ def test_sigmas_ignore_a_non_finite_stderr():
     state.check(0.9, stderr=0.01)
     assert state.check(0.85, stderr=math.nan).bound == pytest.approx(0.5)
     assert state.last_stderr == 0.01  # the last finite one, for reports
+
+
+# -- min_change: a floor on how small a fall counts ------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, name", [(dict(sigmas=2.0, min_change=-0.01), "min_change"),
+                                          (dict(sigmas=2.0, min_change=math.nan), "min_change"),
+                                          (dict(threshold=0.5, min_change=0.01), "min_change")])
+def test_min_change_validation(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        Rule(ACC, **kwargs)
+
+
+def test_min_change_moves_a_bound_that_is_closer_than_it():
+    # a large held-out set: se 0.2 points, so 2 standard errors are 0.4 points; min_change asks for 1 point
+    state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
+    state.check(0.950, stderr=0.002)
+    v = state.check(0.944, stderr=0.002)  # 0.6 points: beyond the noise (bound 0.946) but under 1 point
+    assert v.bound == pytest.approx(0.940) and not v.violated
+    assert "at least min_change 0.01" in v.reason
+    v = state.check(0.938, stderr=0.002)
+    assert v.violated and v.fired
+    plain = RuleState(Rule(ACC, sigmas=2.0))
+    plain.check(0.950, stderr=0.002)
+    assert plain.check(0.944, stderr=0.002).violated  # without min_change the 0.6-point fall fires
+
+
+def test_min_change_leaves_a_bound_that_is_farther_than_it():
+    # a small noisy set: 2 x 3 points = 6 points, farther than min_change's 1 point, so the noise bound applies
+    state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
+    state.check(0.70, stderr=0.03)
+    v = state.check(0.66, stderr=0.03)
+    assert v.bound == pytest.approx(0.64) and not v.violated and "min_change" not in v.reason
+
+
+def test_min_change_mode_min_relative_and_no_bound_without_stderr():
+    state = RuleState(Rule("collapse/heldout_real/loss", mode="min", relative=0.05, min_change=0.1))
+    state.check(1.0)
+    assert state.check(1.08).bound == pytest.approx(1.1)  # 5% would be 1.05; at least 0.1 above the best
+    state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
+    state.check(0.9, stderr=0.01)
+    assert state.check(0.5).bound is None  # min_change widens a bound; it is not a bound of its own
+
+
+def test_min_change_is_left_out_of_the_repr_when_unset():
+    # a guard's state_key holds its rules' repr: checkpoints saved before min_change existed still match
+    assert "min_change" not in repr(Rule(ACC, sigmas=2.0))
+    assert "min_change=0.02" in repr(Rule(ACC, sigmas=2.0, min_change=0.02))
+    assert repr(Rule(ACC, sigmas=2.0)) != repr(Rule(ACC, sigmas=2.0, min_change=0.02))

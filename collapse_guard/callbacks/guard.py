@@ -28,7 +28,7 @@ FRESH, STALE, MISSING = 0.0, 1.0, 2.0
 PRODUCERS = {cls.__name__: tuple(cls.produces) for cls in (HeldOutRealCheck, RatioMonitor)}
 
 
-def default_rules() -> list[Rule]:
+def default_rules(min_change: float = 0.0) -> list[Rule]:
     """The rules ``CollapseGuard()`` uses when given none.
 
     * held-out real accuracy more than 2 standard errors below its best so far, two checks running;
@@ -43,10 +43,24 @@ def default_rules() -> list[Rule]:
     times the digits'. 2 standard errors and patience 2 were chosen on the detection benchmark's seeds 0-5 and
     checked on seeds 6-8 (``benchmarks/RESULTS.md``; 1.5, chosen on seeds 0-2 alone, false-alarmed on 7 of 24
     healthy runs of seeds 3-5).
+
+    Args:
+        min_change: the smallest fall of held-out accuracy and of worst-class recall that fires, in ``[0, 1]``
+            (``Rule.min_change``; default 0: the noise alone decides). 2 standard errors of a large held-out set
+            are a small fall (0.4 points for 10,000 samples at 95% accuracy); ``0.01`` asks for 1 point as well.
+
+    Raises:
+        ValueError: for a ``min_change`` that is negative or not finite.
+
+    Example::
+
+        guard = CollapseGuard(rules=default_rules(min_change=0.01))
     """
     return [
-        Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, patience=2, name="heldout_real_acc"),
-        Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, patience=2, name="worst_class"),
+        Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, min_change=min_change, patience=2,
+             name="heldout_real_acc"),
+        Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, min_change=min_change, patience=2,
+             name="worst_class"),
         Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
     ]
 

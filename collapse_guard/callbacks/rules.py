@@ -1,5 +1,5 @@
 """Rules over logged indicators: a bound (absolute, relative to a baseline, or a number of standard errors below
-it), ``min_delta`` and ``patience``.
+it), ``min_change``, ``min_delta`` and ``patience``.
 
 A rule holds no Lightning objects: ``RuleState.check(value)`` takes a number and returns a verdict with its
 reason, so rules are tested and reused without a Trainer.
@@ -7,7 +7,7 @@ reason, so rules are tested and reused without a Trainer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 ACTIONS = ("warn", "inject", "stop")
@@ -38,7 +38,14 @@ class Rule:
         baseline: ``"best"``: the best value of the earlier checks; ``"first"``: the mean of the first
             ``baseline_checks`` checks.
         baseline_checks: checks taken before a relative rule is armed (warm-up), ``>= 1``.
-        min_delta: how far beyond the bound a value must lie to count as a violation, ``>= 0``.
+        min_change: the smallest change from the baseline that counts, in the metric's units, ``>= 0`` (needs
+            ``relative`` or ``sigmas``): a baseline-relative bound closer to the baseline than this is moved out
+            to ``baseline - min_change`` (``+`` for ``"min"``). With ``sigmas`` a fall must then be both beyond the
+            noise and at least ``min_change`` large: statistical and practical significance. Use it when the
+            held-out set is large (its standard error small), so that falls too small to matter do not fire;
+            e.g. ``sigmas=2, min_change=0.01``: at least 2 standard errors and at least 1 accuracy point.
+        min_delta: how far beyond the bound a value must lie to count as a violation, ``>= 0`` (added to any
+            bound: with ``sigmas``, a fall must exceed ``sigmas * se + min_delta``).
         patience: consecutive violating checks before the rule fires, ``>= 1`` (as ``EarlyStopping``'s).
         action: ``"warn"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
         name: short name for events; default: the monitor key.
@@ -57,6 +64,8 @@ class Rule:
         Rule("collapse/heldout_real/worst_class_recall", mode="max", relative=0.15, patience=2)
         # 1.5 standard errors of the held-out accuracy below its best, two checks running
         Rule("collapse/heldout_real/acc", mode="max", sigmas=1.5, patience=2)
+        # ... and never for a fall of less than 2 accuracy points, however large the held-out set
+        Rule("collapse/heldout_real/acc", mode="max", sigmas=1.5, min_change=0.02, patience=2)
     """
 
     monitor: str
@@ -67,6 +76,7 @@ class Rule:
     stderr: Optional[str] = None
     baseline: str = "best"
     baseline_checks: int = 1
+    min_change: float = 0.0
     min_delta: float = 0.0
     patience: int = 1
     action: Optional[str] = None
@@ -94,8 +104,21 @@ class Rule:
             raise ValueError(f"Rule({self.monitor!r}): `stderr` is read only for a `sigmas` bound; give `sigmas` too.")
         if self.relative is not None and not 0.0 < self.relative <= 1.0:
             raise ValueError(f"Rule({self.monitor!r}): `relative` must be in (0, 1], got {self.relative!r}.")
+        if not (math.isfinite(self.min_change) and self.min_change >= 0):
+            raise ValueError(f"Rule({self.monitor!r}): `min_change` must be a finite number >= 0, got {self.min_change!r}.")
+        if self.min_change and self.relative is None and self.sigmas is None:
+            raise ValueError(
+                f"Rule({self.monitor!r}): `min_change` widens a bound relative to the baseline; give `relative` or "
+                "`sigmas` too (for an absolute `threshold`, lower the threshold instead)."
+            )
         if self.patience < 1 or self.baseline_checks < 1 or self.min_delta < 0:
             raise ValueError(f"Rule({self.monitor!r}): `patience` and `baseline_checks` must be >= 1, `min_delta` >= 0.")
+
+    def __repr__(self) -> str:
+        # ``min_change`` is shown only when set: a guard's ``state_key`` holds its rules' repr, and checkpoints
+        # saved before ``min_change`` existed must still find their guard's state
+        shown = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "min_change" or self.min_change)
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def label(self) -> str:
@@ -164,7 +187,11 @@ class RuleState:
             bounds.append(base + sign * rule.sigmas * abs(stderr))
         if not bounds:
             return None
-        return max(bounds) if rule.mode == "max" else min(bounds)
+        bound = max(bounds) if rule.mode == "max" else min(bounds)
+        if rule.min_change and base is not None:  # no closer to the baseline than min_change
+            floor = base + sign * rule.min_change
+            bound = min(bound, floor) if rule.mode == "max" else max(bound, floor)
+        return bound
 
     def check(self, value: float, stderr: Optional[float] = None) -> Verdict:
         """Judge one new value; updates the state and returns the verdict with its reason.
@@ -205,6 +232,8 @@ class RuleState:
                 against = f" ({rule.baseline} baseline {base:.4f}"
                 if rule.sigmas is not None and stderr is not None and math.isfinite(stderr):
                     against += f"; {rule.sigmas:g} x standard error {abs(stderr):.4f}"
+                if rule.min_change and bound == base + (-1.0 if rule.mode == "max" else 1.0) * rule.min_change:
+                    against += f"; at least min_change {rule.min_change:g} from it"
                 against += ")"
             reason = f"{rule.monitor} = {value:.4f} {relation} bound {bound:.4f}{against}"
         self.wait = self.wait + 1 if violated else 0

@@ -22,7 +22,7 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
         "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                    "restore_best"},
         "rules": [{"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline",
-                   "baseline_checks", "min_delta", "patience", "action", "non_finite",
+                   "baseline_checks", "min_change", "min_delta", "patience", "action", "non_finite",
                    "state": {"checks", "first_values", "best", "wait", "last_stderr"},   # RuleState.state_dict()
                    "baseline_value": float | null,                        # RuleState.baseline()
                    "bound": float | null}],                # RuleState.bound(last_stderr)
@@ -70,8 +70,8 @@ MAX_ARRAY_ELEMENTS = 64
 GUARD_STATES = ("ok", "warn", "inject", "stop")
 
 RULE_FIELDS = (
-    "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks", "min_delta",
-    "patience", "action", "non_finite",
+    "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks", "min_change",
+    "min_delta", "patience", "action", "non_finite",
 )
 GUARD_CONFIG = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                 "restore_best")
