@@ -480,6 +480,18 @@ def matches(heldout: Mapping[bytes, int], digests: Sequence[bytes]) -> list[tupl
 
     Two ``TensorDataset`` s (a :class:`TensorRowIndex` and a :class:`TensorRowDigests`) are compared by row
     fingerprints and canonical bytes, without computing digests; any other pair digest by digest.
+
+    Args:
+        heldout: :func:`index_by_digest` of the held-out samples' digests.
+        digests: the digests of the samples to look for, e.g. :func:`sample_digests` of a training set.
+
+    Returns:
+        The pairs, in the order of ``digests`` (empty: no sample of ``digests`` is a held-out one).
+
+    Example::
+
+        leaks = matches(index_by_digest(sample_digests(heldout_ds)), sample_digests(train_ds))
+        assert not leaks, f"{len(leaks)} training samples are copies of held-out ones, e.g. {leaks[:3]}"
     """
     if isinstance(heldout, TensorRowIndex) and isinstance(digests, TensorRowDigests):
         return heldout.matches(digests)
