@@ -1,13 +1,7 @@
 """Sources, the mixing sampler and the ``MixedDataModule``."""
 from collapse_guard.data.datamodule import MixedDataModule, MixedDataModuleMixin
-from collapse_guard.data.integrity import (
-    TensorRowDigests,
-    TensorRowIndex,
-    index_by_digest,
-    matches,
-    sample_digest,
-    sample_digests,
-)
+from collapse_guard.data.integrity import TensorRowDigests, TensorRowIndex, index_by_digest, matches
+from collapse_guard.data.integrity import sample_digest, sample_digests
 from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.sampler import EpochPlan, MixedBatchSampler, plan_epoch, real_counts_per_batch
 from collapse_guard.data.sources import DataSource, SyntheticSource, split_by_provenance
