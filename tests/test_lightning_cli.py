@@ -123,6 +123,7 @@ def test_rules_from_yaml_in_both_forms():
         "  action: stop\n"
         "  rules:\n"
         "    - {monitor: collapse/heldout_real/acc, relative: 0.05, patience: 3}\n"
+        "    - {monitor: collapse/heldout_real/worst_class_recall, sigmas: 2.0, min_change: 0.02}\n"
         "    - class_path: collapse_guard.Rule\n"
         "      init_args: {monitor: collapse/heldout_real/loss, mode: min, threshold: 2.0, baseline: first}\n"
     )
@@ -130,6 +131,7 @@ def test_rules_from_yaml_in_both_forms():
     assert isinstance(guard, cg.CollapseGuard) and guard.action == "stop"
     assert guard.rules == [
         Rule("collapse/heldout_real/acc", relative=0.05, patience=3),
+        Rule("collapse/heldout_real/worst_class_recall", sigmas=2.0, min_change=0.02),
         Rule("collapse/heldout_real/loss", mode="min", threshold=2.0, baseline="first"),
     ]
     assert parser.instantiate(parser.parse_string("guard: {}")).guard.rules == cg.default_rules()
