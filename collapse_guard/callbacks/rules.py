@@ -105,7 +105,9 @@ class Rule:
         if self.relative is not None and not 0.0 < self.relative <= 1.0:
             raise ValueError(f"Rule({self.monitor!r}): `relative` must be in (0, 1], got {self.relative!r}.")
         if not (math.isfinite(self.min_change) and self.min_change >= 0):
-            raise ValueError(f"Rule({self.monitor!r}): `min_change` must be a finite number >= 0, got {self.min_change!r}.")
+            raise ValueError(
+                f"Rule({self.monitor!r}): `min_change` must be a finite number >= 0, got {self.min_change!r}."
+            )
         if self.min_change and self.relative is None and self.sigmas is None:
             raise ValueError(
                 f"Rule({self.monitor!r}): `min_change` widens a bound relative to the baseline; give `relative` or "
@@ -117,7 +119,8 @@ class Rule:
     def __repr__(self) -> str:
         # ``min_change`` is shown only when set: a guard's ``state_key`` holds its rules' repr, and checkpoints
         # saved before ``min_change`` existed must still find their guard's state
-        shown = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "min_change" or self.min_change)
+        shown = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name != "min_change" or self.min_change)
         return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
