@@ -79,7 +79,7 @@ def guarded_run(tmp_path_factory):
     guard = CollapseGuard(
         rules=[Rule("collapse/heldout_real/acc", threshold=1.01, name="acc_floor"),
                Rule("collapse/heldout_real/worst_class_recall", relative=0.5, patience=2),
-               Rule("collapse/heldout_real/acc", sigmas=50.0, patience=2, name="acc_noise")],  # never fires
+               Rule("collapse/heldout_real/acc", sigmas=50.0, min_change=0.05, patience=2, name="acc_noise")],  # never fires
         action="inject", verbose=False,
     )
     ratio, check, report = RatioMonitor(), HeldOutRealCheck(), CollapseReport(dirpath=out, summary=False)
@@ -177,7 +177,8 @@ def test_html_page_is_self_contained(guarded_run):
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
-    for text in ("acc_floor", "GMM(k=2)", "collapse/heldout_real/acc", "inject", "stop", "50 standard errors from best"):
+    for text in ("acc_floor", "GMM(k=2)", "collapse/heldout_real/acc", "inject", "stop", "50 standard errors from best",
+                 "at least 0.05 from it"):
         assert text in page
     assert page.count("<table>") >= 4
 

@@ -107,6 +107,7 @@ def _rules(record: dict) -> str:
                     f"threshold {fmt(r['threshold'])}" if r.get("threshold") is not None else "",
                     f"{fmt(r['relative'] * 100, 1)}% of {r['baseline']}" if r.get("relative") is not None else "",
                     f"{r['sigmas']:g} standard errors from {r['baseline']}" if r.get("sigmas") is not None else "",
+                    f"at least {r['min_change']:g} from it" if r.get("min_change") else "",
                 ) if part
             )
             state = r.get("state", {})
