@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 sys.modules["cg_testing"] = sys.modules[__name__]
 
@@ -52,6 +53,17 @@ def id_dataset(n: int, base: int, *, dim: int = DIM, seed: int = 0, label: Optio
     x[:, 1:] += F.one_hot(y, NUM_CLASSES)[:, : dim - 1].float() * 2.0
     x[:, 0] = torch.arange(n, dtype=torch.float32) + base
     return TensorDataset(x, y.long())
+
+
+def hf_dataset(n: int, base: int, label: Optional[int] = None, **extra: Any):
+    """:func:`id_dataset` as a Hugging Face ``datasets.Dataset`` in torch format: ``pixels`` (``pixels[0]`` is the
+    id), ``label``, ``id``, and any ``extra`` columns."""
+    import datasets
+
+    x, y = id_dataset(n, base, label=label).tensors
+    columns = {"pixels": x.numpy(), "label": y.numpy(), "id": x[:, 0].round().long().numpy()}
+    columns.update(extra)
+    return datasets.Dataset.from_dict(columns).with_format("torch")
 
 
 def ids_of(batch: Any) -> list[int]:
@@ -119,8 +131,14 @@ class TinyMLP(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def make_trainer(max_epochs: int = 3, callbacks: Optional[list] = None, **kwargs: Any) -> pl.Trainer:
-    """A quiet CPU Trainer for small fits."""
+def make_trainer(max_epochs: int = 3, callbacks: Optional[list] = None, ckpt_dir: Optional[Path] = None,
+                 **kwargs: Any) -> pl.Trainer:
+    """A quiet CPU Trainer for small fits; with ``ckpt_dir``, Lightning's ``ModelCheckpoint`` (appended to
+    ``callbacks``) saves ``epoch={k}.ckpt`` there at the end of every epoch."""
+    callbacks = list(callbacks or [])
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+        kwargs.setdefault("enable_checkpointing", True)
     opts = dict(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -131,7 +149,7 @@ def make_trainer(max_epochs: int = 3, callbacks: Optional[list] = None, **kwargs
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=callbacks or [],
+        callbacks=callbacks,
     )
     opts.update(kwargs)
     return pl.Trainer(**opts)

@@ -25,7 +25,7 @@ except ImportError:  # run as the DDP script: conftest registers it on import
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import conftest  # noqa: F401
 
-from cg_testing import SYNTH_BASE, VAL_BASE, TinyMLP, ids_of, make_mixed
+from cg_testing import REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, hf_dataset, ids_of, make_mixed
 
 HERE = Path(__file__).resolve()
 BATCH, SAMPLES, EPOCHS = 8, 64, 4
@@ -172,6 +172,48 @@ def resume_fits(out: Path) -> dict:
     return result
 
 
+def stream_fit(num_workers: int, max_epochs: int, ckpt_dir: Path | None = None,
+               ckpt_path: Path | None = None) -> dict:
+    """A fit whose synthetic sources are a map-style one and a Hugging Face stream of 70 samples in 4 shards: one per
+    rank and worker with 2 workers (Hugging Face splits the shards between ranks, then between a rank's workers).
+    The stream fills 32 of the 48 synthetic slots of an epoch, unevenly between the ranks' batches, and a rank's
+    part of it holds about 31 training samples, so it starts new passes."""
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from collapse_guard import MixedDataModule
+
+    torch.manual_seed(0)
+    web = hf_dataset(70, 2 * SYNTH_BASE, label=0).to_iterable_dataset(num_shards=4)
+    dm = MixedDataModule(hf_dataset(80, REAL_BASE), {"g1": hf_dataset(60, SYNTH_BASE, label=0), "web": web},
+                         real_fraction=0.25, holdout=0.25, batch_size=BATCH, samples_per_epoch=SAMPLES,
+                         synthetic_weights={"g1": 1, "web": 2}, synthetic_holdout=0.1, stream_heldout_samples=4,
+                         num_workers=num_workers, seed=5)
+    model = TinyMLP()
+    callbacks = []
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+    trainer = make_ddp_trainer(callbacks, max_epochs=max_epochs, checkpointing=ckpt_dir is not None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return {"rank": trainer.global_rank, "seen": {str(e): ids for e, ids in model.seen.items()},
+            "reads": dm.mixer.state_dict()["stream_reads"]}
+
+
+def stream_resume_fits(out: Path) -> dict:
+    """With 0 and 2 workers per rank: a 3-epoch stream fit, one stopped after epoch 0, and that one resumed."""
+    result: dict = {}
+    for workers in (0, 2):
+        ckpt_dir = out / "checkpoints" / f"stream{workers}"
+        reference = stream_fit(workers, 3)
+        stream_fit(workers, 1, ckpt_dir=ckpt_dir)
+        resumed = stream_fit(workers, 3, ckpt_path=ckpt_dir / "epoch=0.ckpt")
+        result[str(workers)] = {"reference": reference, "resumed": resumed}
+    result["rank"] = reference["rank"]
+    return result
+
+
 def run_rank(out: Path, scenario: str) -> None:
     """``main``: a full fit, then, in the same two processes, one where the guard fails on rank 1.
     ``check``: one fit where HeldOutRealCheck fails on rank 1.
@@ -182,8 +224,8 @@ def run_rank(out: Path, scenario: str) -> None:
     # the same weights at every run: an unseeded model made the default rules fire a second injection at epoch 3
     # in some runs (the held-out accuracy of a random TinyMLP is noisy), a flaky final real_fraction_floor
     torch.manual_seed(0)
-    if scenario == "resume":
-        result = resume_fits(out)
+    if scenario in ("resume", "stream_resume"):
+        result = (resume_fits if scenario == "resume" else stream_resume_fits)(out)
         (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
         return
     if scenario == "check":
@@ -405,6 +447,38 @@ def test_a_ddp_fit_resumed_from_its_checkpoint_replays_the_uninterrupted_one(tmp
         assert fit_a["events"] == fit_b["events"] and fit_a["mixer"] == fit_b["mixer"]
         for ea, eb in zip(fit_a["epochs"], fit_b["epochs"]):
             assert not set(ea["seen"]) & set(eb["seen"]) and len(ea["seen"]) == len(eb["seen"]) == SAMPLES // 2
+
+
+def test_a_resumed_ddp_fit_reads_every_ranks_stream_on_from_where_it_stopped(tmp_path):
+    """Rank 0's checkpoint holds the stream reads of both ranks (each rank counts every rank's off the global
+    plan), and each rank's readers, its main process or its 2 workers, go on where they stopped."""
+    proc = launch(tmp_path, "stream_resume")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["rank"] for r in ranks] == [0, 1]
+
+    def web(ids):
+        return [i for i in ids if i >= 2 * SYNTH_BASE]
+
+    for workers in ("0", "2"):
+        refs = [run[workers]["reference"] for run in ranks]
+        for rank, run in enumerate(ranks):
+            ref, resumed = run[workers]["reference"], run[workers]["resumed"]
+            where = f"rank {rank}, {workers} workers"
+            assert sorted(resumed["seen"]) == ["1", "2"], where
+            for epoch in ("1", "2"):
+                assert resumed["seen"][epoch] == ref["seen"][epoch], (where, epoch)
+            assert resumed["reads"] == ref["reads"] == refs[0]["reads"], where  # every rank counts both ranks
+            assert sum(run[workers]["reference"]["reads"]["web"][rank]) == sum(
+                len(web(ids)) for ids in ref["seen"].values()), where
+        reads = refs[0]["reads"]["web"]
+        assert len(reads) == 2 and len(reads[0]) == max(int(workers), 1)
+        assert sum(map(sum, reads)) == 3 * 32
+        # the ranks read unevenly (rank 1's count is not rank 0's): a rank restoring another's would fail above
+        assert any(len(web(refs[0]["seen"][e])) != len(web(refs[1]["seen"][e])) for e in ("0", "1", "2"))
+        first = [web(ref["seen"]["0"]) for ref in refs]
+        assert not set(first[0]) & set(first[1])  # in its first pass, each rank reads its own shards
+        assert all(len(set(sum((web(ref["seen"][e]) for e in ("0", "1", "2")), []))) < 72 for ref in refs)  # passes
 
 
 if __name__ == "__main__":

@@ -17,17 +17,14 @@ from collapse_guard import HeldOutRealCheck, MixedDataModule, RatioMonitor  # no
 from collapse_guard.data import StreamDataset, sample_digest, sample_digests  # noqa: E402
 from collapse_guard.data.streams import is_heldout_sample  # noqa: E402
 
-from cg_testing import REAL_BASE, SYNTH_BASE, TinyMLP, id_dataset, ids_of, make_trainer, source_of_id  # noqa: E402
+from cg_testing import (  # noqa: E402
+    REAL_BASE, SYNTH_BASE, TinyMLP, hf_dataset, ids_of, make_trainer, source_of_id,
+)
 
 BATCH = 8
 
 
-def hf(n: int, base: int, label=None, **extra) -> "datasets.Dataset":
-    """An id-carrying HF dataset: ``pixels`` (``x[0]`` is the id), ``label``, ``id``; torch format."""
-    x, y = id_dataset(n, base, label=label).tensors
-    columns = {"pixels": x.numpy(), "label": y.numpy(), "id": x[:, 0].round().long().numpy()}
-    columns.update(extra)
-    return datasets.Dataset.from_dict(columns).with_format("torch")
+hf = hf_dataset  # an id-carrying HF dataset: ``pixels`` (``pixels[0]`` is the id), ``label``, ``id``; torch format
 
 
 def batch_fn(batch):

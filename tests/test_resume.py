@@ -12,8 +12,6 @@ import warnings
 import pytest
 import torch
 
-from pytorch_lightning.callbacks import ModelCheckpoint
-
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor, Rule, default_rules
 from collapse_guard._compat import Callback
 
@@ -73,11 +71,7 @@ def parts():
 
 def fit(max_epochs, ckpt_dir=None, ckpt_path=None):
     dm, callbacks, model = parts()
-    extra = {}
-    if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
-        extra["enable_checkpointing"] = True
-    trainer = make_trainer(max_epochs=max_epochs, callbacks=callbacks, **extra)
+    trainer = make_trainer(max_epochs=max_epochs, callbacks=callbacks, ckpt_dir=ckpt_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warn rules
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
@@ -199,3 +193,23 @@ def test_resume_with_other_data_or_seed_raises(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         make_trainer(max_epochs=2, callbacks=callbacks[:3]).fit(model, datamodule=dm,
                                                                 ckpt_path=tmp_path / "epoch=0.ckpt")
+
+
+def test_a_resumed_fit_with_dataloader_workers_plans_the_epoch_it_runs(tmp_path):
+    """DataLoader workers prefetch, and so plan, an epoch's first batches when Lightning creates the epoch's iterator,
+    which it does before it sets the sampler's epoch; on a resumed fit the first epoch was planned as epoch 0. The
+    batch sampler takes the epoch from the fit loop instead."""
+
+    def run(max_epochs, **kwargs):
+        torch.manual_seed(0)
+        dm = make_mixed(real_fraction=schedule, n_real=96, synth_sizes={"g1": 60}, holdout=0.25, batch_size=8,
+                        samples_per_epoch=64, seed=3, num_workers=2)
+        model = TinyMLP()
+        make_trainer(max_epochs=max_epochs, ckpt_dir=kwargs.pop("ckpt_dir", None)).fit(model, datamodule=dm, **kwargs)
+        return model.seen
+
+    reference = run(3)
+    assert reference[1] != reference[0]
+    run(1, ckpt_dir=tmp_path)
+    resumed = run(3, ckpt_path=tmp_path / "epoch=0.ckpt")
+    assert sorted(resumed) == [1, 2] and all(resumed[e] == reference[e] for e in (1, 2))

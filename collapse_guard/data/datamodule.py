@@ -397,8 +397,9 @@ class MixedDataModuleMixin:
         self._check_world_size()
         if self.verify_holdout is not False:
             self._verify_holdout(real_dataset, real_idx, reserve_data, synthetic, synthetic_pools, spans)
+        self.mixer.loader_workers = self._num_workers
         if self._pending_state is not None:
-            self.mixer.load_state_dict(self._pending_state)
+            self._restore(self._pending_state)
             self._pending_state = None
 
     def _prepare_streams(self, synthetic: list[DataSource]) -> None:
@@ -616,8 +617,16 @@ class MixedDataModuleMixin:
             mixer=self.mixer,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
+            epoch_fn=self._epoch_to_run,
         )
         return self._loader(self.train_set, batch_sampler=sampler)
+
+    def _epoch_to_run(self) -> Optional[int]:
+        """The epoch the Trainer's fit loop runs next (``None`` without one): the value Lightning gives the
+        sampler's ``set_epoch`` at the epoch's start, known already when the epoch's iterator is created."""
+        loop = getattr(self.trainer, "fit_loop", None) if self._trainer_attached else None
+        progress = getattr(loop, "epoch_progress", None)
+        return int(progress.current.processed) if progress is not None else None
 
     def val_dataloader(self) -> Any:
         """The real DataModule's own validation loader when there is one, else the held-out real data.
@@ -674,7 +683,8 @@ class MixedDataModuleMixin:
         has any; sharded and subset like :meth:`heldout_synthetic_dataloader` (a seeded subset of at most
         ``max_samples``, the same at every call), with the datamodule's workers and memory pinning.
 
-        A streaming source's slots read the stream's next samples, as training does.
+        A streaming source gives its first training samples, as many as its slots in the subset, read through a
+        separate iterator: the same samples at every call, and the stream's training position does not move.
 
         Args:
             batch_size: samples per batch (default: the training batch size).
@@ -690,7 +700,15 @@ class MixedDataModuleMixin:
         pool = torch.cat(pools)
         if max_samples is not None and max_samples < len(pool):
             pool = pool[self._seeded_subset(len(pool), max_samples)]
-        dataset = Subset(self.train_set, pool.tolist())
+        dataset: Dataset = Subset(self.train_set, pool.tolist())
+        streams = self.mixer.stream_ids
+        if streams:  # a stream's slots would read training's next samples: take its first ones instead
+            of = self.mixer.source_of[pool].long()
+            on_stream = torch.isin(of, torch.tensor(streams))
+            parts = [Subset(self.train_set, pool[~on_stream].tolist())]
+            parts += [ListDataset(self.mixer.sources[sid].dataset.training_samples(int((of == sid).sum())))
+                      for sid in streams]
+            dataset = ConcatDataset([part for part in parts if len(part)])
         return self._loader(self._shard(dataset, shard), batch_size=batch_size or self._batch_size, shuffle=False)
 
     def _seeded_subset(self, n: int, k: int) -> torch.Tensor:
@@ -781,7 +799,28 @@ class MixedDataModuleMixin:
         if self.mixer is None:
             self._pending_state = state_dict
         else:
-            self.mixer.load_state_dict(state_dict)
+            self._restore(state_dict)
+
+    def _restore(self, state_dict: dict) -> None:
+        """Restore the mixer, and have every streaming source go on from where its readers stopped."""
+        self.mixer.load_state_dict(state_dict)
+        world, rank = self._world()
+        for sid in self.mixer.stream_ids:
+            source = self.mixer.sources[sid]
+            reads = self.mixer.stream_reads.get(source.name)
+            if reads is None or not isinstance(source.dataset, StreamDataset):
+                continue
+            saved = (reads.shape[0], self.mixer.stream_reads_workers)
+            if saved != (world, self._num_workers):
+                rank_zero_warn(
+                    f"streaming source {source.name!r} was read by {saved[0]} rank(s) x {saved[1]} DataLoader "
+                    f"worker(s) before the checkpoint, and this fit has {world} x {self._num_workers}: each reader "
+                    "holds its own part of the stream, so the stream starts again from its beginning. Resume with "
+                    "the same devices and `num_workers` to go on where it stopped."
+                )
+                continue
+            source.dataset.skip = {(w if self._num_workers else None): int(n)
+                                   for w, n in enumerate(reads[rank].tolist()) if n}
 
 
 class MixedDataModule(MixedDataModuleMixin, LightningDataModule):

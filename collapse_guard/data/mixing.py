@@ -39,11 +39,17 @@ class MixingState:
     are the same on every rank and a checkpoint written by rank 0 holds the whole fit's counts;
     :attr:`local_epoch_counts` are this rank's own (what ``RatioMonitor`` sums over ranks to measure the epoch).
 
+    Stream reads: for every streaming source, :attr:`stream_reads` holds how many samples each rank's
+    DataLoader worker (``loader_workers`` of them per rank, batch ``k`` of an epoch going to worker
+    ``k % loader_workers``, as PyTorch's DataLoader assigns them; one column without workers) has read off the
+    stream, from the global plan, so rank 0's checkpoint holds every rank's. A resumed fit fast-forwards each
+    worker's stream by its count (:meth:`MixedDataModule.load_state_dict`).
+
     What a checkpoint holds (:meth:`state_dict`): the seed, the reserve cursor, the real fraction floor set by
-    injections, the injections made, the counts, and a fingerprint of the pools. Together with the constructor's
-    arguments (the same data, splits, schedule, batch size and samples per epoch) that is all a resumed fit needs
-    to draw exactly the batches of an uninterrupted one: the plan of an epoch is a pure function of
-    ``(seed, epoch, pools, target fraction, batch size, batches, world size)``, and the sampler keeps no other
+    injections, the injections made, the counts, the stream reads, and a fingerprint of the pools. Together with the
+    constructor's arguments (the same data, splits, schedule, batch size and samples per epoch) that is all a
+    resumed fit needs to draw exactly the batches of an uninterrupted one: the plan of an epoch is a pure function
+    of ``(seed, epoch, pools, target fraction, batch size, batches, world size)``, and the sampler keeps no other
     random state.
 
     Args:
@@ -89,6 +95,12 @@ class MixingState:
         self.current_epoch: Optional[int] = None
         self.plan: Optional[EpochPlan] = None
         self.batch_cursor = 0
+        #: DataLoader workers per rank (set by the datamodule; 0: the main process reads)
+        self.loader_workers = 0
+        #: streaming source name -> long tensor ``(world size, max(loader_workers, 1))`` of samples read
+        self.stream_reads: dict[str, Tensor] = {}
+        #: the ``loader_workers`` the restored :attr:`stream_reads` were counted with
+        self.stream_reads_workers: Optional[int] = None
 
     # -- what is drawn ---------------------------------------------------------------------------------------
     @property
@@ -163,7 +175,28 @@ class MixingState:
         counts = self.plan.global_counts[self.batch_cursor]
         self.epoch_counts += counts
         self.total_counts += counts
+        self._count_stream_reads()
         self.batch_cursor += 1
+
+    @property
+    def stream_ids(self) -> list[int]:
+        """Source ids of the streaming sources."""
+        return [i for i, source in enumerate(self.sources) if getattr(source, "streaming", False)]
+
+    def _count_stream_reads(self) -> None:
+        """Add the stream samples of the current batch of every rank to the reads of the worker that loads it."""
+        rank_counts = self.plan.rank_counts if self.plan is not None else None
+        if rank_counts is None:
+            return
+        workers = max(self.loader_workers, 1)
+        worker = self.batch_cursor % workers
+        for sid in self.stream_ids:
+            name = self.sources[sid].name
+            reads = self.stream_reads.get(name)
+            if reads is None or reads.shape != (rank_counts.shape[1], workers):
+                reads = self.stream_reads[name] = torch.zeros(rank_counts.shape[1], workers, dtype=torch.long)
+                self.stream_reads_workers = self.loader_workers
+            reads[:, worker] += rank_counts[self.batch_cursor, :, sid]
 
     # -- injection ------------------------------------------------------------------------------------------
     def inject(self, num_samples: int, real_fraction: Optional[float], epoch: Optional[int], reason: str) -> dict:
@@ -212,6 +245,8 @@ class MixingState:
             "current_epoch": self.current_epoch,
             "names": self.names,
             "pools": self.pools_fingerprint(),
+            **({"stream_reads": {k: v.tolist() for k, v in self.stream_reads.items()},
+                "stream_reads_workers": self.stream_reads_workers} if self.stream_reads else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -247,3 +282,5 @@ class MixingState:
         if "epoch_counts" in state:
             self.epoch_counts = torch.tensor(state["epoch_counts"], dtype=torch.long)
         self.current_epoch = state.get("current_epoch", self.current_epoch)
+        self.stream_reads = {k: torch.tensor(v, dtype=torch.long) for k, v in state.get("stream_reads", {}).items()}
+        self.stream_reads_workers = state.get("stream_reads_workers")

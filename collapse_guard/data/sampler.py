@@ -25,7 +25,7 @@ resumed on another world size with the same ``G`` draws the same global batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -42,6 +42,9 @@ class EpochPlan:
         real_fraction: the target real fraction the plan was drawn at, in ``[0, 1]``.
         global_counts: long tensor ``(num_batches, num_sources)``: samples of each source in the ``k``-th batch
             of all ranks together (equal to ``source_counts`` on one process).
+        rank_counts: long tensor ``(num_batches, num_replicas, num_sources)``: samples of each source in the
+            ``k``-th batch of each rank (``rank_counts[:, rank]`` is ``source_counts``; the sum over ranks is
+            ``global_counts``).
         epoch: the epoch the plan was drawn for.
         num_replicas: the world size it was drawn for.
     """
@@ -50,6 +53,7 @@ class EpochPlan:
     source_counts: Tensor
     real_fraction: float
     global_counts: Optional[Tensor] = None
+    rank_counts: Optional[Tensor] = None
     epoch: int = 0
     num_replicas: int = 1
 
@@ -162,11 +166,13 @@ def plan_epoch(
     batches = torch.gather(batches, 1, order)
     sources = source_of[batches].long()
     counts = torch.zeros(total_batches, num_sources, dtype=torch.long).scatter_add_(1, sources, torch.ones_like(sources))
+    per_rank = counts.view(num_batches, num_replicas, num_sources)
     return EpochPlan(
         batches=batches[rank::num_replicas],
         source_counts=counts[rank::num_replicas],
         real_fraction=float(real_fraction),
-        global_counts=counts.view(num_batches, num_replicas, num_sources).sum(1),
+        global_counts=per_rank.sum(1),
+        rank_counts=per_rank,
         epoch=int(epoch),
         num_replicas=int(num_replicas),
     )
@@ -200,6 +206,10 @@ class MixedBatchSampler(BatchSampler):
         mixer: the :class:`~collapse_guard.data.mixing.MixingState` that owns pools, fraction and counts.
         num_replicas: world size when no ``DistributedSampler`` is given.
         rank: this process's rank when no ``DistributedSampler`` is given.
+        epoch_fn: returns the epoch about to run (``None``: unknown), read when an epoch's iteration starts, before
+            the sampler's epoch. Lightning sets the sampler's epoch only after it has created the epoch's iterator,
+            and DataLoader workers prefetch (so plan) the first batches when it is created: on a resumed fit the
+            first epoch would be planned as epoch 0. ``MixedDataModule`` passes its Trainer's fit-loop epoch.
     """
 
     def __init__(
@@ -211,6 +221,7 @@ class MixedBatchSampler(BatchSampler):
         mixer,
         num_replicas: int = 1,
         rank: int = 0,
+        epoch_fn: Optional[Callable[[], Optional[int]]] = None,
     ) -> None:
         if isinstance(sampler, DistributedSampler):
             num_replicas, rank = sampler.num_replicas, sampler.rank
@@ -220,11 +231,14 @@ class MixedBatchSampler(BatchSampler):
         self.mixer = mixer
         self.num_replicas = num_replicas
         self.rank = rank
+        self.epoch_fn = epoch_fn
 
     def __len__(self) -> int:
         return self.mixer.batches_per_rank(self.batch_size, self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
-        epoch = int(getattr(self.sampler, "epoch", 0))
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        if epoch is None:
+            epoch = int(getattr(self.sampler, "epoch", 0))
         plan = self.mixer.start_epoch(epoch, self.batch_size, self.num_replicas, self.rank)
         yield from plan.batches.tolist()

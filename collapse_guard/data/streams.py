@@ -26,11 +26,21 @@ Held-out synthetic samples of a stream are chosen by content: a sample is held o
 space. The choice does not depend on position, rank, worker or pass, so no held-out sample is ever trained on;
 training skips them, and the held-out set of the checks is the first ``holdout_samples`` of them in the stream.
 
-What a stream does not give: a resumed fit replays the plan (which slots are real, which synthetic, the counts)
-exactly, but a stream starts a new pass from its beginning, so its samples after a resume are not the ones of the
-uninterrupted fit; contamination of a stream by held-out real samples is not checked (it cannot be scanned); and
-``HeldOutRealCheck``'s feature indicators read their synthetic samples off the stream like training does (with
-``num_workers=0``, from the same iterator).
+Resuming: every reader of a stream (each rank's DataLoader workers, or its main process without workers) holds its
+own position. The mixer counts, off the global plan, how many samples each reader has read (batch ``k`` of an
+epoch goes to worker ``k % num_workers``, as PyTorch's DataLoader hands them out), and checkpoints the counts of
+every rank; a fit resumed from an end-of-epoch checkpoint fast-forwards each reader by its count (reading, and
+filtering out held-out samples, as it goes, so the cost is that of reading them again) and then reads exactly the
+samples of the uninterrupted fit, across passes too. This needs a stream that yields the same samples in the same
+order every time it is iterated (a file-backed Hugging Face stream, shuffled or not, does) and the same number of
+ranks and workers: with others the stream starts again from its beginning, with a warning.
+
+What a stream does not give: exact resumption from a checkpoint taken inside an epoch, or after an epoch that
+stopped early (``limit_train_batches``, a stop by a callback): the DataLoader and its workers read a batch or more
+ahead of training, and reads that training never received are not counted; contamination of a stream by held-out
+real samples is not checked (it cannot be scanned). ``HeldOutRealCheck``'s feature indicators take the first
+training samples of a stream, read through a separate iterator (the same ones at every check), not the samples
+training is reading.
 
 Example::
 
@@ -113,6 +123,9 @@ class StreamDataset(Dataset):
         self.length = int(length)
         self.holdout_fraction = float(holdout_fraction)
         self.passes = 0
+        #: samples to fast-forward when a process first reads: DataLoader worker id (``None``: the main process)
+        #: -> training samples that worker read before the checkpoint a fit resumes from
+        self.skip: dict[Optional[int], int] = {}
         self._iterator: Optional[Iterator] = None
         self._owner: Optional[tuple] = None
 
@@ -154,6 +167,12 @@ class StreamDataset(Dataset):
         where = self._where()
         if self._iterator is None or self._owner != where:
             self._iterator, self._owner = self._train_items(self._open()), where
+            for _ in range(self.skip.get(where[1], 0)):  # a resumed fit: on from where this reader stopped
+                self._read()
+        return self._read()
+
+    def _read(self) -> Any:
+        """The next training sample of this process's iterator, starting a new pass when it runs out."""
         try:
             return next(self._iterator)
         except StopIteration:
@@ -178,10 +197,17 @@ class StreamDataset(Dataset):
     def peek(self) -> Any:
         """The first training sample of the stream, read through a separate iterator (the training position and
         the global random generators do not move)."""
+        samples = self.training_samples(1)
+        if not samples:
+            raise ValueError(f"streaming source {self.name!r} yields no training samples: give it at least one.")
+        return samples[0]
+
+    def training_samples(self, n: int) -> list:
+        """The first ``n`` training (not held-out) samples of the whole stream (the same on every rank; fewer when
+        it has fewer), read through a separate iterator: the training position and the global random generators
+        do not move."""
         with preserved_rng():
-            for sample in self._train_items(iter(self.full_stream)):
-                return sample
-        raise ValueError(f"streaming source {self.name!r} yields no training samples: give it at least one.")
+            return list(islice(self._train_items(iter(self.full_stream)), max(int(n), 0)))
 
     def heldout_samples(self, n: int, max_read: Optional[int] = None) -> list:
         """The first ``n`` held-out samples of the whole stream (the same on every rank; read through a separate
