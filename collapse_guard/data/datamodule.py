@@ -793,9 +793,19 @@ class MixedDataModuleMixin:
         return self.mixer.inject(num_samples or 0, real_fraction, epoch, reason)
 
     def state_dict(self) -> dict:
+        """What Lightning checkpoints for this datamodule: :meth:`MixingState.state_dict` (seed, reserve cursor, real
+        fraction floor, injections, counts, the samples each rank's DataLoader worker read of every stream, and a
+        fingerprint of the pools)."""
         return self.mixer.state_dict() if self.mixer is not None else dict(self._pending_state or {})
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`state_dict`'s state (kept until :meth:`setup` when called before it). Every streaming
+        source then goes on from where each of its readers stopped; with another number of ranks or DataLoader
+        workers it starts again from its beginning, with a warning.
+
+        Raises:
+            ValueError: when the checkpoint was written for other sources, another seed or other pools.
+        """
         if self.mixer is None:
             self._pending_state = state_dict
         else:
