@@ -205,7 +205,10 @@ def test_a_resumed_fit_with_dataloader_workers_plans_the_epoch_it_runs(tmp_path)
         dm = make_mixed(real_fraction=schedule, n_real=96, synth_sizes={"g1": 60}, holdout=0.25, batch_size=8,
                         samples_per_epoch=64, seed=3, num_workers=2)
         model = TinyMLP()
-        make_trainer(max_epochs=max_epochs, ckpt_dir=kwargs.pop("ckpt_dir", None)).fit(model, datamodule=dm, **kwargs)
+        trainer = make_trainer(max_epochs=max_epochs, ckpt_dir=kwargs.pop("ckpt_dir", None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's note that the checkpoint's ModelCheckpoint is not listed
+            trainer.fit(model, datamodule=dm, **kwargs)
         return model.seen
 
     reference = run(3)
