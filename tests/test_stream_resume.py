@@ -94,7 +94,69 @@ def test_resuming_with_other_workers_warns_and_starts_the_stream_again(tmp_path)
         dm.trainer = SimpleNamespace(world_size=1, global_rank=0)
         dm.setup("fit")
         dm.load_state_dict(torch.load(tmp_path / "epoch=0.ckpt", weights_only=False)[MixedDataModule.__qualname__])
-    assert dm.mixer.sources[2].dataset.skip == {}
+    dm.train_dataloader()
+    assert dm.mixer.sources[2].dataset.skip == {} and "web" not in dm.mixer.stream_reads  # counted afresh
+
+
+def worker_reads(model, epochs, workers: int = 2) -> list[list[int]]:
+    """Each worker's stream samples, in the order it read them: batch ``k`` of an epoch is worker ``k % workers``'s."""
+    out: list[list[int]] = [[] for _ in range(workers)]
+    for epoch in epochs:
+        ids = model.seen[epoch]
+        for k in range(0, len(ids) // BATCH):
+            out[k % workers] += [i for i in ids[k * BATCH:(k + 1) * BATCH] if source_of_id(i) == "g2"]
+    return out
+
+
+def test_reloading_the_training_dataloader_every_epoch_goes_on_where_the_workers_are():
+    """``reload_dataloaders_every_n_epochs=1`` starts new DataLoader workers every epoch. They go on from where the
+    previous ones stopped: each epoch a worker trains on a window of its stream further on, never from its start;
+    the counts are where the last window ends. Lightning creates a reloaded epoch's iterator twice, and what the
+    workers prefetched for the first one is read and not trained on, so windows may leave gaps; the counts,
+    taken as batches are handed out, include those reads."""
+    # a stream long enough for one pass (about 135 training samples a worker), so a restart cannot pass for a pass
+    kept = fit(make_dm(2, stream_len=300), EPOCHS)  # persistent workers: each reads its part front to back
+    stream = worker_reads(kept, range(EPOCHS))
+    torch.manual_seed(0)
+    model, dm = TinyMLP(), make_dm(2, stream_len=300)
+    make_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1).fit(model, datamodule=dm)
+    counts = dm.mixer.stream_reads["web"][0].tolist()
+    for w in range(2):
+        start = 0
+        for epoch in range(3):
+            window = worker_reads(model, [epoch])[w]
+            offsets = [o for o in range(start, len(stream[w]) - len(window) + 1)
+                       if stream[w][o:o + len(window)] == window]
+            assert offsets, (w, epoch)
+            start = offsets[0] + len(window)
+        assert counts[w] == start  # where the worker stands: what a resume or the next reload starts from
+
+
+def test_reloading_without_workers_reads_as_a_single_dataloader_does():
+    kept = fit(make_dm(0), 3)
+    torch.manual_seed(0)
+    model = TinyMLP()
+    make_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1).fit(model, datamodule=make_dm(0))
+    assert model.seen == kept.seen
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_fit_resumed_after_epochs_cut_short_reads_on_where_the_readers_are(tmp_path, num_workers):
+    """With ``limit_train_batches`` the loader hands out (and workers read) batches beyond those trained on; they are
+    counted as handed out, so a resumed fit's readers stand where the uninterrupted fit's do."""
+    def run(max_epochs, **kwargs):
+        torch.manual_seed(0)
+        model = TinyMLP()
+        trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=5, ckpt_dir=kwargs.pop("ckpt_dir", None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, datamodule=make_dm(num_workers), **kwargs)
+        return model.seen
+
+    reference = run(3)
+    run(1, ckpt_dir=tmp_path)
+    resumed = run(3, ckpt_path=tmp_path / "epoch=0.ckpt")
+    assert all(resumed[e] == reference[e] for e in (1, 2))
 
 
 def test_every_rank_counts_every_ranks_reads():

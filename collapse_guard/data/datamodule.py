@@ -619,6 +619,7 @@ class MixedDataModuleMixin:
             rank=trainer.global_rank if trainer else 0,
             epoch_fn=self._epoch_to_run,
         )
+        self._continue_streams()
         return self._loader(self.train_set, batch_sampler=sampler)
 
     def _epoch_to_run(self) -> Optional[int]:
@@ -800,8 +801,8 @@ class MixedDataModuleMixin:
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore :meth:`state_dict`'s state (kept until :meth:`setup` when called before it). Every streaming
-        source then goes on from where each of its readers stopped; with another number of ranks or DataLoader
-        workers it starts again from its beginning, with a warning.
+        source then goes on from where each of its readers stopped (:meth:`train_dataloader` tells them); with
+        another number of ranks or DataLoader workers it starts again from its beginning, with a warning.
 
         Raises:
             ValueError: when the checkpoint was written for other sources, another seed or other pools.
@@ -812,25 +813,32 @@ class MixedDataModuleMixin:
             self._restore(state_dict)
 
     def _restore(self, state_dict: dict) -> None:
-        """Restore the mixer, and have every streaming source go on from where its readers stopped."""
+        """Restore the mixer; stream reads counted by other ranks or workers than this fit's are dropped, with a
+        warning (each reader holds its own part of a stream)."""
         self.mixer.load_state_dict(state_dict)
-        world, rank = self._world()
-        for sid in self.mixer.stream_ids:
-            source = self.mixer.sources[sid]
-            reads = self.mixer.stream_reads.get(source.name)
-            if reads is None or not isinstance(source.dataset, StreamDataset):
-                continue
+        world, _ = self._world()
+        for name, reads in list(self.mixer.stream_reads.items()):
             saved = (reads.shape[0], self.mixer.stream_reads_workers)
             if saved != (world, self._num_workers):
+                del self.mixer.stream_reads[name]
                 rank_zero_warn(
-                    f"streaming source {source.name!r} was read by {saved[0]} rank(s) x {saved[1]} DataLoader "
+                    f"streaming source {name!r} was read by {saved[0]} rank(s) x {saved[1]} DataLoader "
                     f"worker(s) before the checkpoint, and this fit has {world} x {self._num_workers}: each reader "
                     "holds its own part of the stream, so the stream starts again from its beginning. Resume with "
                     "the same devices and `num_workers` to go on where it stopped."
                 )
-                continue
-            source.dataset.skip = {(w if self._num_workers else None): int(n)
-                                   for w, n in enumerate(reads[rank].tolist()) if n}
+
+    def _continue_streams(self) -> None:
+        """Have every reader of a stream that the next DataLoader starts (its workers, or the main process) go on
+        from the samples its predecessor read: after a resume, or when Lightning reloads the training DataLoader
+        (``reload_dataloaders_every_n_epochs``), whose new workers would otherwise start every stream again."""
+        _, rank = self._world()
+        for sid in self.mixer.stream_ids:
+            source = self.mixer.sources[sid]
+            reads = self.mixer.stream_reads.get(source.name)
+            if isinstance(source.dataset, StreamDataset):
+                source.dataset.skip = {} if reads is None else {
+                    (w if self._num_workers else None): int(n) for w, n in enumerate(reads[rank].tolist()) if n}
 
 
 class MixedDataModule(MixedDataModuleMixin, LightningDataModule):

@@ -42,8 +42,9 @@ class MixingState:
     Stream reads: for every streaming source, :attr:`stream_reads` holds how many samples each rank's
     DataLoader worker (``loader_workers`` of them per rank, batch ``k`` of an epoch going to worker
     ``k % loader_workers``, as PyTorch's DataLoader assigns them; one column without workers) has read off the
-    stream, from the global plan, so rank 0's checkpoint holds every rank's. A resumed fit fast-forwards each
-    worker's stream by its count (:meth:`MixedDataModule.load_state_dict`).
+    stream: counted off the global plan as the batch sampler hands each batch out (:meth:`count_stream_reads`), so
+    rank 0's checkpoint holds every rank's. A resumed fit, or a reloaded training DataLoader, fast-forwards each
+    new reader by its count (:meth:`MixedDataModule.train_dataloader`).
 
     What a checkpoint holds (:meth:`state_dict`): the seed, the reserve cursor, the real fraction floor set by
     injections, the injections made, the counts, the stream reads, and a fingerprint of the pools. Together with the
@@ -175,7 +176,6 @@ class MixingState:
         counts = self.plan.global_counts[self.batch_cursor]
         self.epoch_counts += counts
         self.total_counts += counts
-        self._count_stream_reads()
         self.batch_cursor += 1
 
     @property
@@ -183,20 +183,26 @@ class MixingState:
         """Source ids of the streaming sources."""
         return [i for i, source in enumerate(self.sources) if getattr(source, "streaming", False)]
 
-    def _count_stream_reads(self) -> None:
-        """Add the stream samples of the current batch of every rank to the reads of the worker that loads it."""
+    def count_stream_reads(self, batch: int) -> None:
+        """Add the stream samples of batch ``batch`` of this epoch, of every rank, to the reads of the worker that
+        loads it (called by the batch sampler as it hands the batch to the DataLoader).
+
+        Counted when handed out, not when trained on: a DataLoader's workers read every batch they are handed,
+        also the ones prefetched beyond an epoch cut short (``limit_train_batches``) or before Lightning recreates
+        an iterator, so the counts are where each worker's stream stands.
+        """
         rank_counts = self.plan.rank_counts if self.plan is not None else None
-        if rank_counts is None:
+        if rank_counts is None or not self.stream_ids:
             return
         workers = max(self.loader_workers, 1)
-        worker = self.batch_cursor % workers
+        worker = batch % workers
         for sid in self.stream_ids:
             name = self.sources[sid].name
             reads = self.stream_reads.get(name)
             if reads is None or reads.shape != (rank_counts.shape[1], workers):
                 reads = self.stream_reads[name] = torch.zeros(rank_counts.shape[1], workers, dtype=torch.long)
                 self.stream_reads_workers = self.loader_workers
-            reads[:, worker] += rank_counts[self.batch_cursor, :, sid]
+            reads[:, worker] += rank_counts[batch, :, sid]
 
     # -- injection ------------------------------------------------------------------------------------------
     def inject(self, num_samples: int, real_fraction: Optional[float], epoch: Optional[int], reason: str) -> dict:

@@ -241,4 +241,6 @@ class MixedBatchSampler(BatchSampler):
         if epoch is None:
             epoch = int(getattr(self.sampler, "epoch", 0))
         plan = self.mixer.start_epoch(epoch, self.batch_size, self.num_replicas, self.rank)
-        yield from plan.batches.tolist()
+        for k, batch in enumerate(plan.batches.tolist()):
+            self.mixer.count_stream_reads(k)  # handed to the DataLoader: its reader reads the batch's stream samples
+            yield batch

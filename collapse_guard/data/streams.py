@@ -27,20 +27,23 @@ space. The choice does not depend on position, rank, worker or pass, so no held-
 training skips them, and the held-out set of the checks is the first ``holdout_samples`` of them in the stream.
 
 Resuming: every reader of a stream (each rank's DataLoader workers, or its main process without workers) holds its
-own position. The mixer counts, off the global plan, how many samples each reader has read (batch ``k`` of an
-epoch goes to worker ``k % num_workers``, as PyTorch's DataLoader hands them out), and checkpoints the counts of
-every rank; a fit resumed from an end-of-epoch checkpoint fast-forwards each reader by its count (reading, and
-filtering out held-out samples, as it goes, so the cost is that of reading them again) and then reads exactly the
-samples of the uninterrupted fit, across passes too. This needs a stream that yields the same samples in the same
-order every time it is iterated (a file-backed Hugging Face stream, shuffled or not, does) and the same number of
-ranks and workers: with others the stream starts again from its beginning, with a warning.
+own position. The mixer counts, off the global plan, how many samples each reader has read (batch ``k`` of an epoch
+goes to worker ``k % num_workers``, as PyTorch's DataLoader hands them out), as the batch sampler hands each batch
+out: batches prefetched beyond an epoch cut short (``limit_train_batches``) are read too, and counted. Every rank
+counts every rank's readers, so rank 0's checkpoint holds them all. A fit resumed from an end-of-epoch checkpoint,
+and every DataLoader Lightning reloads (``reload_dataloaders_every_n_epochs``), starts its readers where the counts
+say (each fast-forwards by reading, and filtering out held-out samples, as it goes: the cost is that of reading
+them again); a resumed fit then reads exactly the samples of the uninterrupted one, across passes too. This needs
+a stream that yields the same samples in the same order every time it is iterated (a file-backed Hugging Face
+stream, shuffled or not, does) and the same number of ranks and workers: with others the stream starts again from
+its beginning, with a warning.
 
-What a stream does not give: exact resumption from a checkpoint taken inside an epoch, or after an epoch that
-stopped early (``limit_train_batches``, a stop by a callback): the DataLoader and its workers read a batch or more
-ahead of training, and reads that training never received are not counted; contamination of a stream by held-out
-real samples is not checked (it cannot be scanned). ``HeldOutRealCheck``'s feature indicators take the first
-training samples of a stream, read through a separate iterator (the same ones at every check), not the samples
-training is reading.
+What a stream does not give: exact resumption from a checkpoint taken inside an epoch; with DataLoader workers and
+``reload_dataloaders_every_n_epochs``, Lightning creates each reloaded epoch's iterator twice, and the stream
+samples the workers read for the first one's prefetched batches are not trained on (the counts include them, so
+the workers go on from where they are); contamination of a stream by held-out real samples is not checked (it
+cannot be scanned). ``HeldOutRealCheck``'s feature indicators take the first training samples of a stream, read
+through a separate iterator (the same ones at every check), not the samples training is reading.
 
 Example::
 
