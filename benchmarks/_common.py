@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
+from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.demo import PIXEL_MAX, digits_tensors, real_fraction_schedule, split_digits
 from collapse_guard.data import SyntheticSource
 from collapse_guard.loop import ClassConditionalGMM, generation_chain
@@ -121,18 +122,7 @@ def quiet() -> None:
 
 
 def trainer_kwargs(max_epochs: int) -> dict:
-    return dict(
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        deterministic=True,
-        accelerator="cpu",
-        devices=1,
-    )
+    return quiet_trainer_kwargs(max_epochs=max_epochs, deterministic=True, accelerator="cpu", devices=1)
 
 
 # -- synthetic digits: generators that collapse in different ways, and healthy ones --------------------------------

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from collapse_guard._compat import Callback, LightningDataModule, LightningModule, Trainer
+from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.callbacks import CollapseGuard, CollapseReport, HeldOutRealCheck, RatioMonitor
 from collapse_guard.data import MixedDataModule, SyntheticSource
 from collapse_guard.loop import ClassConditionalGMM, generation_chain
@@ -172,17 +173,8 @@ def run_fit(
             values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("collapse/")}
             per_epoch.append({"epoch": trainer.current_epoch, **values})
 
-    trainer = Trainer(
-        max_epochs=cfg["epochs"],
-        callbacks=callbacks + [Recorder()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        deterministic=True,
-    )
+    trainer = Trainer(**quiet_trainer_kwargs(max_epochs=cfg["epochs"], callbacks=callbacks + [Recorder()],
+                                             deterministic=True))
     model = DigitsClassifier(lr=cfg["lr"])
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from collapse_guard._trainer import quiet_trainer_kwargs
+
 sys.modules["cg_testing"] = sys.modules[__name__]
 
 
@@ -139,18 +141,7 @@ def make_trainer(max_epochs: int = 3, callbacks: Optional[list] = None, ckpt_dir
     if ckpt_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
         kwargs.setdefault("enable_checkpointing", True)
-    opts = dict(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-    )
+    opts = quiet_trainer_kwargs(max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks)
     opts.update(kwargs)
     return pl.Trainer(**opts)
 

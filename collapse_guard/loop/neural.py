@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from collapse_guard._compat import LightningModule, Trainer
+from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.data.datamodule import MixedDataModule
 from collapse_guard.data.sources import SyntheticSource
 from collapse_guard.loop.chain import check_regime
@@ -535,17 +536,7 @@ class LightningSelfConsumingLoop:
         return record, model, samples, decision
 
     def _trainer_kwargs(self, generation: int) -> dict:
-        opts: Dict[str, Any] = dict(
-            max_epochs=self.max_epochs,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-        )
+        opts: Dict[str, Any] = quiet_trainer_kwargs(max_epochs=self.max_epochs, accelerator="cpu", devices=1)
         opts.update(self.trainer_kwargs)
         opts["callbacks"] = list(self.callbacks(generation)) if self.callbacks is not None else []
         return opts
