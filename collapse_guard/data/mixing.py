@@ -78,6 +78,7 @@ class MixingState:
         synthetic_weights: Optional[Tensor] = None,
     ) -> None:
         self.sources = list(sources)
+        self._stream_ids: Optional[list[int]] = None
         self.base_real_pool = real_pool
         self.reserve_order = reserve_order
         self.synthetic_pools = list(synthetic_pools)
@@ -180,8 +181,10 @@ class MixingState:
 
     @property
     def stream_ids(self) -> list[int]:
-        """Source ids of the streaming sources."""
-        return [i for i, source in enumerate(self.sources) if getattr(source, "streaming", False)]
+        """Source ids of the streaming sources (read at every batch handed out: kept, the sources do not change)."""
+        if self._stream_ids is None:
+            self._stream_ids = [i for i, source in enumerate(self.sources) if getattr(source, "streaming", False)]
+        return self._stream_ids
 
     def count_stream_reads(self, batch: int) -> None:
         """Add the stream samples of batch ``batch`` of this epoch, of every rank, to the reads of the worker that
