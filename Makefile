@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	$(PYTHON) -m pytest -q
 
-# the benchmarks of benchmarks/RESULTS.md, one after the other (about 13 min on 2 cores): detection, alternatives
+# the benchmarks of benchmarks/RESULTS.md, one after the other (about 12 min on 2 cores): detection, alternatives
 # and mitigation; the callbacks' cost and the loader's throughput; the feature metrics against reference packages
 bench: setup
 	@$(PIP) install --disable-pip-version-check -q -e ".[bench]"

@@ -133,13 +133,18 @@ class TinyMLP(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+def epoch_checkpoints(ckpt_dir: Path) -> ModelCheckpoint:
+    """Lightning's ``ModelCheckpoint`` writing ``epoch={k}.ckpt`` into ``ckpt_dir`` after every epoch, all kept."""
+    return ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+
+
 def make_trainer(max_epochs: int = 3, callbacks: Optional[list] = None, ckpt_dir: Optional[Path] = None,
                  **kwargs: Any) -> pl.Trainer:
     """A quiet CPU Trainer for small fits; with ``ckpt_dir``, Lightning's ``ModelCheckpoint`` (appended to
     ``callbacks``) saves ``epoch={k}.ckpt`` there at the end of every epoch."""
     callbacks = list(callbacks or [])
     if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+        callbacks.append(epoch_checkpoints(ckpt_dir))
         kwargs.setdefault("enable_checkpointing", True)
     opts = quiet_trainer_kwargs(max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks)
     opts.update(kwargs)

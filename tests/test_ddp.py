@@ -25,7 +25,7 @@ except ImportError:  # run as the DDP script: conftest registers it on import
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import conftest  # noqa: F401
 
-from cg_testing import REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, hf_dataset, ids_of, make_mixed
+from cg_testing import REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, epoch_checkpoints, hf_dataset, ids_of, make_mixed
 
 HERE = Path(__file__).resolve()
 BATCH, SAMPLES, EPOCHS = 8, 64, 4
@@ -129,8 +129,6 @@ def resumable_fit(max_epochs: int, ckpt_dir: Path | None = None, ckpt_path: Path
     end of every epoch (rank 0 writes, into a directory every rank sees); ``ckpt_path`` resumes from one.
     Returns what it recorded epoch by epoch and where it ended."""
     import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     # the same initial weights in every fit: DDP broadcasts rank 0's, so the reference and the stopped fit start
     # alike (a resumed fit loads its weights from the checkpoint)
     torch.manual_seed(0)
@@ -138,7 +136,7 @@ def resumable_fit(max_epochs: int, ckpt_dir: Path | None = None, ckpt_path: Path
     record: dict = {"epochs": []}
     callbacks = [ratio, check, guard, make_recorder(record, dm, ratio, check, guard)]
     if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+        callbacks.append(epoch_checkpoints(ckpt_dir))
     trainer = make_ddp_trainer(callbacks, max_epochs=max_epochs, checkpointing=ckpt_dir is not None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the train_loss rule's "differs between ranks", Lightning's resume notes
@@ -179,8 +177,6 @@ def stream_fit(num_workers: int, max_epochs: int, ckpt_dir: Path | None = None,
     The stream fills 32 of the 48 synthetic slots of an epoch, unevenly between the ranks' batches, and a rank's
     part of it holds about 31 training samples, so it starts new passes."""
     import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from collapse_guard import MixedDataModule
 
     torch.manual_seed(0)
@@ -192,7 +188,7 @@ def stream_fit(num_workers: int, max_epochs: int, ckpt_dir: Path | None = None,
     model = TinyMLP()
     callbacks = []
     if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
+        callbacks.append(epoch_checkpoints(ckpt_dir))
     trainer = make_ddp_trainer(callbacks, max_epochs=max_epochs, checkpointing=ckpt_dir is not None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -16,7 +16,7 @@ from collapse_guard.callbacks._base import (
 )
 from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
-from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleBook, Verdict, check_guard_arguments
 
 #: guard states logged as ``collapse/guard/state``
 STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
@@ -79,7 +79,7 @@ class GuardEvent:
     reason: str
 
 
-class CollapseGuard(Callback):
+class CollapseGuard(RuleBook, Callback):
     r"""Reads logged collapse indicators at every check and warns, injects fresh real data, or stops.
 
     Like ``EarlyStopping``, it reads ``trainer.callback_metrics``; it runs after the callbacks that log
@@ -159,6 +159,8 @@ class CollapseGuard(Callback):
         print(guard.events)
     """
 
+    event_type = GuardEvent
+
     def __init__(
         self,
         rules: Optional[Sequence[Rule]] = None,
@@ -172,14 +174,9 @@ class CollapseGuard(Callback):
         allow_fraction_only: bool = False,
         restore_best: bool = False,
     ) -> None:
-        if action not in ACTIONS:
-            raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
-        if not 0.0 < inject_fraction <= 1.0:
-            raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
         if not 0.0 <= real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in [0, 1], got {real_fraction_step!r}.")
-        if max_injections < 0 or cooldown < 0:
-            raise ValueError("`max_injections` and `cooldown` must be >= 0.")
         rules = list(default_rules() if rules is None else rules)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule, or None for the default rules.")
@@ -195,10 +192,7 @@ class CollapseGuard(Callback):
         self.restore_best = restore_best
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
-        self.states = [RuleState(rule) for rule in rules]
-        self.events: list[GuardEvent] = []
-        self.injections = 0
-        self.cooldown_left = 0
+        self.reset_book()
         self.state = "ok"
 
     @property
@@ -424,9 +418,7 @@ class CollapseGuard(Callback):
                     reason=reason,
                 )
             )
-        for state in self.states:
-            state.reset_wait()
-        self.cooldown_left = self.cooldown
+        self.acted()
         if self.state != "stop":
             self.state = action
         message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — "
@@ -457,14 +449,7 @@ class CollapseGuard(Callback):
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "rules": [s.state_dict() for s in self.states],
-            "events": [asdict(e) for e in self.events],
-            "injections": self.injections,
-            "cooldown_left": self.cooldown_left,
-            "state": self.state,
-            "best_weights": self.best_weights,
-        }
+        return {**self.book_state_dict(), "state": self.state, "best_weights": self.best_weights}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         guards = [cb for cb in trainer.callbacks if isinstance(cb, CollapseGuard)]
@@ -481,15 +466,6 @@ class CollapseGuard(Callback):
             )
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if len(state_dict["rules"]) != len(self.states):
-            raise ValueError(
-                f"CollapseGuard state for {len(state_dict['rules'])} rules cannot be loaded into a guard with "
-                f"{len(self.states)} rules."
-            )
-        for state, saved in zip(self.states, state_dict["rules"]):
-            state.load_state_dict(saved)
-        self.events = [GuardEvent(**e) for e in state_dict["events"]]
-        self.injections = state_dict["injections"]
-        self.cooldown_left = state_dict["cooldown_left"]
+        self.load_book_state_dict(state_dict)
         self.state = state_dict["state"]
         self.best_weights = state_dict.get("best_weights")

@@ -7,7 +7,7 @@ reason, so rules are tested and reused without a Trainer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 ACTIONS = ("warn", "inject", "stop")
@@ -265,3 +265,69 @@ class RuleState:
         self.best = state["best"]
         self.wait = state["wait"]
         self.last_stderr = state.get("last_stderr")
+
+
+def check_guard_arguments(action: str, inject_fraction: float, max_injections: int, cooldown: int) -> None:
+    """The arguments every guard (``CollapseGuard``, ``GenerationGuard``) takes alike.
+
+    Raises:
+        ValueError: for an ``action`` not in :data:`ACTIONS`, an ``inject_fraction`` outside ``(0, 1]``, or a
+            negative ``max_injections`` or ``cooldown``.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
+    if not 0.0 < inject_fraction <= 1.0:
+        raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
+    if max_injections < 0 or cooldown < 0:
+        raise ValueError("`max_injections` and `cooldown` must be >= 0.")
+
+
+class RuleBook:
+    """What a guard keeps of its rules from check to check, and checkpoints: every rule's :class:`RuleState`
+    (:attr:`states`), the events its firings caused (:attr:`events`, of the guard's :attr:`event_type`), the
+    injections made and the checks left in a cooldown. ``CollapseGuard`` and ``GenerationGuard`` share it; each adds
+    its own state to :meth:`book_state_dict`'s dict. A guard sets ``rules`` and ``cooldown`` before
+    :meth:`reset_book`.
+    """
+
+    #: the dataclass of the guard's events (rebuilt from checkpoints)
+    event_type: type
+
+    def reset_book(self) -> None:
+        """Fresh rule states, no events, no injections, no cooldown."""
+        self.states = [RuleState(rule) for rule in self.rules]
+        self.events: list = []
+        self.injections = 0
+        self.cooldown_left = 0
+
+    def acted(self) -> None:
+        """After an action: every rule counts violations afresh, and the cooldown starts."""
+        for state in self.states:
+            state.reset_wait()
+        self.cooldown_left = self.cooldown
+
+    def book_state_dict(self) -> dict:
+        """Rule states, events, injections and cooldown (JSON-ready)."""
+        return {
+            "rules": [s.state_dict() for s in self.states],
+            "events": [asdict(e) for e in self.events],
+            "injections": self.injections,
+            "cooldown_left": self.cooldown_left,
+        }
+
+    def load_book_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`book_state_dict`'s part of ``state_dict``.
+
+        Raises:
+            ValueError: when the state was saved for another number of rules.
+        """
+        if len(state_dict["rules"]) != len(self.states):
+            raise ValueError(
+                f"{type(self).__name__} state for {len(state_dict['rules'])} rules cannot be loaded into a guard with "
+                f"{len(self.states)} rules."
+            )
+        for state, saved in zip(self.states, state_dict["rules"]):
+            state.load_state_dict(saved)
+        self.events = [self.event_type(**e) for e in state_dict["events"]]
+        self.injections = state_dict["injections"]
+        self.cooldown_left = state_dict["cooldown_left"]

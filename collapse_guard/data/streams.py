@@ -209,22 +209,26 @@ class StreamDataset(Dataset):
         """The first ``n`` training (not held-out) samples of the whole stream (the same on every rank; fewer when
         it has fewer), read through a separate iterator: the training position and the global random generators
         do not move."""
-        with preserved_rng():
-            return list(islice(self._train_items(iter(self.full_stream)), max(int(n), 0)))
+        return self._first(n, heldout=False)
 
     def heldout_samples(self, n: int, max_read: Optional[int] = None) -> list:
         """The first ``n`` held-out samples of the whole stream (the same on every rank; read through a separate
         iterator, at most ``max_read`` samples)."""
-        if n <= 0 or self.holdout_fraction <= 0.0:
+        if self.holdout_fraction <= 0.0:
             return []
-        out = []
+        return self._first(n, heldout=True, max_read=max_read)
+
+    def _first(self, n: int, heldout: bool, max_read: Optional[int] = None) -> list:
+        """The first ``n`` held-out (or training) samples among the first ``max_read`` of the whole stream."""
+        if n <= 0:
+            return []
         with preserved_rng():
-            for sample in islice(iter(self.full_stream), max_read):
-                if is_heldout_sample(sample, self.holdout_fraction):
-                    out.append(sample)
-                    if len(out) >= n:
-                        break
-        return out
+            read = islice(iter(self.full_stream), max_read)
+            if heldout:
+                kept: Iterator = (s for s in read if is_heldout_sample(s, self.holdout_fraction))
+            else:
+                kept = self._train_items(read)
+            return list(islice(kept, n))
 
 
 class ListDataset(Dataset):

@@ -19,6 +19,21 @@ def check_regime(regime: str) -> str:
     return regime
 
 
+def check_loop_settings(regime: str, fresh_real: str, real_fraction: float) -> str:
+    """Check the settings every self-consuming loop takes; return ``regime``.
+
+    Raises:
+        ValueError: for a ``regime`` not in ``REGIMES``, a ``fresh_real`` other than ``"fixed"`` / ``"resample"``,
+            or a ``real_fraction`` outside ``[0, 1)``.
+    """
+    check_regime(regime)
+    if fresh_real not in ("fixed", "resample"):
+        raise ValueError(f"fresh_real must be 'fixed' or 'resample', got {fresh_real!r}")
+    if not 0.0 <= real_fraction < 1.0:
+        raise ValueError(f"real_fraction must be in [0, 1), got {real_fraction}")
+    return regime
+
+
 def generation_chain(
     model_factory: Callable[[], Any],
     x_real: np.ndarray,

@@ -4,10 +4,10 @@ stop the loop.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleBook, Verdict, check_guard_arguments
 
 #: decisions a :class:`GenerationGuard` takes, in increasing strength ("ok": no rule fired)
 DECISIONS = ("ok",) + ACTIONS
@@ -62,7 +62,7 @@ class GenerationDecision:
     events: list = field(default_factory=list)
 
 
-class GenerationGuard:
+class GenerationGuard(RuleBook):
     r"""Decide, after every generation of a self-consuming loop, to go on, inject real data, or stop the loop.
 
     The generation-level counterpart of :class:`~collapse_guard.CollapseGuard`, with the same
@@ -122,6 +122,8 @@ class GenerationGuard:
     generated data", Nature 631 (2024); Alemohammad et al., "Self-consuming generative models go MAD", ICLR 2024.
     """
 
+    event_type = GenerationEvent
+
     def __init__(
         self,
         rules: Sequence[Rule],
@@ -137,16 +139,11 @@ class GenerationGuard:
         rules = list(rules or [])
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule over a metric the loop records.")
-        if action not in ACTIONS:
-            raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
         if not 0.0 < real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in (0, 1], got {real_fraction_step!r}.")
         if not 0.0 < max_real_fraction <= 1.0:
             raise ValueError(f"`max_real_fraction` must be in (0, 1], got {max_real_fraction!r}.")
-        if not 0.0 < inject_fraction <= 1.0:
-            raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
-        if max_injections < 0 or cooldown < 0:
-            raise ValueError("`max_injections` and `cooldown` must be >= 0.")
         self.rules = rules
         self.action = action
         self.real_fraction_step = float(real_fraction_step)
@@ -160,10 +157,7 @@ class GenerationGuard:
 
     def reset(self) -> None:
         """Forget every baseline, counter and event (a new loop starts)."""
-        self.states = [RuleState(rule) for rule in self.rules]
-        self.events: list[GenerationEvent] = []
-        self.injections = 0
-        self.cooldown_left = 0
+        self.reset_book()
         self.real_fraction_floor = 0.0
         self.stopped = False
 
@@ -245,9 +239,7 @@ class GenerationGuard:
             )
             self.events.append(event)
             decision.events.append(event)
-        for state in self.states:
-            state.reset_wait()
-        self.cooldown_left = self.cooldown
+        self.acted()
         decision.action = action
         decision.real_fraction = self.real_fraction_floor
         if action == "warn":
@@ -282,22 +274,11 @@ class GenerationGuard:
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Rule states, events, injections and the real-share floor (JSON-ready)."""
-        return {
-            "rules": [s.state_dict() for s in self.states],
-            "events": [asdict(e) for e in self.events],
-            "injections": self.injections,
-            "cooldown_left": self.cooldown_left,
-            "real_fraction_floor": self.real_fraction_floor,
-            "stopped": self.stopped,
-        }
+        return {**self.book_state_dict(), "real_fraction_floor": self.real_fraction_floor, "stopped": self.stopped}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore what :meth:`state_dict` saved."""
-        for state, saved in zip(self.states, state_dict["rules"]):
-            state.load_state_dict(saved)
-        self.events = [GenerationEvent(**e) for e in state_dict["events"]]
-        self.injections = state_dict["injections"]
-        self.cooldown_left = state_dict["cooldown_left"]
+        self.load_book_state_dict(state_dict)
         self.real_fraction_floor = state_dict["real_fraction_floor"]
         self.stopped = state_dict["stopped"]
 

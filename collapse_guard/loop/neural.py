@@ -25,7 +25,7 @@ from collapse_guard._compat import LightningModule, Trainer
 from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.data.datamodule import MixedDataModule
 from collapse_guard.data.sources import SyntheticSource
-from collapse_guard.loop.chain import check_regime
+from collapse_guard.loop.chain import check_loop_settings
 from collapse_guard.loop.guard import GenerationDecision, GenerationEvent, GenerationGuard
 from collapse_guard.loop.self_consuming import LoopResult
 
@@ -309,11 +309,7 @@ class LightningSelfConsumingLoop:
         num_threads: Optional[int] = None,
         quiet: bool = True,
     ) -> None:
-        self.regime = check_regime(regime)
-        if fresh_real not in ("fixed", "resample"):
-            raise ValueError(f"fresh_real must be 'fixed' or 'resample', got {fresh_real!r}")
-        if not 0.0 <= real_fraction < 1.0:
-            raise ValueError(f"real_fraction must be in [0, 1), got {real_fraction}")
+        self.regime = check_loop_settings(regime, fresh_real, real_fraction)
         for name, value in (
             ("samples_per_generation", samples_per_generation),
             ("samples_per_epoch", samples_per_epoch),

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
-from collapse_guard.loop.chain import check_regime
+from collapse_guard.loop.chain import check_loop_settings
 from collapse_guard.loop.digits import single_threaded_blas
 
 Data = Any  # an array with a seed axis first and a sample axis second, or a tuple of such arrays
@@ -130,11 +130,7 @@ class SelfConsumingLoop:
         real_sampler: Optional[Callable[[int, np.random.Generator], Data]] = None,
         metrics: Optional[Dict[str, MetricFn]] = None,
     ) -> None:
-        self.regime = check_regime(regime)
-        if fresh_real not in ("fixed", "resample"):
-            raise ValueError(f"fresh_real must be 'fixed' or 'resample', got {fresh_real!r}")
-        if not 0.0 <= real_fraction < 1.0:
-            raise ValueError(f"real_fraction must be in [0, 1), got {real_fraction}")
+        self.regime = check_loop_settings(regime, fresh_real, real_fraction)
         if n_real is not None and n_real < 0:
             raise ValueError(f"n_real must be >= 0, got {n_real}")
         if samples_per_generation is not None and samples_per_generation < 1:
