@@ -4,7 +4,7 @@ and a fit resumed from its checkpoint that replays the uninterrupted one on ever
 The test launches this file as a script (``python tests/test_ddp.py OUT MODE``) with
 ``Trainer(accelerator="cpu", devices=2, strategy="ddp")``: Lightning starts rank 1 by re-running the script, and
 every rank writes what it saw to ``OUT/rank<r>.json``. A script rather than ``ddp_spawn`` from inside pytest, because
-spawned workers would have to unpickle the test helpers (``cg_testing`` is registered by conftest, not importable).
+spawned workers would have to unpickle objects defined in the test module.
 """
 from __future__ import annotations
 
@@ -19,12 +19,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import cg_testing  # noqa: F401 - registered by conftest under pytest
-except ImportError:  # run as the DDP script: conftest registers it on import
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import conftest  # noqa: F401
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cg_testing, also when run as the DDP script
 from cg_testing import REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, epoch_checkpoints, hf_dataset, ids_of, make_mixed
 
 HERE = Path(__file__).resolve()
