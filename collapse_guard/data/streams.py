@@ -60,7 +60,8 @@ from typing import Any, Iterator, Optional
 
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from collapse_guard.data.integrity import preserved_rng, sample_digest
+from collapse_guard._rng import preserved_rng
+from collapse_guard.data.digests import sample_digest
 
 _DIGEST_SPACE = 2**64
 

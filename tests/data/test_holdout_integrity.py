@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from collapse_guard import MixedDataModule
-from collapse_guard.data import integrity
+from collapse_guard.data import digests
 from collapse_guard.data.integrity import (
     TensorRowDigests,
     TensorRowIndex,
@@ -135,7 +135,7 @@ def test_fingerprint_collisions_are_resolved_by_comparing_rows(monkeypatch):
     expected = digest_matches(held, other)
     assert expected
     # every fingerprint equal: every pair of rows is a candidate, and only the byte comparison tells them apart
-    monkeypatch.setattr(integrity, "_coefficients", lambda n: np.zeros(n, dtype=np.uint64))
+    monkeypatch.setattr(digests, "_coefficients", lambda n: np.zeros(n, dtype=np.uint64))
     rows = sample_digests(other)
     assert len(set(rows.fingerprints().tolist())) == 1
     assert matches(index_by_digest(sample_digests(held)), rows) == expected
