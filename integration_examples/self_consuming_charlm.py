@@ -2,7 +2,7 @@
 
 Real text: CPython's help topics (``pydoc_data.topics.topics``, about 465,000 characters of English that ship with
 Python), cut into 64-character sequences: 300 train generation 0, 1000 are held out (never trained on).
-Model: embedding 32 -> GRU 64 -> characters (``collapse_guard.loop.charlm.CharGRU``), 60 epochs per generation, a
+Model: embedding 32 -> GRU 64 -> characters (``reproductions.charlm.CharGRU``), 60 epochs per generation, a
 fresh model each generation, sampling at temperature 1 from a begin-of-sequence token.
 ``replace``: generation g >= 1 trains only on the 300 sequences generation g-1 generated (dataset size fixed).
 
@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the reproductions package
 
 COLUMNS = {
     "ppl real": "heldout_ppl",
@@ -45,7 +48,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
-    from collapse_guard.loop.charlm import run_charlm_experiment
+    from reproductions.charlm import run_charlm_experiment
 
     start = time.perf_counter()
     out = run_charlm_experiment(

@@ -1,7 +1,7 @@
 """Shumailov et al.'s VAE self-consuming loop on real digits, through Lightning, without and with the guard.
 
 Real data: scikit-learn's 1797 real 8x8 digits: 1000 train generation 0, 797 are held out (never trained on).
-Model: a VAE 64-32-8 (``collapse_guard.loop.vae.DigitsVAE``), 100 epochs per generation, a fresh model each
+Model: a VAE 64-32-8 (``reproductions.vae.DigitsVAE``), 100 epochs per generation, a fresh model each
 generation. ``replace``: generation g >= 1 trains only on 1000 samples (decoder means) of generation g-1.
 
 Indicators of every generation's samples, as in Shumailov et al. (Nature 631, 2024, VAE on MNIST: std of the
@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the reproductions package
 
 COLUMNS = {
     "latent std": "latent_std",
@@ -46,7 +49,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
-    from collapse_guard.loop.vae import run_vae_experiment
+    from reproductions.vae import run_vae_experiment
 
     start = time.perf_counter()
     out = run_vae_experiment(

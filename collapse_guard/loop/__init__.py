@@ -10,14 +10,6 @@ from collapse_guard.loop.neural import (
     LightningSelfConsumingLoop,
     NeuralLoopResult,
 )
-from collapse_guard.loop.evaluate import (
-    chain_table,
-    format_table,
-    load_digits_split,
-    mlp_real_accuracy,
-    total_variance,
-    within_class_variance,
-)
 
 __all__ = [
     "REGIMES",
@@ -38,10 +30,4 @@ __all__ = [
     "GenerationGuard",
     "GenerationDecision",
     "GenerationEvent",
-    "chain_table",
-    "format_table",
-    "load_digits_split",
-    "mlp_real_accuracy",
-    "total_variance",
-    "within_class_variance",
 ]

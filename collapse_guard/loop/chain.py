@@ -1,37 +1,18 @@
 """Chains of generations of a refittable labelled generator (self-consuming loops on real data)."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 
-REGIMES = ("replace", "accumulate", "fresh")
-
-
-def check_regime(regime: str) -> str:
-    """Return ``regime`` if it is one of ``REGIMES``.
-
-    Raises:
-        ValueError: for any other name.
-    """
-    if regime not in REGIMES:
-        raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
-    return regime
-
-
-def check_loop_settings(regime: str, fresh_real: str, real_fraction: float) -> str:
-    """Check the settings every self-consuming loop takes; return ``regime``.
-
-    Raises:
-        ValueError: for a ``regime`` not in ``REGIMES``, a ``fresh_real`` other than ``"fixed"`` / ``"resample"``,
-            or a ``real_fraction`` outside ``[0, 1)``.
-    """
-    check_regime(regime)
-    if fresh_real not in ("fixed", "resample"):
-        raise ValueError(f"fresh_real must be 'fixed' or 'resample', got {fresh_real!r}")
-    if not 0.0 <= real_fraction < 1.0:
-        raise ValueError(f"real_fraction must be in [0, 1), got {real_fraction}")
-    return regime
+from collapse_guard.loop.regimes import (  # noqa: F401  (REGIMES, check_regime: importable from here too)
+    REGIMES,
+    RegimePlanner,
+    TrainingPlan,
+    check_loop_settings,
+    check_regime,
+    real_share_size,
+)
 
 
 def generation_chain(
@@ -93,11 +74,7 @@ def generation_chain(
         >>> [xg.shape for xg, _ in gens]
         [(300, 64), (300, 64), (300, 64)]
     """
-    check_regime(regime)
-    if fresh_real not in ("fixed", "resample"):
-        raise ValueError(f"fresh_real must be 'fixed' or 'resample', got {fresh_real!r}")
-    if not 0.0 <= real_fraction < 1.0:
-        raise ValueError(f"real_fraction must be in [0, 1), got {real_fraction}")
+    check_loop_settings(regime, fresh_real, real_fraction)
     if generations < 0:
         raise ValueError(f"generations must be >= 0, got {generations}")
     if samples_per_generation < 1:
@@ -111,38 +88,42 @@ def generation_chain(
     # every regime for a given seed).
     sample_ss, real_ss = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(sample_ss)
-    real_rng = np.random.default_rng(real_ss)
-    n_real_share = int(round(real_fraction / (1.0 - real_fraction) * samples_per_generation))
-    n_real_share = min(n_real_share, len(x_real))
-    fixed_idx: Optional[np.ndarray] = None
-    if regime == "fresh" and fresh_real == "fixed":
-        fixed_idx = real_rng.choice(len(x_real), size=n_real_share, replace=False)
-
+    n_real = min(real_share_size(real_fraction, samples_per_generation), len(x_real))
+    planner = RegimePlanner(
+        regime, len(x_real), samples_per_generation, np.random.default_rng(real_ss), real_fraction,
+        n_real=n_real, fresh_real=fresh_real, sort=False,
+    )
     datasets: List[Tuple[np.ndarray, np.ndarray]] = []
     models: List[Any] = []
-    train_x, train_y = x_real, y_real
     for g in range(1, generations + 1):
+        train_x, train_y = _training_set(planner.plan(g - 1), x_real, y_real, datasets)
         model = model_factory()
         model.fit(train_x, train_y)
-        xg, yg = model.sample(samples_per_generation, rng)
-        datasets.append((xg, yg))
+        datasets.append(model.sample(samples_per_generation, rng))
         if return_models:
             models.append(model)
-        if regime == "replace":
-            train_x, train_y = xg, yg
-        elif regime == "accumulate":
-            train_x = np.concatenate([train_x, xg.astype(train_x.dtype, copy=False)])
-            train_y = np.concatenate([train_y, yg.astype(train_y.dtype, copy=False)])
-        else:  # fresh
-            if fixed_idx is not None:
-                idx = fixed_idx
-            else:
-                idx = real_rng.choice(len(x_real), size=n_real_share, replace=False)
-            train_x = np.concatenate([x_real[idx].astype(xg.dtype, copy=False), xg])
-            train_y = np.concatenate([y_real[idx].astype(yg.dtype, copy=False), yg])
     if return_models:
         return datasets, models
     return datasets
+
+
+def _training_set(
+    plan: TrainingPlan, x_real: np.ndarray, y_real: np.ndarray, datasets: Sequence[Tuple[np.ndarray, np.ndarray]]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The arrays of ``plan``: the real pool keeps its dtype beside samples; a real subset takes the samples'."""
+    syn = [datasets[k - 1] for k in plan.synthetic]
+    if plan.real == "none":
+        return syn[0]
+    if plan.real == "all":
+        return (
+            np.concatenate([x_real] + [x.astype(x_real.dtype, copy=False) for x, _ in syn]),
+            np.concatenate([y_real] + [y.astype(y_real.dtype, copy=False) for _, y in syn]),
+        )
+    (xg, yg), idx = syn[0], plan.real_indices
+    return (
+        np.concatenate([x_real[idx].astype(xg.dtype, copy=False), xg]),
+        np.concatenate([y_real[idx].astype(yg.dtype, copy=False), yg]),
+    )
 
 
 def to_tensor_dataset(x: np.ndarray, y: np.ndarray):

@@ -276,7 +276,7 @@ class LightningSelfConsumingLoop:
 
         >>> from collapse_guard import Rule
         >>> from collapse_guard.loop import GenerationGuard, LightningSelfConsumingLoop
-        >>> from collapse_guard.loop.vae import DigitsVAE, digits_split, vae_metrics
+        >>> from reproductions.vae import DigitsVAE, digits_split, vae_metrics
         >>> real, heldout = digits_split(n_train=300, seed=0)
         >>> guard = GenerationGuard([Rule("latent/recall", relative=0.1, baseline="first")])
         >>> loop = LightningSelfConsumingLoop(lambda g: DigitsVAE(), "replace", metrics=vae_metrics(), guard=guard,

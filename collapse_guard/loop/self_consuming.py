@@ -6,8 +6,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
-from collapse_guard.loop.chain import check_loop_settings
 from collapse_guard.loop.digits import single_threaded_blas
+from collapse_guard.loop.regimes import RegimePlanner, TrainingPlan, check_loop_settings
 
 Data = Any  # an array with a seed axis first and a sample axis second, or a tuple of such arrays
 MetricFn = Callable[[Any, Data], Union[float, np.ndarray]]
@@ -31,10 +31,6 @@ def _take(data: Data, idx: np.ndarray) -> Data:
     if isinstance(data, tuple):
         return tuple(np.take(a, idx, axis=1) for a in data)
     return np.take(data, idx, axis=1)
-
-
-def _add_stats(a, b):
-    return tuple(x + y for x, y in zip(a, b))
 
 
 @dataclass
@@ -143,11 +139,6 @@ class SelfConsumingLoop:
         self.real_sampler = real_sampler
         self.metrics = dict(metrics or {})
 
-    def _n_real(self, n_syn: int) -> int:
-        if self.n_real is not None:
-            return int(self.n_real)
-        return int(round(self.real_fraction / (1.0 - self.real_fraction) * n_syn))
-
     def run(
         self,
         real_data: Data,
@@ -186,54 +177,47 @@ class SelfConsumingLoop:
 
         n_pool = _n_samples(real_data)
         n_syn = self.samples_per_generation or n_pool
-        n_real = self._n_real(n_syn) if self.regime == "fresh" else 0
-        if self.regime == "fresh" and n_real > n_pool and not (self.fresh_real == "resample" and self.real_sampler):
-            raise ValueError(f"n_real={n_real} exceeds the {n_pool} real samples available")
-        fixed_idx = None
-        if self.regime == "fresh" and self.fresh_real == "fixed":
-            fixed_idx = np.sort(real_rng.choice(n_pool, size=n_real, replace=False))
-
+        planner = RegimePlanner(
+            self.regime, n_pool, n_syn, real_rng, self.real_fraction, n_real=self.n_real, fresh_real=self.fresh_real,
+            draw_real=self.real_sampler is None,
+        )
         model = self.model
         use_stats = self.regime == "accumulate" and hasattr(model, "stats") and hasattr(model, "fit_stats")
+        batches: Dict[int, Data] = {}  # sample batch k (drawn by model k), kept while a later fit may train on it
         acc_stats = model.stats(real_data) if use_stats else None
-        acc_parts = [real_data]
-        train = real_data
         values: Dict[str, List[np.ndarray]] = {k: [] for k in self.metrics}
         samples = None
         for g in range(1, generations + 1):
-            if use_stats:
+            plan = planner.plan(g - 1)
+            if use_stats:  # additive sufficient statistics: summed over the plan's sets instead of a refit on the pile
                 model.fit_stats(acc_stats)
             else:
-                model.fit(train)
+                model.fit(self._training_set(plan, real_data, batches, real_rng))
             samples = model.sample(n_syn, rng)
+            if use_stats and g < generations:
+                acc_stats = tuple(x + y for x, y in zip(acc_stats, model.stats(samples)))
+            elif not use_stats:
+                if self.regime != "accumulate":
+                    batches.clear()
+                batches[g] = samples
             if g in to_record:
                 for name, fn in self.metrics.items():
                     v = np.asarray(fn(model, samples), dtype=np.float64)
                     values[name].append(np.broadcast_to(v, (_n_seeds(samples),)).copy())
-            if g == generations:
-                break
-            if self.regime == "replace":
-                train = samples
-            elif self.regime == "accumulate":
-                if use_stats:
-                    acc_stats = _add_stats(acc_stats, model.stats(samples))
-                else:
-                    acc_parts.append(samples)
-                    train = _concat(acc_parts)
-            else:  # fresh
-                if n_real == 0:
-                    train = samples
-                    continue
-                if fixed_idx is not None:
-                    real_part = _take(real_data, fixed_idx)
-                elif self.real_sampler is not None:
-                    real_part = self.real_sampler(n_real, real_rng)
-                else:
-                    real_part = _take(real_data, np.sort(real_rng.choice(n_pool, size=n_real, replace=False)))
-                train = _concat([real_part, samples])
         return LoopResult(
             generations=gens,
             metrics={k: np.stack(v) if v else np.empty((0, _n_seeds(real_data))) for k, v in values.items()},
             model=model,
             data=samples,
         )
+
+    def _training_set(self, plan: TrainingPlan, real_data: Data, batches: Dict[int, Data], real_rng) -> Data:
+        """The data of ``plan``: arrays with the seed axis first, concatenated along the sample axis."""
+        syn = [batches[k] for k in plan.synthetic]
+        if plan.real == "all":
+            return _concat([real_data] + syn) if syn else real_data
+        if plan.real == "none":
+            return syn[0]
+        if plan.real == "subset":
+            return _concat([_take(real_data, plan.real_indices)] + syn)
+        return _concat([self.real_sampler(plan.n_real, real_rng)] + syn)

@@ -9,16 +9,14 @@ variance / real, classes present, smallest class share, live mixture components 
 generation g, and the accuracy on ~800 held-out REAL digits of a 64-128-10 MLP trained only on generation g.
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from collapse_guard.loop import (
-    ClassConditionalGMM,
-    chain_table,
-    format_table,
-    generation_chain,
-    load_digits_split,
-    mlp_real_accuracy,
-)
+from collapse_guard.loop import ClassConditionalGMM, generation_chain
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the reproductions package
+from reproductions.digits_chain import chain_table, format_table, load_digits_split, mlp_real_accuracy  # noqa: E402
 
 
 def main() -> None:

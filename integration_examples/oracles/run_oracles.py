@@ -4,13 +4,15 @@ Usage:
     python integration_examples/oracles/run_oracles.py [o1 o2 ... | all]
 
 Each line: ok/FAIL, oracle, figure, published value, ours, tolerance. Runs the published scale (O6: 16 seeds,
-M = 1000, 2000 generations: 1-2 minutes on 2 cores); tests/loop checks the same figures, O6 at a smaller
+M = 1000, 2000 generations: 1-2 minutes on 2 cores); tests/reproductions checks the same figures, O6 at a smaller
 scale. Exit status 1 if any figure is out of tolerance.
 """
 import sys
 import time
+from pathlib import Path
 
-from collapse_guard.loop.oracles import ORACLES
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the reproductions package
+from reproductions.oracles import ORACLES  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -224,8 +224,8 @@ def test_bad_arguments():
 
 
 def test_vae_and_charlm_building_blocks():
-    from collapse_guard.loop.charlm import CharGRU, CharVocab, charlm_metrics, text_split
-    from collapse_guard.loop.vae import DigitsVAE, digits_split, vae_metrics
+    from reproductions.charlm import CharGRU, CharVocab, charlm_metrics, text_split
+    from reproductions.vae import DigitsVAE, digits_split, vae_metrics
 
     real, held = digits_split(n_train=200, seed=0)
     res = LightningSelfConsumingLoop(lambda g: DigitsVAE(), metrics=vae_metrics(), max_epochs=1, num_threads=1).run(
@@ -247,10 +247,10 @@ def test_vae_and_charlm_building_blocks():
 def test_docstring_examples():
     import doctest
 
-    import collapse_guard.loop.charlm as charlm
+    import reproductions.charlm as charlm
     import collapse_guard.loop.guard as guard
     import collapse_guard.loop.neural as neural
-    import collapse_guard.loop.vae as vae
+    import reproductions.vae as vae
 
     for module in (guard, neural, vae, charlm):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

@@ -1,4 +1,4 @@
-"""The neural reproductions the README reports (minutes on 2 CPU cores): run with ``python -m pytest -m slow tests/loop``.
+"""The neural reproductions the README reports (minutes on 2 CPU cores): run with ``python -m pytest -m slow tests/reproductions``.
 
 Each test runs the configuration of its ``integration_examples/`` script and checks the figures reported, with
 tolerances wide enough for other CPUs and library versions but narrow enough to catch a loop that no longer
@@ -18,7 +18,7 @@ def _quiet():
 
 @pytest.mark.slow
 def test_vae_replace_collapses_and_the_guard_holds_the_margin():
-    from collapse_guard.loop.vae import run_vae_experiment
+    from reproductions.vae import run_vae_experiment
 
     out = run_vae_experiment(generations=5, seeds=(0, 1, 2), margin=0.15)
     s = out["summary"]["indicators"]
@@ -45,7 +45,7 @@ def test_vae_replace_collapses_and_the_guard_holds_the_margin():
 
 @pytest.mark.slow
 def test_charlm_replace_perplexity_rises_and_diversity_falls():
-    from collapse_guard.loop.charlm import run_charlm_experiment
+    from reproductions.charlm import run_charlm_experiment
 
     out = run_charlm_experiment(generations=8, seed=0)
     res = out["replace"]

@@ -1,7 +1,7 @@
 """Published figures O1-O6 (shared/REFERENCES.md) within their tolerances."""
 import pytest
 
-from collapse_guard.loop.oracles import oracle_o1, oracle_o2, oracle_o3, oracle_o4, oracle_o5, oracle_o6
+from reproductions.oracles import oracle_o1, oracle_o2, oracle_o3, oracle_o4, oracle_o5, oracle_o6
 
 
 def _check(rows):

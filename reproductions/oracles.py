@@ -2,7 +2,7 @@
 
 Each ``oracle_oN(...)`` runs the published setup with :class:`SelfConsumingLoop` and returns a list of
 :class:`Figure` rows (published value, ours, tolerance, pass/fail). ``integration_examples/oracles/`` prints them;
-``tests/loop`` asserts them. Scale arguments (seeds, generations) default to the published setup unless stated.
+``tests/reproductions`` asserts them. Scale arguments (seeds, generations) default to the published setup unless stated.
 """
 from __future__ import annotations
 

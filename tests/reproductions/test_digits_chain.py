@@ -2,15 +2,8 @@
 import numpy as np
 import pytest
 
-from collapse_guard.loop import (
-    ClassConditionalGMM,
-    chain_table,
-    generation_chain,
-    load_digits_split,
-    mlp_real_accuracy,
-    to_tensor_dataset,
-    within_class_variance,
-)
+from collapse_guard.loop import ClassConditionalGMM, generation_chain, to_tensor_dataset
+from reproductions.digits_chain import chain_table, load_digits_split, mlp_real_accuracy, within_class_variance
 
 
 @pytest.fixture(scope="module")
