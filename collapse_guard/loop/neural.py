@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -25,9 +25,11 @@ from collapse_guard._compat import LightningModule, Trainer
 from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.data.datamodule import MixedDataModule
 from collapse_guard.data.sources import SyntheticSource
-from collapse_guard.loop.chain import check_loop_settings
-from collapse_guard.loop.guard import GenerationDecision, GenerationEvent, GenerationGuard
-from collapse_guard.loop.self_consuming import LoopResult
+from collapse_guard.loop.guard import GenerationDecision, GenerationGuard
+from collapse_guard.loop.records import Generation, GenerationRecord, MetricFn, NeuralLoopResult
+from collapse_guard.loop.regimes import RegimePlanner, TrainingPlan, check_loop_settings
+
+__all__ = ["Generation", "GenerationRecord", "LightningSelfConsumingLoop", "NeuralLoopResult", "as_dataset"]
 
 #: Lightning's advice for real training runs, noise for the loop's many small fits
 _QUIET_WARNINGS = (
@@ -37,130 +39,6 @@ _QUIET_WARNINGS = (
 )
 
 SampleOutput = Union[Dataset, torch.Tensor, Sequence[torch.Tensor]]
-
-
-@dataclass
-class Generation:
-    """What a metric function of :class:`LightningSelfConsumingLoop` sees after one generation.
-
-    Attributes:
-        generation: its index (0 = fitted on real data only).
-        model: the module fitted in this generation (eval mode).
-        samples: the samples it generated (the training data of the next generation), a ``Dataset``.
-        first_model: the generation-0 module (e.g. the reference encoder of Shumailov et al.'s VAE measure).
-        heldout: held-out real data, never trained on.
-        real: the real training data of generation 0.
-        datamodule: this generation's ``MixedDataModule``.
-        trainer: this generation's ``Trainer``.
-    """
-
-    generation: int
-    model: Any
-    samples: Dataset
-    first_model: Any
-    heldout: Dataset
-    real: Dataset
-    datamodule: Optional[MixedDataModule] = None
-    trainer: Optional[Trainer] = None
-
-
-MetricFn = Callable[[Generation], Union[float, torch.Tensor, Mapping[str, Any]]]
-
-
-@dataclass
-class GenerationRecord:
-    """One generation of a :class:`LightningSelfConsumingLoop` run.
-
-    Attributes:
-        generation: its index.
-        regime: the loop's regime.
-        real_fraction: target real share of its training batches (the regime's, raised by the guard).
-        trained_real_fraction: real share of the samples it actually trained on (from the sampler's counts).
-        samples_per_epoch: training samples drawn per epoch.
-        real_pool_size: real samples it could draw from (injected reserve samples included).
-        samples_per_source: samples trained on per source (``real``, ``reserve``, ``gen<k>``).
-        sources: provenance of the synthetic sources it trained on (name, generator, generation, params, size).
-        metrics: its indicators.
-        action: the guard's decision after it (``"ok"`` without a guard).
-        seconds: wall time of fit, sampling and metrics.
-        attempt: ``0``, or the number of earlier fits of this generation the guard rejected (``refit=True``).
-        accepted: whether its samples were handed on (``False`` for a fit the guard rejected).
-    """
-
-    generation: int
-    regime: str
-    real_fraction: float
-    trained_real_fraction: float
-    samples_per_epoch: int
-    real_pool_size: int
-    samples_per_source: Dict[str, int]
-    sources: List[dict]
-    metrics: Dict[str, float]
-    action: str = "ok"
-    seconds: float = 0.0
-    attempt: int = 0
-    accepted: bool = False
-    handed_on: Optional[SyntheticSource] = field(default=None, repr=False)
-
-
-@dataclass
-class NeuralLoopResult(LoopResult):
-    """What :meth:`LightningSelfConsumingLoop.run` returns: a :class:`~collapse_guard.loop.LoopResult` for one run.
-
-    ``generations`` are ``0..G`` (the generations that ran; fewer when the guard stopped the loop) and every
-    ``metrics[name]`` has shape ``(len(generations), 1)``, so ``at`` / ``median`` / ``mean`` work as for the
-    closed-form loops.
-
-    Attributes:
-        records: one :class:`GenerationRecord` per fit: per generation, plus the fits a ``refit=True`` guard
-            rejected (``accepted=False``); ``metrics`` hold the accepted generations only.
-        events: the guard's :class:`GenerationEvent` s.
-        stopped_at: the generation after which the guard stopped the loop, or ``None``.
-        synthetic: every generation's samples as handed on: ``"gen<k>" ->`` :class:`~collapse_guard.SyntheticSource`.
-        models: with ``keep_models=True`` the module of every fit, in the order of ``records``; else ``[]``.
-    """
-
-    records: List[GenerationRecord] = field(default_factory=list)
-    events: List[GenerationEvent] = field(default_factory=list)
-    stopped_at: Optional[int] = None
-    synthetic: Dict[str, SyntheticSource] = field(default_factory=dict)
-    models: List[Any] = field(default_factory=list)
-
-    def value(self, name: str, generation: int) -> float:
-        """Metric ``name`` at ``generation``, a float.
-
-        Raises:
-            KeyError: if the metric or the generation was not recorded.
-        """
-        return float(self.at(name, generation)[0])
-
-    def series(self, name: str) -> np.ndarray:
-        """Metric ``name`` over the generations that ran, shape ``(len(generations),)``."""
-        return self.metrics[name][:, 0].copy()
-
-    def first_generation(self, name: str, predicate: Callable[[float], bool]) -> Optional[int]:
-        """The first generation whose value of ``name`` satisfies ``predicate``, or ``None``."""
-        for g, v in zip(self.generations.tolist(), self.series(name).tolist()):
-            if predicate(v):
-                return int(g)
-        return None
-
-    def table(self, columns: Optional[Mapping[str, str]] = None, digits: int = 3) -> str:
-        """Per-fit text table: generation, real share trained on, metrics (``columns``: header -> name), action.
-
-        Fits the guard rejected (``refit=True``) are listed too, marked ``*`` after the generation.
-        """
-        columns = dict(columns or {name: name for name in self.metrics})
-        heads = ["gen", "real%"] + list(columns) + ["action"]
-        widths = [5, 6] + [max(len(h), digits + 4) for h in columns] + [7]
-        lines = [" ".join(h.rjust(w) for h, w in zip(heads, widths))]
-        for rec in self.records:
-            cells = [f"{rec.generation}{'' if rec.accepted else '*'}", f"{100 * rec.trained_real_fraction:.1f}"]
-            for name in columns.values():
-                cells.append(f"{rec.metrics.get(name, float('nan')):.{digits}f}")
-            cells.append(rec.action)
-            lines.append(" ".join(c.rjust(w) for c, w in zip(cells, widths)))
-        return "\n".join(lines)
 
 
 def as_dataset(samples: SampleOutput) -> Dataset:
@@ -376,22 +254,13 @@ class LightningSelfConsumingLoop:
         with _num_threads(self.num_threads), _quiet_lightning(self.quiet):
             return self._run(real, generations, heldout, int(seed), reserve, keep_models)
 
-    def _n_real_share(self, n_syn: int) -> int:
-        return int(round(self.real_fraction / (1.0 - self.real_fraction) * n_syn))
-
     def _run(self, real, generations, heldout, seed, reserve, keep_models) -> NeuralLoopResult:
-        n_real_all = len(real)
-        n_syn = self.samples_per_generation or n_real_all
-        real_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-        n_share = self._n_real_share(n_syn) if self.regime == "fresh" else 0
-        if self.regime == "fresh" and n_share > n_real_all:
-            raise ValueError(f"real_fraction={self.real_fraction} needs {n_share} real samples; `real` has {n_real_all}.")
-        fixed_idx = None
-        if self.regime == "fresh" and self.fresh_real == "fixed" and n_share > 0:
-            fixed_idx = np.sort(real_rng.choice(n_real_all, size=n_share, replace=False)).tolist()
-        reserve_size = len(reserve) if reserve is not None else 0
-        state = {"reserve_used": 0, "floor": 0.0, "generator": self.generator_name, "first_model": None}
-
+        n_syn = self.samples_per_generation or len(real)
+        planner = RegimePlanner(
+            self.regime, len(real), n_syn, np.random.default_rng(np.random.SeedSequence([seed, 7])),
+            self.real_fraction, fresh_real=self.fresh_real,
+        )
+        run = _RunState(seed, real, heldout, n_syn, _Reserve(reserve), self.generator_name)
         records: List[GenerationRecord] = []
         values: Dict[str, List[float]] = {}
         synthetic: Dict[str, SyntheticSource] = {}
@@ -399,39 +268,19 @@ class LightningSelfConsumingLoop:
         model = samples = None
         stopped_at = None
         for g in range(generations + 1):
-            # -- what generation g trains on (the same for every attempt, but for the guard's real share)
-            if g == 0:
-                real_g, sources, base_share, n_epoch = real, {}, 1.0, n_real_all
-            elif self.regime == "replace":
-                real_g, sources, base_share, n_epoch = real, {f"gen{g}": synthetic[f"gen{g}"]}, 0.0, n_syn
-            elif self.regime == "accumulate":
-                sources = {f"gen{k}": synthetic[f"gen{k}"] for k in range(1, g + 1)}
-                n_pile = n_real_all + sum(len(src.data) for src in sources.values())
-                real_g, base_share, n_epoch = real, n_real_all / n_pile, n_pile
-            else:  # fresh
-                sources = {f"gen{g}": synthetic[f"gen{g}"]}
-                if n_share == 0:
-                    real_g = real
-                elif fixed_idx is not None:
-                    real_g = Subset(real, fixed_idx)
-                else:
-                    real_g = Subset(real, np.sort(real_rng.choice(n_real_all, size=n_share, replace=False)).tolist())
-                base_share, n_epoch = self.real_fraction, n_syn + n_share
+            inputs = _GenerationInputs.from_plan(planner.plan(g), real, synthetic)
             attempt = 0
-            while True:
-                record, model, samples, decision = self._fit_generation(
-                    g, attempt, seed, real, real_g, sources, base_share, n_epoch, n_syn, heldout, reserve, state
-                )
+            while True:  # the same inputs for every attempt, but for the guard's real share
+                record, model, samples, decision = self._fit_generation(inputs, attempt, run)
                 if keep_models:
                     models.append(model)
                 records.append(record)
-                if decision is not None and decision.refit:
-                    attempt += 1
-                    continue
-                break
+                if decision is None or not decision.refit:
+                    break
+                attempt += 1
             record.accepted = True
             if g == 0:
-                state["first_model"] = model
+                run.first_model = model
             synthetic[f"gen{g + 1}"] = record.handed_on
             for k, v in record.metrics.items():
                 values.setdefault(k, []).append(v)
@@ -453,30 +302,60 @@ class LightningSelfConsumingLoop:
             models=models,
         )
 
-    def _fit_generation(self, g, attempt, seed, real, real_g, sources, base_share, n_epoch, n_syn, heldout, reserve, state):
-        """Fit, sample, measure and judge one attempt at generation ``g``; returns (record, model, samples, decision)."""
+    def _fit_generation(self, inputs: "_GenerationInputs", attempt: int, run: "_RunState"):
+        """Fit, sample, measure and judge one attempt at a generation; returns (record, model, samples, decision)."""
         start = time.perf_counter()
-        if state["reserve_used"]:
-            real_g = ConcatDataset([real_g, Subset(reserve, list(range(state["reserve_used"])))])
-        share = 1.0 if g == 0 else max(base_share, state["floor"])
-        fit_seed = int(np.random.SeedSequence([seed, g, attempt]).generate_state(1)[0])
+        g = inputs.generation
+        real_g = run.reserve.real_pool(inputs.real)
+        share = run.reserve.share(inputs)
+        fit_seed = int(np.random.SeedSequence([run.seed, g, attempt]).generate_state(1)[0])
         dm = MixedDataModule(
             real=real_g,
-            synthetic=sources or None,
+            synthetic=inputs.sources or None,
             real_fraction=share,
-            holdout=heldout,
-            reserve=0.0,
+            holdout=run.heldout,
+            reserve=0.0,  # the guard's reserve is the loop's (_Reserve): it grows the real pool between fits
             synthetic_holdout=0.0,
             batch_size=self.batch_size,
-            samples_per_epoch=self.samples_per_epoch or n_epoch,
+            samples_per_epoch=self.samples_per_epoch or inputs.samples_per_epoch,
             seed=fit_seed,
         )
-        # -- fit and sample under the attempt's seeds (the caller's global RNG state is left as it was)
+        model, trainer, samples = self._fit_and_sample(g, dm, fit_seed, run)
+        # -- indicators (metrics that draw, e.g. an ELBO's noise, are reproducible too)
+        first_model = model if g == 0 else run.first_model
+        context = Generation(g, model, samples, first_model, run.heldout, run.real, dm, trainer)
+        metrics: Dict[str, float] = {}
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(fit_seed + 2)
+            for name, fn in self.metrics.items():
+                metrics.update(_scalar_metrics(name, fn(context)))
+        record = self._record(inputs, dm, share, real_g, metrics, attempt)
+        params = {
+            **self.generator_params,
+            "regime": self.regime,
+            "trained_on": "real" if g == 0 else ", ".join(["real"] * (share > 0) + list(inputs.sources)),
+            "real_fraction": round(share, 6),
+            "samples": len(samples),
+            "seed": run.seed,
+        }
+        record.handed_on = SyntheticSource(samples, generator=run.generator, generation=g + 1, params=params)
+        decision = None
+        if self.guard is not None:
+            decision = self.guard.check(
+                g, metrics, share, reserve_size=run.reserve.size, reserve_remaining=run.reserve.remaining
+            )
+            record.action = decision.action
+            run.reserve.apply(decision)
+        record.seconds = time.perf_counter() - start
+        return record, model, samples, decision
+
+    def _fit_and_sample(self, g: int, dm: MixedDataModule, fit_seed: int, run: "_RunState"):
+        """A fresh module fitted on ``dm`` and its samples, under the attempt's seeds (the global RNG is kept)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(fit_seed)
             model = self.model_factory(g)
-            if state["generator"] is None:
-                state["generator"] = type(model).__name__
+            if run.generator is None:
+                run.generator = type(model).__name__
             trainer = Trainer(**self._trainer_kwargs(g))
             with warnings.catch_warnings():
                 if self.quiet:
@@ -485,27 +364,14 @@ class LightningSelfConsumingLoop:
                 trainer.fit(model, datamodule=dm)
             model.eval()
             with torch.no_grad():
-                samples = as_dataset(model.sample(n_syn, torch.Generator().manual_seed(fit_seed + 1)))
-        # -- indicators (metrics that draw, e.g. an ELBO's noise, are reproducible too)
-        first_model = model if g == 0 else state["first_model"]
-        context = Generation(g, model, samples, first_model, heldout, real, dm, trainer)
-        metrics: Dict[str, float] = {}
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(fit_seed + 2)
-            for name, fn in self.metrics.items():
-                metrics.update(_scalar_metrics(name, fn(context)))
+                samples = as_dataset(model.sample(run.n_syn, torch.Generator().manual_seed(fit_seed + 1)))
+        return model, trainer, samples
+
+    def _record(self, inputs, dm: MixedDataModule, share: float, real_g: Dataset, metrics, attempt: int):
         counts = dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist()))
         total = max(1, sum(counts.values()))
-        params = {
-            **self.generator_params,
-            "regime": self.regime,
-            "trained_on": "real" if g == 0 else ", ".join(["real"] * (share > 0) + list(sources)),
-            "real_fraction": round(share, 6),
-            "samples": len(samples),
-            "seed": seed,
-        }
-        record = GenerationRecord(
-            generation=g,
+        return GenerationRecord(
+            generation=inputs.generation,
             regime=self.regime,
             real_fraction=share,
             trained_real_fraction=(counts.get("real", 0) + counts.get("reserve", 0)) / total,
@@ -516,23 +382,62 @@ class LightningSelfConsumingLoop:
             metrics=metrics,
             attempt=attempt,
         )
-        record.handed_on = SyntheticSource(samples, generator=state["generator"], generation=g + 1, params=params)
-        # -- the guard's decision
-        decision = None
-        if self.guard is not None:
-            reserve_size = len(reserve) if reserve is not None else 0
-            decision = self.guard.check(
-                g, metrics, share, reserve_size=reserve_size, reserve_remaining=reserve_size - state["reserve_used"]
-            )
-            record.action = decision.action
-            if decision.action == "inject":
-                state["floor"] = max(state["floor"], decision.real_fraction)
-                state["reserve_used"] += decision.reserve_samples
-        record.seconds = time.perf_counter() - start
-        return record, model, samples, decision
 
     def _trainer_kwargs(self, generation: int) -> dict:
         opts: Dict[str, Any] = quiet_trainer_kwargs(max_epochs=self.max_epochs, accelerator="cpu", devices=1)
         opts.update(self.trainer_kwargs)
         opts["callbacks"] = list(self.callbacks(generation)) if self.callbacks is not None else []
         return opts
+
+
+@dataclass
+class _GenerationInputs:
+    """What one generation trains on under the regime (the same for every attempt)."""
+
+    generation: int
+    real: Dataset  # the real pool, or the regime's real subset
+    sources: Dict[str, SyntheticSource]  # "gen<k>" -> the samples of generation k - 1
+    real_fraction: float  # the regime's target real share (the guard may raise it)
+    samples_per_epoch: int
+
+    @classmethod
+    def from_plan(cls, plan: TrainingPlan, real: Dataset, synthetic: Mapping[str, SyntheticSource]):
+        subset = Subset(real, plan.real_indices.tolist()) if plan.real == "subset" else real
+        sources = {f"gen{k}": synthetic[f"gen{k}"] for k in plan.synthetic}
+        return cls(plan.fit, subset, sources, plan.real_fraction, plan.size)
+
+
+class _Reserve:
+    """The guard's injections, in one place: reserve samples moved into the real pool and the real-share floor."""
+
+    def __init__(self, data: Optional[Dataset]) -> None:
+        self.data, self.used, self.floor = data, 0, 0.0
+        self.size = len(data) if data is not None else 0
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.used
+
+    def real_pool(self, real: Dataset) -> Dataset:
+        return ConcatDataset([real, Subset(self.data, list(range(self.used)))]) if self.used else real
+
+    def share(self, inputs: _GenerationInputs) -> float:
+        return 1.0 if inputs.generation == 0 else max(inputs.real_fraction, self.floor)
+
+    def apply(self, decision: GenerationDecision) -> None:
+        if decision.action == "inject":
+            self.floor = max(self.floor, decision.real_fraction)
+            self.used += decision.reserve_samples
+
+
+@dataclass
+class _RunState:
+    """One run's fixed inputs and what it learns on the way (the first model, the generator's name)."""
+
+    seed: int
+    real: Dataset
+    heldout: Dataset
+    n_syn: int
+    reserve: _Reserve
+    generator: Optional[str]
+    first_model: Any = None
