@@ -54,16 +54,18 @@ def penultimate_features(module: nn.Module) -> Iterator[list]:
 
 
 class FeatureIndicators:
-    """Feature-space indicators of a compared set (synthetic or generated) against held-out real features.
+    """Feature-space indicators of a synthetic set against held-out real features.
+
+    The synthetic set is training synthetic samples (a synthetic source's) or a generative model's samples.
 
     Wraps torchmetrics ``Metric`` objects, so the values are exact across DDP ranks:
 
     * ``precision``, ``recall`` (Kynkäänniemi et al. 2019), ``density``, ``coverage`` (Naeem et al. 2020), k-NN;
     * ``frechet``: Fréchet distance between Gaussian fits; ``mmd``: unbiased MMD², RBF kernel, median heuristic
       (Gretton et al. 2012);
-    * ``variance_ratio``: total variance of the compared set over the real one; ``tail_mass_ratio``: share of
-      compared samples in the real 2.5% tails over the real share;
-    * ``vendi_real``, ``vendi``: Vendi score (Friedman & Dieng 2023) of the real and of the compared features;
+    * ``variance_ratio``: total variance of the synthetic set over the real one; ``tail_mass_ratio``: share of
+      synthetic samples in the real 2.5% tails over the real share;
+    * ``vendi_real``, ``vendi``: Vendi score (Friedman & Dieng 2023) of the real and of the synthetic features;
       ``effective_rank_real``: effective rank (Roy & Vetterli 2007) of the real features.
 
     Args:
@@ -88,19 +90,19 @@ class FeatureIndicators:
             "tail_mass_ratio": TailMassRatio(),
         }
         self.real_only = {"vendi_real": VendiScore(num_features), "effective_rank_real": EffectiveRank(num_features)}
-        self.compared_only = {"vendi": VendiScore(num_features)}
+        self.synthetic_only = {"vendi": VendiScore(num_features)}
         for metric in self.metrics():
             metric.to(device)
 
     def metrics(self):
-        return [*self.pair.values(), *self.real_only.values(), *self.compared_only.values()]
+        return [*self.pair.values(), *self.real_only.values(), *self.synthetic_only.values()]
 
     def update(self, features: Tensor, real: bool) -> None:
-        """Add a batch ``(B, D)`` of held-out real (``real=True``) or compared features."""
+        """Add a batch ``(B, D)`` of held-out real (``real=True``) or synthetic features."""
         features = features.float()
         for metric in self.pair.values():
             metric.update(features, real=real)
-        for metric in (self.real_only if real else self.compared_only).values():
+        for metric in (self.real_only if real else self.synthetic_only).values():
             metric.update(features)
 
     def compute(self) -> dict[str, Tensor]:
@@ -108,6 +110,6 @@ class FeatureIndicators:
         for name, metric in self.pair.items():
             if name != "prdc":
                 out[name] = metric.compute()
-        for name, metric in {**self.real_only, **self.compared_only}.items():
+        for name, metric in {**self.real_only, **self.synthetic_only}.items():
             out[name] = metric.compute()
         return out

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
-from collapse_guard.metrics.feature import _check_batch
+from collapse_guard.metrics._base import FeatureSumsMetric
 from collapse_guard.metrics.functional.diversity import (
     effective_rank_from_singular_values,
     normalize_rows,
@@ -20,27 +19,21 @@ from collapse_guard.metrics.functional.diversity import (
 __all__ = ["VendiScore", "EffectiveRank"]
 
 
-class _GramMetric(Metric):
-    is_differentiable = False
+class _GramMetric(FeatureSumsMetric):
     higher_is_better = True
-    full_state_update = False
 
     def __init__(self, num_features: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"`num_features` must be a positive integer, got {num_features!r}.")
-        self.num_features = num_features
-        d = num_features
-        self.add_state("gram", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(num_features, **kwargs)
+        self.add_sum_state("gram", (num_features, num_features))
+        self.add_sum_state("total", (num_features,))
+        self.add_count_state("n")
 
     def _prepare(self, x: Tensor) -> Tensor:
         return x
 
     def update(self, features: Tensor) -> None:
         """Add a batch of features, shape ``(B, num_features)``."""
-        x = self._prepare(_check_batch(features, self.num_features).to(torch.float64))
+        x = self._prepare(self.checked_batch(features))
         self.gram = self.gram + x.t() @ x
         self.total = self.total + x.sum(dim=0)
         self.n = self.n + x.shape[0]

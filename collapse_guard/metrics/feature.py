@@ -1,7 +1,8 @@
-"""torchmetrics ``Metric`` classes over the feature-space indicators (generated vs held-out real features).
+"""torchmetrics ``Metric`` classes over the feature-space indicators (synthetic vs held-out real features).
 
 Every class takes features with ``update(features, real)``: ``features`` of shape ``(B, D)`` and ``real=True``
-for held-out real samples, ``False`` for generated ones (as torchmetrics' ``FrechetInceptionDistance``).
+for held-out real samples, ``False`` for synthetic ones (a synthetic source's or a generative model's samples;
+torchmetrics' ``FrechetInceptionDistance`` calls them "fake").
 Sample-based metrics keep the features in list states (``dist_reduce_fx="cat"``); Fréchet distance and the
 variance ratio keep only sufficient statistics (``dist_reduce_fx="sum"``), so their memory is ``O(D^2)``.
 ``compute()`` calls the matching function of :mod:`collapse_guard.metrics.functional`.
@@ -15,6 +16,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from collapse_guard.metrics._base import FeatureSumsMetric, check_batch
+from collapse_guard.metrics._deprecation import deprecated_alias
 from collapse_guard.metrics.functional.distance import (
     frechet_distance_from_statistics,
     maximum_mean_discrepancy,
@@ -31,22 +34,8 @@ __all__ = [
 ]
 
 
-def _check_batch(features: Tensor, num_features: Optional[int], allow_1d: bool = False) -> Tensor:
-    if not isinstance(features, Tensor):
-        raise TypeError(f"`features` must be a torch.Tensor, got {type(features).__name__}.")
-    if allow_1d and features.ndim == 1:
-        features = features[:, None]
-    if features.ndim != 2:
-        raise ValueError(f"`features` must have shape (B, D), got {tuple(features.shape)}.")
-    if num_features is not None and features.shape[1] != num_features:
-        raise ValueError(f"expected {num_features} features per sample, got {features.shape[1]}.")
-    if features.is_floating_point() and not bool(torch.isfinite(features).all()):
-        raise ValueError("`features` contains NaN or infinite values.")
-    return features.detach()
-
-
-class _RealFakeSamples(Metric):
-    """Base: keeps real and generated features in ``cat`` list states."""
+class _RealSyntheticSamples(Metric):
+    """Base: keeps real and synthetic features in ``cat`` list states."""
 
     is_differentiable = False
     full_state_update = False
@@ -55,22 +44,24 @@ class _RealFakeSamples(Metric):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.add_state("real_features", default=[], dist_reduce_fx="cat")
-        self.add_state("fake_features", default=[], dist_reduce_fx="cat")
+        self.add_state("synthetic_features", default=[], dist_reduce_fx="cat")
+
+    fake_features = deprecated_alias("synthetic_features", "fake_features")
 
     def update(self, features: Tensor, real: bool) -> None:
-        """Add a batch of features, shape ``(B, D)``, to the real (``real=True``) or generated set."""
-        features = _check_batch(features, None, self._allow_1d)
-        (self.real_features if real else self.fake_features).append(features)
+        """Add a batch of features, shape ``(B, D)``, to the real (``real=True``) or synthetic set."""
+        features = check_batch(features, None, self._allow_1d)
+        (self.real_features if real else self.synthetic_features).append(features)
 
     def _samples(self) -> tuple[Tensor, Tensor]:
         if (isinstance(self.real_features, list) and not self.real_features) or (
-            isinstance(self.fake_features, list) and not self.fake_features
+            isinstance(self.synthetic_features, list) and not self.synthetic_features
         ):
-            raise ValueError(f"{type(self).__name__} needs both real and generated features before compute().")
-        return dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+            raise ValueError(f"{type(self).__name__} needs both real and synthetic features before compute().")
+        return dim_zero_cat(self.real_features), dim_zero_cat(self.synthetic_features)
 
 
-class PrecisionRecallDensityCoverage(_RealFakeSamples):
+class PrecisionRecallDensityCoverage(_RealSyntheticSamples):
     """k-NN precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020).
 
     ``compute()`` returns ``{"precision", "recall", "density", "coverage"}`` as 0-dim float64 tensors, see
@@ -89,7 +80,7 @@ class PrecisionRecallDensityCoverage(_RealFakeSamples):
 
         m = PrecisionRecallDensityCoverage(k=5)
         m.update(real_feats, real=True)
-        m.update(fake_feats, real=False)
+        m.update(synthetic_feats, real=False)
         m.compute()["recall"]
     """
 
@@ -103,11 +94,11 @@ class PrecisionRecallDensityCoverage(_RealFakeSamples):
         self.chunk_size = chunk_size
 
     def compute(self) -> dict[str, Tensor]:
-        real, fake = self._samples()
-        return prdc(real, fake, k=self.k, chunk_size=self.chunk_size)
+        real, synthetic = self._samples()
+        return prdc(real, synthetic, k=self.k, chunk_size=self.chunk_size)
 
 
-class MaximumMeanDiscrepancy(_RealFakeSamples):
+class MaximumMeanDiscrepancy(_RealSyntheticSamples):
     """Unbiased MMD² with an RBF kernel and the median-heuristic bandwidth (Gretton et al. 2012).
 
     ``compute()`` returns a 0-dim float64 tensor, see
@@ -138,18 +129,18 @@ class MaximumMeanDiscrepancy(_RealFakeSamples):
         self.max_samples_bandwidth = max_samples_bandwidth
 
     def compute(self) -> Tensor:
-        real, fake = self._samples()
+        real, synthetic = self._samples()
         return maximum_mean_discrepancy(
             real,
-            fake,
+            synthetic,
             bandwidth=self.bandwidth,
             chunk_size=self.chunk_size,
             max_samples_bandwidth=self.max_samples_bandwidth,
         )
 
 
-class TailMassRatio(_RealFakeSamples):
-    """Share of generated values in the real per-dimension ``[q, 1 - q]`` tails, over the real share.
+class TailMassRatio(_RealSyntheticSamples):
+    """Share of synthetic values in the real per-dimension ``[q, 1 - q]`` tails, over the real share.
 
     ``compute()`` returns a 0-dim float64 tensor (1: real-like tails, towards 0: tails lost), see
     :func:`~collapse_guard.metrics.functional.tail_mass_ratio`. Accepts ``(B,)`` batches of a 1-D statistic.
@@ -169,40 +160,38 @@ class TailMassRatio(_RealFakeSamples):
         self.q = q
 
     def compute(self) -> Tensor:
-        real, fake = self._samples()
-        return tail_mass_ratio(real, fake, q=self.q)
+        real, synthetic = self._samples()
+        return tail_mass_ratio(real, synthetic, q=self.q)
 
 
-class _RealFakeMoments(Metric):
+class _RealSyntheticMoments(FeatureSumsMetric):
     """Base: sums of features and of their outer products (or squares) per set, ``dist_reduce_fx="sum"``."""
 
-    is_differentiable = False
-    full_state_update = False
     _outer = True
 
     def __init__(self, num_features: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"`num_features` must be a positive integer, got {num_features!r}.")
-        self.num_features = num_features
+        super().__init__(num_features, **kwargs)
         d = num_features
-        second = (d, d) if self._outer else ()
-        for side in ("real", "fake"):
-            self.add_state(f"{side}_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_second", torch.zeros(second, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_n", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        for side in ("real", "synthetic"):
+            self.add_sum_state(f"{side}_sum", (d,))
+            self.add_sum_state(f"{side}_second", (d, d) if self._outer else ())
+            self.add_count_state(f"{side}_n")
+
+    fake_sum = deprecated_alias("synthetic_sum", "fake_sum")
+    fake_second = deprecated_alias("synthetic_second", "fake_second")
+    fake_n = deprecated_alias("synthetic_n", "fake_n")
 
     def update(self, features: Tensor, real: bool) -> None:
-        """Add a batch of features, shape ``(B, num_features)``, to the real or generated statistics."""
-        x = _check_batch(features, self.num_features).to(torch.float64)
-        side = "real" if real else "fake"
+        """Add a batch of features, shape ``(B, num_features)``, to the real or synthetic statistics."""
+        x = self.checked_batch(features)
+        side = "real" if real else "synthetic"
         setattr(self, f"{side}_sum", getattr(self, f"{side}_sum") + x.sum(dim=0))
         second = x.t() @ x if self._outer else (x * x).sum()
         setattr(self, f"{side}_second", getattr(self, f"{side}_second") + second)
         setattr(self, f"{side}_n", getattr(self, f"{side}_n") + x.shape[0])
 
     def _check_counts(self) -> None:
-        for side in ("real", "fake"):
+        for side in ("real", "synthetic"):
             if int(getattr(self, f"{side}_n")) < 2:
                 raise ValueError(f"{type(self).__name__} needs at least 2 {side} samples before compute().")
 
@@ -213,8 +202,8 @@ class _RealFakeMoments(Metric):
         return mu, cov
 
 
-class FrechetDistance(_RealFakeMoments):
-    """Fréchet distance between Gaussian fits of real and generated features (FID on any feature space).
+class FrechetDistance(_RealSyntheticMoments):
+    """Fréchet distance between Gaussian fits of real and synthetic features (FID on any feature space).
 
     States are the per-set feature sums, outer-product sums and counts (float64, ``dist_reduce_fx="sum"``):
     memory is ``O(D^2)`` whatever the number of samples and the result is exact across DDP ranks. ``compute()``
@@ -234,12 +223,12 @@ class FrechetDistance(_RealFakeMoments):
     def compute(self) -> Tensor:
         self._check_counts()
         mu1, s1 = self._mean_cov("real")
-        mu2, s2 = self._mean_cov("fake")
+        mu2, s2 = self._mean_cov("synthetic")
         return frechet_distance_from_statistics(mu1, s1, mu2, s2)
 
 
-class VarianceRatio(_RealFakeMoments):
-    """Total variance of generated features over that of real ones, ``Tr Cov(fake) / Tr Cov(real)``.
+class VarianceRatio(_RealSyntheticMoments):
+    """Total variance of synthetic features over that of real ones, ``Tr Cov(synthetic) / Tr Cov(real)``.
 
     States: per-set sums, sums of squared norms and counts (``dist_reduce_fx="sum"``), ``O(D)`` memory.
     ``compute()`` returns a 0-dim float64 tensor, see :func:`~collapse_guard.metrics.functional.variance_ratio`.
@@ -259,4 +248,4 @@ class VarianceRatio(_RealFakeMoments):
 
     def compute(self) -> Tensor:
         self._check_counts()
-        return self._total_variance("fake") / self._total_variance("real")
+        return self._total_variance("synthetic") / self._total_variance("real")

@@ -1,4 +1,4 @@
-"""torchmetrics ``Metric`` classes over the lexical diversity indicators of generated text.
+"""torchmetrics ``Metric`` classes over the lexical diversity indicators of synthetic text.
 
 ``update(tokens)`` accepts every token input of :mod:`collapse_guard.metrics.functional.text` (id tensors
 ``(B, L)``, lists of 1-D id tensors, lists of strings). Each update stores only its distinct n-grams (or
@@ -14,6 +14,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from collapse_guard.metrics._deprecation import deprecated_alias
 from collapse_guard.metrics.functional.text import TokenInput, entropy_from_counts, ngram_counts, to_sequences
 
 __all__ = ["DistinctN", "TypeTokenRatio", "UnigramEntropy", "VocabularyCoverage"]
@@ -54,7 +55,7 @@ class _NgramMetric(Metric):
         self.add_state("counts", default=[], dist_reduce_fx="cat")
 
     def update(self, tokens: TokenInput) -> None:
-        """Add a batch of generated text (token id tensor ``(B, L)``, list of id tensors or of strings)."""
+        """Add a batch of synthetic text (token id tensor ``(B, L)``, list of id tensors or of strings)."""
         uniq, counts = ngram_counts(to_sequences(tokens, self.ignore_index, self.tokenizer), self.n)
         self.grams.append(uniq.to(self.device))
         self.counts.append(counts.to(self.device))
@@ -69,7 +70,7 @@ class _NgramMetric(Metric):
 
 
 class DistinctN(_NgramMetric):
-    """Distinct-n (Li et al. 2016) of all generated text seen: distinct n-grams over n-grams.
+    """Distinct-n (Li et al. 2016) of all synthetic text seen: distinct n-grams over n-grams.
 
     ``compute()`` returns a 0-dim float64 tensor in ``(0, 1]``, see
     :func:`~collapse_guard.metrics.functional.distinct_n`. Note that it depends on the corpus size.
@@ -83,7 +84,7 @@ class DistinctN(_NgramMetric):
     Example::
 
         m = DistinctN(n=2, ignore_index=tokenizer.pad_token_id)
-        m.update(generated_ids)  # (B, L)
+        m.update(synthetic_ids)  # (B, L): a language model's samples, say
         m.compute()
     """
 
@@ -101,14 +102,8 @@ class DistinctN(_NgramMetric):
         return torch.tensor(uniq.shape[0] / int(counts.sum()), dtype=torch.float64, device=self.device)
 
 
-class TypeTokenRatio(DistinctN):
-    """Type-token ratio (distinct-1) of all generated text seen; a 0-dim float64 tensor in ``(0, 1]``.
-
-    Args:
-        ignore_index: token id dropped (padding).
-        tokenizer: string splitter for string input.
-        kwargs: torchmetrics ``Metric`` keyword arguments.
-    """
+class _Unigrams:
+    """Mixin: an n-gram metric fixed to ``n = 1``, built from ``(ignore_index, tokenizer, **kwargs)``."""
 
     def __init__(
         self,
@@ -119,8 +114,18 @@ class TypeTokenRatio(DistinctN):
         super().__init__(1, ignore_index, tokenizer, **kwargs)
 
 
-class UnigramEntropy(_NgramMetric):
-    """Shannon entropy in nats of the unigram distribution of all generated text seen.
+class TypeTokenRatio(_Unigrams, DistinctN):
+    """Type-token ratio (distinct-1) of all synthetic text seen; a 0-dim float64 tensor in ``(0, 1]``.
+
+    Args:
+        ignore_index: token id dropped (padding).
+        tokenizer: string splitter for string input.
+        kwargs: torchmetrics ``Metric`` keyword arguments.
+    """
+
+
+class UnigramEntropy(_Unigrams, _NgramMetric):
+    """Shannon entropy in nats of the unigram distribution of all synthetic text seen.
 
     ``compute()`` returns a 0-dim float64 tensor in ``[0, log V]``, see
     :func:`~collapse_guard.metrics.functional.unigram_entropy`.
@@ -131,23 +136,15 @@ class UnigramEntropy(_NgramMetric):
         kwargs: torchmetrics ``Metric`` keyword arguments.
     """
 
-    def __init__(
-        self,
-        ignore_index: Optional[int] = None,
-        tokenizer: Optional[Callable[[str], Sequence[str]]] = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(1, ignore_index, tokenizer, **kwargs)
-
     def compute(self) -> Tensor:
         _, counts = self._merged()
         return entropy_from_counts(counts)
 
 
 class VocabularyCoverage(Metric):
-    """Share of the real reference's token types that occur in the generated text.
+    """Share of the real reference's token types that occur in the synthetic text.
 
-    ``update(tokens, real)`` with ``real=True`` for the held-out real corpus and ``False`` for generated text.
+    ``update(tokens, real)`` with ``real=True`` for the held-out real corpus and ``False`` for synthetic text.
     ``compute()`` returns a 0-dim float64 tensor in ``[0, 1]``, see
     :func:`~collapse_guard.metrics.functional.vocabulary_coverage`.
 
@@ -177,16 +174,18 @@ class VocabularyCoverage(Metric):
         self.min_count = min_count
         self.add_state("real_types", default=[], dist_reduce_fx="cat")
         self.add_state("real_counts", default=[], dist_reduce_fx="cat")
-        self.add_state("fake_types", default=[], dist_reduce_fx="cat")
+        self.add_state("synthetic_types", default=[], dist_reduce_fx="cat")
+
+    fake_types = deprecated_alias("synthetic_types", "fake_types")
 
     def update(self, tokens: TokenInput, real: bool) -> None:
-        """Add a batch of real (``real=True``) or generated text."""
+        """Add a batch of real (``real=True``) or synthetic text."""
         uniq, counts = ngram_counts(to_sequences(tokens, self.ignore_index, self.tokenizer), 1)
         if real:
             self.real_types.append(uniq.flatten().to(self.device))
             self.real_counts.append(counts.to(self.device))
         else:
-            self.fake_types.append(uniq.flatten().to(self.device))
+            self.synthetic_types.append(uniq.flatten().to(self.device))
 
     def compute(self) -> Tensor:
         if _is_empty(self.real_types):
@@ -195,6 +194,6 @@ class VocabularyCoverage(Metric):
         types = types.flatten()[counts >= self.min_count]
         if types.numel() == 0:
             raise ValueError("the real corpus has no token type with `min_count` occurrences.")
-        if _is_empty(self.fake_types):
+        if _is_empty(self.synthetic_types):
             return torch.zeros((), dtype=torch.float64, device=self.device)
-        return torch.isin(types, dim_zero_cat(self.fake_types)).double().mean()
+        return torch.isin(types, dim_zero_cat(self.synthetic_types)).double().mean()

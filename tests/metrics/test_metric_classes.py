@@ -140,7 +140,7 @@ def test_reset_and_errors():
     m = _feed(M.PrecisionRecallDensityCoverage(k=3), real, fake)
     m.compute()
     m.reset()
-    with pytest.raises(ValueError, match="both real and generated"):
+    with pytest.raises(ValueError, match="both real and synthetic"):
         m.compute()
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         m.update(torch.randn(3, 2, 2), real=True)

@@ -1,9 +1,11 @@
 """Collapse indicators as pure functions on tensors (torchmetrics' functional style).
 
-Sample-based indicators compare generated (``fake``, shape ``(M, D)``) with held-out real (``real``, shape
-``(N, D)``) features; diversity and text indicators read one set. Scalars are returned as 0-dim float64 tensors
-(dicts of them for :func:`prdc`); see each function for its range and the paper it comes from.
+Sample-based indicators compare a synthetic set (``synthetic``, shape ``(M, D)``: a synthetic source's or a
+generative model's samples, the papers' "fake") with held-out real features (``real``, shape ``(N, D)``);
+diversity and text indicators read one set. Scalars are returned as 0-dim float64 tensors (dicts of them for
+:func:`prdc`); see each function for its range and the paper it comes from.
 """
+from collapse_guard.metrics.functional import baseline, distance, knn
 from collapse_guard.metrics.functional.baseline import RealBaseline, real_baseline
 from collapse_guard.metrics.functional.classification import (
     binomial_standard_error,
@@ -53,24 +55,8 @@ __all__ = [
     "predictive_entropy",
     "worst_class_recall",
     "worst_class_recall_standard_error",
-    # k-NN manifold
-    "knn_radii",
-    "prdc",
-    "knn_precision",
-    "knn_recall",
-    "density",
-    "coverage",
-    # distances
-    "gaussian_statistics",
-    "frechet_distance",
-    "frechet_distance_from_statistics",
-    "median_heuristic_bandwidth",
-    "maximum_mean_discrepancy",
-    "total_variance",
-    "variance_ratio",
-    "real_quantile_range",
-    "tail_mass",
-    "tail_mass_ratio",
+    *knn.__all__,  # k-NN manifold
+    *distance.__all__,  # distances
     # diversity
     "vendi_score",
     "vendi_score_from_eigenvalues",
@@ -81,7 +67,5 @@ __all__ = [
     "type_token_ratio",
     "unigram_entropy",
     "vocabulary_coverage",
-    # baseline
-    "RealBaseline",
-    "real_baseline",
+    *baseline.__all__,
 ]

@@ -89,13 +89,14 @@ def check_features(x: Tensor, name: str) -> Tensor:
     return x
 
 
-def check_pair(real: Tensor, fake: Tensor) -> None:
+def check_pair(real: Tensor, synthetic: Tensor) -> None:
     """Validate two feature matrices with the same feature dimension."""
     check_features(real, "real")
-    check_features(fake, "fake")
-    if real.shape[1] != fake.shape[1]:
+    check_features(synthetic, "synthetic")
+    if real.shape[1] != synthetic.shape[1]:
         raise ValueError(
-            f"`real` and `fake` must have the same feature dimension, got {real.shape[1]} and {fake.shape[1]}."
+            f"`real` and `synthetic` must have the same feature dimension, got {real.shape[1]} and "
+            f"{synthetic.shape[1]}."
         )
 
 

@@ -51,11 +51,11 @@ def real_baseline(
     """Mean and std of ``metric_fn(A, B)`` over random pairs of disjoint real subsets ``A``, ``B`` of size ``n``.
 
     Each split draws a fresh random permutation of the real samples and takes its first ``n`` as ``A`` (in the
-    role of the real reference) and the next ``n`` as ``B`` (in the role of the generated set). Use the same
+    role of the real reference) and the next ``n`` as ``B`` (in the role of the synthetic set). Use the same
     ``n`` as the evaluation set, since many indicators depend on the sample size.
 
     Args:
-        metric_fn: indicator taking ``(real, fake)`` and returning a scalar (tensor or float) or a dict of
+        metric_fn: indicator taking ``(real, synthetic)`` and returning a scalar (tensor or float) or a dict of
             scalars, e.g. ``functools.partial(prdc, k=5)`` or :func:`frechet_distance`.
         real: real samples: a tensor indexed along dim 0, shape ``(N, ...)``, or any sequence (e.g. a list
             of strings for the text indicators).

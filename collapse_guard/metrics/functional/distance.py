@@ -1,4 +1,7 @@
-"""Distribution distances between generated and held-out real features.
+"""Distribution distances between synthetic and held-out real features.
+
+The synthetic set (the papers' "fake" samples) is a synthetic source's or a generative model's samples;
+the two-set functions take it as ``synthetic`` (``fake=`` still works, with a ``DeprecationWarning``).
 
 * Fréchet distance between Gaussian fits (Dowson & Landau 1982; as FID: Heusel et al., NeurIPS 2017).
 * Unbiased MMD² with an RBF kernel and the median-heuristic bandwidth (Gretton, Borgwardt, Rasch, Schölkopf,
@@ -15,6 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from collapse_guard.metrics._deprecation import renamed_kwargs
 from collapse_guard.metrics.functional._chunk import block_rows, check_features, check_pair
 
 __all__ = [
@@ -114,12 +118,13 @@ def frechet_distance_from_statistics(mu1: Tensor, sigma1: Tensor, mu2: Tensor, s
     return value.clamp_min(0)
 
 
-def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
-    """Fréchet distance between Gaussian fits of real and generated features (FID when features are Inception's).
+@renamed_kwargs(fake="synthetic")
+def frechet_distance(real: Tensor, synthetic: Tensor) -> Tensor:
+    """Fréchet distance between Gaussian fits of real and synthetic features (FID when features are Inception's).
 
     Args:
         real: real features, shape ``(N, D)``, ``N >= 2``.
-        fake: generated features, shape ``(M, D)``, ``M >= 2``.
+        synthetic: synthetic features, shape ``(M, D)``, ``M >= 2``.
 
     Returns:
         0-dim float64 tensor ``>= 0`` in squared feature units; 0 when both fits coincide.
@@ -134,9 +139,9 @@ def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
         >>> round(float(frechet_distance(x, 2 * x + 1)), 1)  # |1|^2 * 2 + 2 * (1 + 4 - 2 * 2)
         4.0
     """
-    check_pair(real, fake)
+    check_pair(real, synthetic)
     mu1, s1 = gaussian_statistics(real)
-    mu2, s2 = gaussian_statistics(fake)
+    mu2, s2 = gaussian_statistics(synthetic)
     return frechet_distance_from_statistics(mu1, s1, mu2, s2)
 
 
@@ -144,21 +149,22 @@ def _sq_dists(a: Tensor, b: Tensor, sq_a: Tensor, sq_b: Tensor) -> Tensor:
     return torch.addmm(sq_b[None, :], a, b.t(), alpha=-2.0).add_(sq_a[:, None]).clamp_min_(0)
 
 
+@renamed_kwargs(fake="synthetic")
 def median_heuristic_bandwidth(
     real: Tensor,
-    fake: Tensor,
+    synthetic: Tensor,
     max_samples: int = 2000,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
     """Median heuristic: the median Euclidean distance between distinct pooled samples (Gretton et al. 2012).
 
-    The pooled set ``[real; fake]`` is subsampled to ``max_samples`` rows (without replacement, drawn with
+    The pooled set ``[real; synthetic]`` is subsampled to ``max_samples`` rows (without replacement, drawn with
     ``generator``, seeded 0 when ``None`` so the result is deterministic) before the ``O(n^2)`` median. The
     median of an even number of distances is the mean of the two middle ones (as ``numpy.median``).
 
     Args:
         real: shape ``(N, D)`` (or ``(N,)`` for scalars).
-        fake: shape ``(M, D)`` (or ``(M,)``).
+        synthetic: shape ``(M, D)`` (or ``(M,)``).
         max_samples: pooled rows used at most, ``>= 2``.
         generator: random generator for the subsample.
 
@@ -168,11 +174,11 @@ def median_heuristic_bandwidth(
     Raises:
         ValueError: on malformed inputs or ``max_samples < 2``.
     """
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    check_pair(real, fake)
+    real, synthetic = _as_2d(real, "real"), _as_2d(synthetic, "synthetic")
+    check_pair(real, synthetic)
     if max_samples < 2:
         raise ValueError(f"`max_samples` must be >= 2, got {max_samples}.")
-    z = torch.cat([real.double(), fake.double()], dim=0)
+    z = torch.cat([real.double(), synthetic.double()], dim=0)
     if z.shape[0] < 2:
         raise ValueError("need at least 2 pooled samples for the median heuristic.")
     if z.shape[0] > max_samples:
@@ -204,9 +210,10 @@ def _kernel_sum(a: Tensor, b: Tensor, gamma: float, same: bool, chunk_size: Opti
     return total
 
 
+@renamed_kwargs(fake="synthetic")
 def maximum_mean_discrepancy(
     real: Tensor,
-    fake: Tensor,
+    synthetic: Tensor,
     bandwidth: Optional[float] = None,
     chunk_size: Optional[int] = None,
     max_samples_bandwidth: int = 2000,
@@ -221,7 +228,7 @@ def maximum_mean_discrepancy(
 
     Args:
         real: real samples, shape ``(N, D)`` (or ``(N,)``), ``N >= 2``.
-        fake: generated samples, shape ``(M, D)`` (or ``(M,)``), ``M >= 2``.
+        synthetic: synthetic samples, shape ``(M, D)`` (or ``(M,)``), ``M >= 2``.
         bandwidth: kernel width ``sigma > 0`` in feature units; ``None`` uses
             :func:`median_heuristic_bandwidth` on the pooled samples.
         chunk_size: rows per kernel block (``None``: about 2**23 entries per block).
@@ -242,39 +249,63 @@ def maximum_mean_discrepancy(
         >>> abs(float(maximum_mean_discrepancy(x, y))) < 0.01
         True
     """
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    check_pair(real, fake)
-    n, m = real.shape[0], fake.shape[0]
+    real, synthetic = _as_2d(real, "real"), _as_2d(synthetic, "synthetic")
+    check_pair(real, synthetic)
+    n, m = real.shape[0], synthetic.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"MMD^2_u needs at least 2 samples per set, got {n} and {m}.")
     if bandwidth is None:
-        sigma = float(median_heuristic_bandwidth(real, fake, max_samples_bandwidth, generator))
+        sigma = float(median_heuristic_bandwidth(real, synthetic, max_samples_bandwidth, generator))
     else:
         sigma = float(bandwidth)
         if not sigma > 0:
             raise ValueError(f"`bandwidth` must be > 0, got {bandwidth}.")
     gamma = 1.0 / (2.0 * sigma * sigma)
-    x, y = real.double(), fake.double()
+    x, y = real.double(), synthetic.double()
     kxx = _kernel_sum(x, x, gamma, True, chunk_size) / (n * (n - 1))
     kyy = _kernel_sum(y, y, gamma, True, chunk_size) / (m * (m - 1))
     kxy = _kernel_sum(x, y, gamma, False, chunk_size) / (n * m)
     return kxx + kyy - 2.0 * kxy
 
 
-def total_variance(features: Tensor) -> Tensor:
-    """Total variance ``Tr Cov(features)`` (sum of per-dimension unbiased variances), float64 0-dim tensor.
+def total_variance(features: Tensor, unbiased: bool = True) -> Tensor:
+    """Total variance ``Tr Cov(features)``: the per-dimension variances summed over the ``D`` features.
+
+    ``sum_d 1/(N - ddof) sum_i (x_id - mean_d)^2`` with ``ddof = 1`` when ``unbiased`` (as ``numpy.cov`` and
+    :func:`gaussian_statistics`) and ``ddof = 0`` otherwise (the maximum-likelihood fit, as ``numpy.var``'s
+    default).
 
     Args:
-        features: shape ``(N, D)`` (or ``(N,)``), ``N >= 2``.
+        features: shape ``(N, D)`` (or ``(N,)`` for one feature); ``N >= 2`` when ``unbiased``, else ``N >= 1``.
+        unbiased: divide by ``N - 1`` (``ddof=1``, default) or by ``N`` (``ddof=0``).
+
+    Returns:
+        0-dim float64 tensor ``>= 0``, in squared feature units.
+
+    Raises:
+        ValueError: if ``features`` is not a finite non-empty tensor of shape ``(N, D)`` or ``(N,)``, or has
+            fewer samples than the ``ddof`` allows.
+
+    Example::
+
+        >>> x = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+        >>> total_variance(x)  # (2 + 2) with ddof=1
+        tensor(4., dtype=torch.float64)
+        >>> total_variance(x, unbiased=False)  # (1 + 1) with ddof=0
+        tensor(2., dtype=torch.float64)
     """
     x = _as_2d(features, "features")
-    if x.shape[0] < 2:
-        raise ValueError(f"`features` needs at least 2 samples, got {x.shape[0]}.")
-    return x.double().var(dim=0, unbiased=True).sum()
+    least = 2 if unbiased else 1
+    if x.shape[0] < least:
+        raise ValueError(
+            f"`features` needs at least {least} samples for total_variance(unbiased={unbiased}), got {x.shape[0]}."
+        )
+    return x.double().var(dim=0, unbiased=bool(unbiased)).sum()
 
 
-def variance_ratio(real: Tensor, fake: Tensor) -> Tensor:
-    """Total variance of the generated features over that of the real ones: ``Tr Cov(fake) / Tr Cov(real)``.
+@renamed_kwargs(fake="synthetic")
+def variance_ratio(real: Tensor, synthetic: Tensor) -> Tensor:
+    """Total variance of the synthetic features over that of the real ones: ``Tr Cov(synthetic) / Tr Cov(real)``.
 
     The simplest collapse symptom (Shumailov et al. 2024: the fitted variance of a recursively refitted
     Gaussian shrinks like ``((M-1)/M)^g``). Note that it can stay near 1 while modes are lost (MAD), so read
@@ -282,7 +313,7 @@ def variance_ratio(real: Tensor, fake: Tensor) -> Tensor:
 
     Args:
         real: real features, shape ``(N, D)`` (or ``(N,)``), ``N >= 2``.
-        fake: generated features, shape ``(M, D)`` (or ``(M,)``), ``M >= 2``.
+        synthetic: synthetic features, shape ``(M, D)`` (or ``(M,)``), ``M >= 2``.
 
     Returns:
         0-dim float64 tensor ``>= 0`` (1 = same spread, < 1 = shrinking); ``inf`` if the real variance is 0.
@@ -296,9 +327,9 @@ def variance_ratio(real: Tensor, fake: Tensor) -> Tensor:
         >>> round(float(variance_ratio(x, 0.5 * x)), 3)
         0.25
     """
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    check_pair(real, fake)
-    return total_variance(fake) / total_variance(real)
+    real, synthetic = _as_2d(real, "real"), _as_2d(synthetic, "synthetic")
+    check_pair(real, synthetic)
+    return total_variance(synthetic) / total_variance(real)
 
 
 def _quantile_sorted(sorted_x: Tensor, q: float) -> Tensor:
@@ -333,18 +364,20 @@ def _outside_share(x: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     return ((x < lower) | (x > upper)).double().mean()
 
 
-def tail_mass(real: Tensor, fake: Tensor, q: float = 0.025) -> Tensor:
-    """Share of generated values that lie in the real tails, per dimension, averaged over dimensions.
+@renamed_kwargs(fake="synthetic")
+def tail_mass(real: Tensor, synthetic: Tensor, q: float = 0.025) -> Tensor:
+    """Share of synthetic values that lie in the real tails, per dimension, averaged over dimensions.
 
-    Definition: with ``lo_d, hi_d`` the real ``q`` and ``1 - q`` quantiles of dimension ``d``
-    (:func:`real_quantile_range`), ``tail_mass = 1/(M D) sum_j sum_d 1[fake_jd < lo_d or fake_jd > hi_d]``.
+    Definition: with ``lo_d, hi_d`` the real ``q`` and ``1 - q`` quantiles of dimension ``d`` and ``syn_jd``
+    dimension ``d`` of synthetic sample ``j``
+    (:func:`real_quantile_range`), ``tail_mass = 1/(M D) sum_j sum_d 1[syn_jd < lo_d or syn_jd > hi_d]``.
     On the real data itself it is about ``2 q`` by construction; a collapsing generator loses its tails first
     (Shumailov et al. 2024), so it falls towards 0. Pass a 1-D statistic (e.g. sample norms, log-likelihoods or
     sequence lengths) as shape ``(N,)`` to measure the tails of that statistic.
 
     Args:
         real: real features, shape ``(N, D)`` or ``(N,)``.
-        fake: generated features, shape ``(M, D)`` or ``(M,)``.
+        synthetic: synthetic features, shape ``(M, D)`` or ``(M,)``.
         q: tail probability per side, ``0 < q < 0.5``.
 
     Returns:
@@ -359,21 +392,22 @@ def tail_mass(real: Tensor, fake: Tensor, q: float = 0.025) -> Tensor:
         >>> float(tail_mass(x, 0.1 * x))
         0.0
     """
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    check_pair(real, fake)
+    real, synthetic = _as_2d(real, "real"), _as_2d(synthetic, "synthetic")
+    check_pair(real, synthetic)
     lower, upper = real_quantile_range(real, q)
-    return _outside_share(fake, lower, upper)
+    return _outside_share(synthetic, lower, upper)
 
 
-def tail_mass_ratio(real: Tensor, fake: Tensor, q: float = 0.025) -> Tensor:
-    """:func:`tail_mass` of the generated data over that of the real data (against the same real quantiles).
+@renamed_kwargs(fake="synthetic")
+def tail_mass_ratio(real: Tensor, synthetic: Tensor, q: float = 0.025) -> Tensor:
+    """:func:`tail_mass` of the synthetic data over that of the real data (against the same real quantiles).
 
-    1 means the generated data fills the real tails as often as the real data does; it falls towards 0 as
-    tails are lost and exceeds 1 when the generated data is heavier-tailed.
+    1 means the synthetic data fills the real tails as often as the real data does; it falls towards 0 as
+    tails are lost and exceeds 1 when the synthetic data is heavier-tailed.
 
     Args:
         real: real features, shape ``(N, D)`` or ``(N,)``.
-        fake: generated features, shape ``(M, D)`` or ``(M,)``.
+        synthetic: synthetic features, shape ``(M, D)`` or ``(M,)``.
         q: tail probability per side, ``0 < q < 0.5``.
 
     Returns:
@@ -389,8 +423,8 @@ def tail_mass_ratio(real: Tensor, fake: Tensor, q: float = 0.025) -> Tensor:
         >>> float(tail_mass_ratio(x, x))
         1.0
     """
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    check_pair(real, fake)
+    real, synthetic = _as_2d(real, "real"), _as_2d(synthetic, "synthetic")
+    check_pair(real, synthetic)
     lower, upper = real_quantile_range(real, q)
     real_share = _outside_share(real, lower, upper)
-    return _outside_share(fake, lower, upper) / real_share
+    return _outside_share(synthetic, lower, upper) / real_share

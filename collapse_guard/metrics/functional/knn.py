@@ -5,8 +5,9 @@
 * density and coverage: Naeem, Oh, Uh, Choi, Yoo, "Reliable Fidelity and Diversity Metrics for Generative
   Models", ICML 2020 (reference implementation: the ``prdc`` package, ``prdc.compute_prdc``).
 
-A collapsing generator keeps its samples inside the real manifold (precision stays high, density rises above
-1) while it stops covering it: recall falls first, coverage last.
+Every function compares a synthetic set (the papers' "fake" samples: a synthetic source's or a generative
+model's samples) with held-out real data. A collapsing generator keeps its samples inside the real manifold
+(precision stays high, density rises above 1) while it stops covering it: recall falls first, coverage last.
 
 All work is done on row blocks (see :mod:`collapse_guard.metrics.functional._chunk`), so memory is
 ``O(chunk_size * N)`` rather than ``O(N^2)``, and every comparison is exact in float64: float32 products screen
@@ -31,6 +32,7 @@ from collapse_guard.metrics.functional._chunk import (
     exact_row_reduce,
     with_ieee_fp32_matmul,
 )
+from collapse_guard.metrics._deprecation import renamed_kwargs
 
 __all__ = ["knn_radii", "prdc", "knn_precision", "knn_recall", "density", "coverage"]
 
@@ -138,22 +140,22 @@ def knn_radii(features: Tensor, k: int = 5, chunk_size: Optional[int] = None) ->
 @with_ieee_fp32_matmul
 def _prdc_core(
     real: Tensor,
-    fake: Tensor,
+    synthetic: Tensor,
     k: int,
     chunk_size: Optional[int],
     want_pdc: bool,
     want_recall: bool,
 ) -> dict[str, Tensor]:
-    check_pair(real, fake)
+    check_pair(real, synthetic)
     if want_pdc:
         check_k(k, real.shape[0], "real")
     if want_recall:
-        check_k(k, fake.shape[0], "fake")
-    r, f = real, fake  # exact distances use the original values (exact ties stay exact)
-    frame = Frame(real, fake)
+        check_k(k, synthetic.shape[0], "synthetic")
+    r, f = real, synthetic  # exact distances use the original values (exact ties stay exact)
+    frame = Frame(real, synthetic)
     s2 = frame.scale**2
     n_real, d = r.shape
-    n_fake = f.shape[0]
+    n_synthetic = f.shape[0]
     device = r.device
     c = error_constant(d)
 
@@ -164,7 +166,7 @@ def _prdc_core(
     sq_f = frame.sqnorms(f)
 
     # folded float32 screen in the centred, scaled frame: e[j, i] ~ s2 * (|f_j - r_i|^2 - rr2_i),
-    # fake rows j, real columns i; its rounding error is below a_row[j] + b_col[i]
+    # synthetic rows j, real columns i; its rounding error is below a_row[j] + b_col[i]
     left = frame.left(f, sq_f)
     right_t = frame.right_t(r, sq_r - s2 * rr2)
     b_col = c * (2.0 * sq_r + s2 * rr2)
@@ -177,14 +179,14 @@ def _prdc_core(
         rf2_32 = (s2 * rf2).float()
 
     rows = block_rows(n_real, chunk_size)
-    buf = torch.empty(min(rows, n_fake), n_real, dtype=torch.float32, device=device)
+    buf = torch.empty(min(rows, n_synthetic), n_real, dtype=torch.float32, device=device)
     aux = torch.empty_like(buf)
-    counts = torch.empty(n_fake, dtype=torch.float64, device=device)
+    counts = torch.empty(n_synthetic, dtype=torch.float64, device=device)
     cov_min = torch.full((n_real,), float("inf"), dtype=torch.float32, device=device)
     rec_min = torch.full((n_real,), float("inf"), dtype=torch.float32, device=device)
     sum_dtype = torch.float32 if n_real < 2**24 else torch.float64
-    for s in range(0, n_fake, rows):
-        e = min(s + rows, n_fake)
+    for s in range(0, n_synthetic, rows):
+        e = min(s + rows, n_synthetic)
         blk = torch.mm(left[s:e], right_t, out=buf[: e - s])
         tmp = aux[: e - s]
         if want_pdc:
@@ -216,8 +218,8 @@ def _prdc_core(
     if want_pdc:
         out["precision"] = out["recall"] = None  # fixes the key order: precision, recall, density, coverage
         out["precision"] = (counts > 0).double().mean()
-        out["density"] = counts.sum() / (k * n_fake)
-        # coverage: real i covered iff its nearest fake lies strictly inside its own k-NN ball
+        out["density"] = counts.sum() / (k * n_synthetic)
+        # coverage: real i covered iff its nearest synthetic lies strictly inside its own k-NN ball
         tol = a_max + b_col
         cmin = cov_min.double()
         covered = cmin < -tol
@@ -227,7 +229,7 @@ def _prdc_core(
             covered[amb] = exact_row_reduce(r[amb], f, lambda ex, a, b: ex.amin(dim=1) < rr2_amb[a:b])
         out["coverage"] = covered.double().mean()
     if want_recall:
-        # recall: real i recalled iff some fake ball contains it: min_j (|f_j - r_i|^2 - rf2_j) < 0
+        # recall: real i recalled iff some synthetic ball contains it: min_j (|f_j - r_i|^2 - rf2_j) < 0
         g = rec_min.double() + s2 * rr2
         tol = a_max_rec + b_col
         recalled = g < -tol
@@ -238,18 +240,20 @@ def _prdc_core(
     return {key: v for key, v in out.items() if v is not None}
 
 
-def prdc(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> dict[str, Tensor]:
-    """k-NN precision, recall, density and coverage of generated features against held-out real features.
+@renamed_kwargs(fake="synthetic")
+def prdc(real: Tensor, synthetic: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> dict[str, Tensor]:
+    """k-NN precision, recall, density and coverage of synthetic features against held-out real features.
 
     With ``B(x, r)`` the open ball of radius ``r`` around ``x`` and ``NND_k(x)`` the distance from ``x`` to its
-    k-th nearest neighbour within its own set (:func:`knn_radii`):
+    k-th nearest neighbour within its own set (:func:`knn_radii`), and ``syn_j`` the synthetic samples (the
+    papers' "fake" ones):
 
-    * precision = share of fake samples inside ``U_i B(real_i, NND_k(real_i))`` (Kynkäänniemi et al. 2019);
-    * recall = share of real samples inside ``U_j B(fake_j, NND_k(fake_j))`` (Kynkäänniemi et al. 2019);
-    * density = ``1/(k M) sum_j sum_i 1[fake_j in B(real_i, NND_k(real_i))]`` (Naeem et al. 2020);
-    * coverage = share of real samples whose ball contains at least one fake sample (Naeem et al. 2020).
+    * precision = share of synthetic samples inside ``U_i B(real_i, NND_k(real_i))`` (Kynkäänniemi et al. 2019);
+    * recall = share of real samples inside ``U_j B(syn_j, NND_k(syn_j))`` (Kynkäänniemi et al. 2019);
+    * density = ``1/(k M) sum_j sum_i 1[syn_j in B(real_i, NND_k(real_i))]`` (Naeem et al. 2020);
+    * coverage = share of real samples whose ball contains at least one synthetic sample (Naeem et al. 2020).
 
-    Values equal ``prdc.compute_prdc(real, fake, k)`` (same open balls, strict ``<``) computed exactly in
+    Values equal ``prdc.compute_prdc(real, synthetic, k)`` (same open balls, strict ``<``) computed exactly in
     float64; on exact ties (duplicated or quantised features) ``prdc``'s own rounding may flip a comparison.
     For identical distributions density is about 1 and coverage about ``1 - 2**-k`` at any dimension, while
     precision and recall fall as the dimension grows (about 0.72 at 64-D, k=5): judge them against
@@ -257,7 +261,9 @@ def prdc(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = Non
 
     Args:
         real: held-out real features, shape ``(N, D)``, ``N > k``.
-        fake: generated (or current-generation) features, shape ``(M, D)``, ``M > k``.
+        synthetic: synthetic features (the paper's "fake"; a synthetic source's or a generative model's
+            samples), shape ``(M, D)``, ``M > k``. Passed as ``fake=`` it still works, with a
+            ``DeprecationWarning``.
         k: neighbour rank defining the balls (the paper default is 3 for P/R and 5 for D/C; MAD used 5).
         chunk_size: rows per distance block (``None``: as many as fit 2**23 float32 entries). Peak extra
             memory is about ``2 * chunk_size * max(N, M)`` float32 entries; results do not depend on it.
@@ -273,16 +279,17 @@ def prdc(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = Non
     Example::
 
         >>> g = torch.Generator().manual_seed(0)
-        >>> real, fake = torch.randn(2000, 16, generator=g), 0.5 * torch.randn(2000, 16, generator=g)
-        >>> out = prdc(real, fake, k=5)
+        >>> real, synthetic = torch.randn(2000, 16, generator=g), 0.5 * torch.randn(2000, 16, generator=g)
+        >>> out = prdc(real, synthetic, k=5)
         >>> out["recall"] < 0.2 < out["precision"]
         tensor(True)
     """
-    return _prdc_core(real, fake, k, chunk_size, want_pdc=True, want_recall=True)
+    return _prdc_core(real, synthetic, k, chunk_size, want_pdc=True, want_recall=True)
 
 
-def knn_precision(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
-    """k-NN precision (Kynkäänniemi et al. 2019): share of fake samples inside the real k-NN manifold.
+@renamed_kwargs(fake="synthetic")
+def knn_precision(real: Tensor, synthetic: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
+    """k-NN precision (Kynkäänniemi et al. 2019): share of synthetic samples inside the real k-NN manifold.
 
     Args and Raises as :func:`prdc` (only ``N > k`` is required). Returns a 0-dim float64 tensor in ``[0, 1]``.
 
@@ -291,11 +298,12 @@ def knn_precision(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[i
         >>> knn_precision(torch.randn(500, 8), torch.randn(500, 8), k=5).item() > 0.5
         True
     """
-    return _prdc_core(real, fake, k, chunk_size, want_pdc=True, want_recall=False)["precision"]
+    return _prdc_core(real, synthetic, k, chunk_size, want_pdc=True, want_recall=False)["precision"]
 
 
-def knn_recall(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
-    """k-NN recall (Kynkäänniemi et al. 2019): share of real samples inside the fake k-NN manifold.
+@renamed_kwargs(fake="synthetic")
+def knn_recall(real: Tensor, synthetic: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
+    """k-NN recall (Kynkäänniemi et al. 2019): share of real samples inside the synthetic k-NN manifold.
 
     Args and Raises as :func:`prdc` (only ``M > k`` is required). Returns a 0-dim float64 tensor in ``[0, 1]``;
     the indicator that falls first under mode collapse.
@@ -305,13 +313,14 @@ def knn_recall(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int]
         >>> knn_recall(torch.randn(500, 8), 0.1 * torch.randn(500, 8), k=5).item() < 0.1
         True
     """
-    return _prdc_core(real, fake, k, chunk_size, want_pdc=False, want_recall=True)["recall"]
+    return _prdc_core(real, synthetic, k, chunk_size, want_pdc=False, want_recall=True)["recall"]
 
 
-def density(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
-    """Density (Naeem et al. 2020): mean number of real k-NN balls containing a fake sample, divided by ``k``.
+@renamed_kwargs(fake="synthetic")
+def density(real: Tensor, synthetic: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
+    """Density (Naeem et al. 2020): mean number of real k-NN balls holding a synthetic sample, over ``k``.
 
-    About 1 for identical distributions; above 1 when fakes crowd into dense real regions (collapse).
+    About 1 for identical distributions; above 1 when synthetic samples crowd into dense real regions (collapse).
     Args and Raises as :func:`prdc`. Returns a 0-dim float64 tensor in ``[0, N / k]``.
 
     Example::
@@ -320,11 +329,12 @@ def density(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = 
         >>> float(density(x[:500], x[500:], k=5)) > 0.5
         True
     """
-    return _prdc_core(real, fake, k, chunk_size, want_pdc=True, want_recall=False)["density"]
+    return _prdc_core(real, synthetic, k, chunk_size, want_pdc=True, want_recall=False)["density"]
 
 
-def coverage(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
-    """Coverage (Naeem et al. 2020): share of real k-NN balls that contain at least one fake sample.
+@renamed_kwargs(fake="synthetic")
+def coverage(real: Tensor, synthetic: Tensor, k: int = 5, chunk_size: Optional[int] = None) -> Tensor:
+    """Coverage (Naeem et al. 2020): share of real k-NN balls that contain at least one synthetic sample.
 
     About ``1 - 2**-k`` for identical distributions at any dimension; falls when whole regions are lost.
     Args and Raises as :func:`prdc`. Returns a 0-dim float64 tensor in ``[0, 1]``.
@@ -335,4 +345,4 @@ def coverage(real: Tensor, fake: Tensor, k: int = 5, chunk_size: Optional[int] =
         >>> abs(float(coverage(x[:1000], x[1000:], k=5)) - (1 - 2**-5)) < 0.05
         True
     """
-    return _prdc_core(real, fake, k, chunk_size, want_pdc=True, want_recall=False)["coverage"]
+    return _prdc_core(real, synthetic, k, chunk_size, want_pdc=True, want_recall=False)["coverage"]

@@ -1,4 +1,7 @@
-"""Lexical diversity of generated text: distinct-n, type-token ratio, unigram entropy, vocabulary coverage.
+"""Lexical diversity of synthetic text: distinct-n, type-token ratio, unigram entropy, vocabulary coverage.
+
+The synthetic text is a synthetic source's or a language model's samples; :func:`vocabulary_coverage` compares
+it with held-out real text.
 
 * distinct-n: Li, Galley, Brockett, Gao, Dolan, "A Diversity-Promoting Objective Function for Neural
   Conversation Models", NAACL 2016.
@@ -25,6 +28,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from collapse_guard.metrics._deprecation import renamed_kwargs
 
 __all__ = [
     "TokenInput",
@@ -133,13 +138,13 @@ def distinct_n(
     """Distinct-n (Li et al. 2016): number of distinct n-grams over the total number of n-grams in a corpus.
 
     Args:
-        tokens: the generated corpus (see the module docstring for accepted forms).
+        tokens: the synthetic corpus (see the module docstring for accepted forms).
         n: n-gram order, ``>= 1`` (``n = 1`` is the type-token ratio).
         ignore_index: token id dropped before forming n-grams (padding).
         tokenizer: string splitter for string input (default whitespace).
 
     Returns:
-        0-dim float64 tensor in ``(0, 1]``; falls as generated text repeats itself.
+        0-dim float64 tensor in ``(0, 1]``; falls as synthetic text repeats itself.
 
     Raises:
         ValueError: if the corpus has no n-gram of order ``n`` or the input is malformed.
@@ -227,22 +232,23 @@ def unigram_entropy(
     return entropy_from_counts(counts)
 
 
+@renamed_kwargs(fake_tokens="synthetic_tokens")
 def vocabulary_coverage(
     real_tokens: TokenInput,
-    fake_tokens: TokenInput,
+    synthetic_tokens: TokenInput,
     ignore_index: Optional[int] = None,
     tokenizer: Optional[Callable[[str], Sequence[str]]] = None,
     min_count: int = 1,
 ) -> Tensor:
-    """Share of the real reference's vocabulary (its distinct tokens) that occurs in the generated corpus.
+    """Share of the real reference's vocabulary (its distinct tokens) that occurs in the synthetic corpus.
 
-    ``|types(real, count >= min_count) & types(fake)| / |types(real, count >= min_count)|``. Under recursive
-    training rare types die out and never return (Shumailov et al. 2024: about 841 of 1000 Zipf types survive
-    one generation, 147 fifty), so coverage falls monotonically; compare corpora of equal size.
+    ``|types(real, count >= min_count) & types(synthetic)| / |types(real, count >= min_count)|``. Under
+    recursive training rare types die out and never return (Shumailov et al. 2024: about 841 of 1000 Zipf types
+    survive one generation, 147 fifty), so coverage falls monotonically; compare corpora of equal size.
 
     Args:
         real_tokens: the held-out real corpus (see the module docstring).
-        fake_tokens: the generated corpus.
+        synthetic_tokens: the synthetic corpus (``fake_tokens=`` still works, with a ``DeprecationWarning``).
         ignore_index: token id dropped from both (padding).
         tokenizer: string splitter for string input.
         min_count: only real types seen at least this often count (1: all).
@@ -264,6 +270,6 @@ def vocabulary_coverage(
     real_types = real_types[real_counts >= min_count].flatten()
     if real_types.numel() == 0:
         raise ValueError("the real corpus has no token type with `min_count` occurrences.")
-    fake_types, _ = ngram_counts(to_sequences(fake_tokens, ignore_index, tokenizer), 1)
-    hit = torch.isin(real_types, fake_types.flatten())
+    synthetic_types, _ = ngram_counts(to_sequences(synthetic_tokens, ignore_index, tokenizer), 1)
+    hit = torch.isin(real_types, synthetic_types.flatten())
     return hit.double().mean()
