@@ -16,11 +16,18 @@ class CollapseMetricsProducer:
 
     A producer declares the key prefixes it logs (:attr:`produces`) and logs through :meth:`log_metric`, which
     records the epoch of every key, so a decision callback judges only values measured at this epoch (a check
-    that runs every few epochs leaves stale values in ``trainer.callback_metrics``).
+    that runs every few epochs leaves stale values in ``trainer.callback_metrics``). Every subclass that declares
+    :attr:`produces` is registered (:func:`producer_of`), so a decision callback can name the callback that logs a
+    key without importing it.
     """
 
     #: prefixes of the metric keys this producer logs
     produces: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "produces" in cls.__dict__ and cls.produces:
+            _PRODUCERS[cls.__name__] = tuple(cls.produces)
 
     def log_metric(self, trainer: Trainer, pl_module: LightningModule, key: str, value: Any, **kwargs: Any) -> None:
         """``pl_module.log(key, value, **kwargs)``, remembering that ``key`` was measured at this epoch."""
@@ -47,6 +54,35 @@ class CollapseMetricsProducer:
         misnamed rule before training starts.
         """
         return None
+
+
+class CollapseMetricsReader:
+    """A callback that decides on logged metrics (``CollapseGuard``): it tells which keys it reads
+    (:attr:`monitors`), so a producer can check at set-up what those keys need (:func:`monitored_keys`)."""
+
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """The metric keys this callback reads."""
+        return ()
+
+
+def monitored_keys(trainer: Trainer) -> set[str]:
+    """Every key that a :class:`CollapseMetricsReader` among ``trainer.callbacks`` reads."""
+    return {key for cb in trainer.callbacks if isinstance(cb, CollapseMetricsReader) for key in cb.monitors}
+
+
+#: class name -> key prefixes, of every :class:`CollapseMetricsProducer` subclass that declares them
+_PRODUCERS: dict[str, tuple[str, ...]] = {}
+
+
+def producer_of(key: str) -> Optional[str]:
+    """The name of the :class:`CollapseMetricsProducer` class that logs ``key`` (``None``: none declares it).
+
+    Example::
+
+        producer_of("collapse/heldout_real/acc")   # 'HeldOutRealCheck'
+    """
+    return next((name for name, prefixes in _PRODUCERS.items() if key.startswith(prefixes)), None)
 
 
 def require_mixed_datamodule(trainer: Trainer, who: str):

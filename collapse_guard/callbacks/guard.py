@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -10,13 +9,17 @@ import torch
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
 from collapse_guard.callbacks._base import (
     CollapseMetricsProducer,
+    CollapseMetricsReader,
+    producer_of,
     require_mixed_datamodule,
     run_after_producers,
     run_collectively,
 )
-from collapse_guard.callbacks.heldout import HeldOutRealCheck
-from collapse_guard.callbacks.ratio import RatioMonitor
-from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleBook, Verdict, check_guard_arguments
+from collapse_guard.callbacks.events import GuardEvent
+from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, check_guard_arguments
+from collapse_guard.callbacks.rules import Rule, Verdict, default_rules
+
+__all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
 #: guard states logged as ``collapse/guard/state``
 STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
@@ -24,62 +27,8 @@ STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
 #: what a monitored metric was at a check: measured now, left over from an earlier check, or not logged
 FRESH, STALE, MISSING = 0.0, 1.0, 2.0
 
-#: the collapse_guard callbacks that log ``collapse/`` metrics, by the key prefixes they log
-PRODUCERS = {cls.__name__: tuple(cls.produces) for cls in (HeldOutRealCheck, RatioMonitor)}
 
-
-def default_rules(min_change: float = 0.0) -> list[Rule]:
-    """The rules ``CollapseGuard()`` uses when given none.
-
-    * held-out real accuracy more than 2 standard errors below its best so far, two checks running;
-    * worst-class recall on held-out real more than 2 standard errors (of that class's recall, on its support)
-      below its best so far, two checks running (the tail a collapsing model loses first);
-    * effective number of predicted classes more than 5% below its best so far, two checks running.
-
-    All three are relative to the best value so far, so the rising values of early training never fire them. The
-    first two are in units of the held-out set's own binomial noise (``collapse/heldout_real/*_stderr``), so they
-    ask for a larger fall on a small or hard held-out set than on a large, easy one: a fixed share (the first
-    defaults were 2% and 10%) fired on every healthy run of the text benchmark, whose held-out noise is three
-    times the digits'. 2 standard errors and patience 2 were chosen on the detection benchmark's seeds 0-5 and
-    checked on seeds 6-8 (``benchmarks/RESULTS.md``; 1.5, chosen on seeds 0-2 alone, false-alarmed on 7 of 24
-    healthy runs of seeds 3-5).
-
-    Args:
-        min_change: the smallest fall of held-out accuracy and of worst-class recall that fires, in ``[0, 1]``
-            (``Rule.min_change``; default 0: the noise alone decides). 2 standard errors of a large held-out set
-            are a small fall (0.4 points for 10,000 samples at 95% accuracy); ``0.01`` asks for 1 point as well.
-
-    Raises:
-        ValueError: for a ``min_change`` that is negative or not finite.
-
-    Example::
-
-        guard = CollapseGuard(rules=default_rules(min_change=0.01))
-    """
-    return [
-        Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, min_change=min_change, patience=2,
-             name="heldout_real_acc"),
-        Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, min_change=min_change, patience=2,
-             name="worst_class"),
-        Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
-    ]
-
-
-@dataclass
-class GuardEvent:
-    """One decision of the guard: which rule fired, on what value, against which bound, and what was done."""
-
-    epoch: int
-    global_step: int
-    rule: str
-    monitor: str
-    value: float
-    threshold: Optional[float]
-    action: str
-    reason: str
-
-
-class CollapseGuard(RuleBook, Callback):
+class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     r"""Reads logged collapse indicators at every check and warns, injects fresh real data, or stops.
 
     Like ``EarlyStopping``, it reads ``trainer.callback_metrics``; it runs after the callbacks that log
@@ -206,27 +155,34 @@ class CollapseGuard(RuleBook, Callback):
             self.__dict__["_state_key_cache"] = cached
         return cached[1]
 
-    def action_of(self, rule: Rule) -> str:
-        """The action ``rule`` asks for: its own, else the guard's default."""
-        return rule.action or self.action
+    @property
+    def _legacy_state_key(self) -> str:
+        # the key of checkpoints saved while ``Rule.margin`` was called ``min_delta`` (Lightning looks it up when
+        # ``state_key`` is not in the checkpoint)
+        return self._generate_state_key(rules=[_Shown(r.legacy_repr()) for r in self.rules], action=self.action)
 
-    def action_for(self, verdict: Verdict) -> str:
-        """The action a fired verdict asks for (a non-finite value's ``Rule.non_finite`` first)."""
-        return verdict.action or self.action_of(verdict.rule)
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """Every logged key the rules read: monitored values and the standard errors of ``sigmas`` bounds."""
+        keys = [k for r in self.rules for k in (r.monitor, r.stderr_key) if k is not None]
+        return tuple(dict.fromkeys(keys))
+
+    @property
+    def _injects(self) -> bool:
+        return any(self.action_of(r) == "inject" or r.non_finite == "inject" for r in self.rules)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if any(self.action_of(r) == "inject" or r.non_finite == "inject" for r in self.rules):
+        if self._injects:
             dm = require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
             self._check_reserve(dm)
         run_after_producers(trainer, self)
         if self.strict:
             self._check_monitors(trainer)
-        self._check_heldout_classes(trainer)
 
     def _check_reserve(self, dm) -> None:
-        if dm.mixer is None or dm.reserve_remaining > 0:
+        if dm.reserve_remaining > 0:
             return
         if not self.allow_fraction_only:
             raise ValueError(
@@ -250,7 +206,7 @@ class CollapseGuard(RuleBook, Callback):
                     continue
                 producer = next((p for p in producers if p.logs(key)), None)
                 if producer is None:
-                    owner = next((name for name, prefixes in PRODUCERS.items() if key.startswith(prefixes)), None)
+                    owner = producer_of(key)
                     if owner is not None:
                         raise ValueError(
                             f"CollapseGuard rule {rule.label!r} {what} {key!r}, which {owner} logs, but no {owner} is "
@@ -264,24 +220,6 @@ class CollapseGuard(RuleBook, Callback):
                         f"logs; it logs {sorted(keys)}. Fix the rule's `{arg}` (or pass strict=False)."
                     )
 
-    def _check_heldout_classes(self, trainer: Trainer) -> None:
-        """Classification indicators on held-out real data need at least two classes in it."""
-        if not any(r.monitor.startswith("collapse/heldout_real/") for r in self.rules):
-            return
-        check = next((cb for cb in trainer.callbacks if isinstance(cb, HeldOutRealCheck)), None)
-        dm = trainer.datamodule
-        if check is None or getattr(dm, "mixer", None) is None or not hasattr(dm, "heldout_real_classes"):
-            return
-        classes = dm.heldout_real_classes(check.batch_fn)
-        if len(classes) < 2:
-            raise ValueError(
-                f"CollapseGuard: the held-out real set ({len(dm.heldout_real)} samples) holds "
-                f"{len(classes)} class{'' if len(classes) == 1 else 'es'} ({classes.tolist()}), but the held-out real "
-                "indicators its rules monitor (worst-class recall, effective number of classes, label marginals) "
-                "compare classes and need at least 2: hold out real data of every class (a larger or stratified "
-                "`holdout`)."
-            )
-
     # -- the check ------------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -291,15 +229,14 @@ class CollapseGuard(RuleBook, Callback):
         verdicts = self._judge(trainer, readings)
         if self.restore_best:
             self._keep_best(trainer, pl_module, verdicts)
-        fired = [v for v in verdicts if v.fired]
-        local = max((ACTIONS.index(self.action_for(v)) for v in fired), default=-1)
-        any_fired = trainer.strategy.reduce_boolean_decision(bool(fired), all=False)
-        chosen = int(trainer.strategy.broadcast(local, src=0)) if any_fired else -1
-        urgent = any(v.non_finite for v in fired)
-        if self.cooldown_left > 0 and not urgent:
+        decision = self.decide(verdicts, **self._room(trainer))
+        # every rank judged rank 0's readings; rank 0's decision is taken everywhere all the same
+        any_fired = trainer.strategy.reduce_boolean_decision(bool(decision.fired), all=False)
+        chosen = int(trainer.strategy.broadcast(DECISIONS.index(decision.action), src=0)) if any_fired else 0
+        if decision.cooling:
             self.cooldown_left -= 1
-        elif chosen >= 0:
-            self._act(trainer, ACTIONS[chosen], fired)
+        elif chosen > 0:
+            self._act(trainer, DECISIONS[chosen], decision)
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]), prog_bar=True)
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
@@ -365,7 +302,7 @@ class CollapseGuard(RuleBook, Callback):
             if status == MISSING:
                 missing.append(state.rule.monitor)
                 continue
-            verdicts.append(state.check(value, stderr))
+            verdicts.append(state.judge(value, stderr))
         if missing and self.strict:
             logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
             raise RuntimeError(
@@ -393,10 +330,24 @@ class CollapseGuard(RuleBook, Callback):
             f"({self.rules[0].monitor} = {self.best_weights['value']:.4f}, its best)"
         )
 
-    def _act(self, trainer: Trainer, action: str, fired: list[Verdict]) -> None:
+    def _room(self, trainer: Trainer) -> dict:
+        """What an injection could still do: the real fraction now and the reserve (read only by inject guards)."""
+        if not self._injects:
+            return {"real_fraction": 0.0}
+        dm = trainer.datamodule
+        return {"real_fraction": dm.current_real_fraction(), "reserve_size": dm.reserve_size,
+                "reserve_remaining": dm.reserve_remaining}
+
+    def _act(self, trainer: Trainer, action: str, decision: Decision) -> None:
+        fired = list(decision.fired)
         detail = ""
         if action == "inject":
-            action, detail = self._inject(trainer, "; ".join(v.reason for v in fired))
+            detail = self._inject(trainer, decision.real_fraction, "; ".join(v.reason for v in fired))
+        elif decision.escalated == PERSISTS:
+            detail = f"collapse persists after {self.injections} injection(s): stopping"
+        elif decision.escalated == EXHAUSTED:
+            current = trainer.datamodule.current_real_fraction()
+            detail = f"no reserve left and the real fraction is already {current:.2f}: stopping"
         if action == "stop":
             trainer.should_stop = True
             detail = detail or "stopping training"
@@ -405,7 +356,6 @@ class CollapseGuard(RuleBook, Callback):
             detail = f"{restored}; {detail}" if restored and detail else (restored or detail)
         for v in fired or [None]:
             base = v.reason if v else "a rule fired on another rank"
-            reason = f"{base}; {detail}" if detail else base
             self.events.append(
                 GuardEvent(
                     epoch=trainer.current_epoch,
@@ -413,9 +363,9 @@ class CollapseGuard(RuleBook, Callback):
                     rule=v.rule.label if v else "remote",
                     monitor=v.rule.monitor if v else "",
                     value=v.value if v else math.nan,
-                    threshold=v.bound if v else None,
+                    bound=v.bound if v else None,
                     action=action,
-                    reason=reason,
+                    reason=f"{base}; {detail}" if detail else base,
                 )
             )
         self.acted()
@@ -429,23 +379,35 @@ class CollapseGuard(RuleBook, Callback):
         elif self.verbose:
             rank_zero_info(message)
 
-    def _inject(self, trainer: Trainer, reason: str) -> tuple[str, str]:
-        """Inject reserve data and raise the real fraction, or escalate; returns (action taken, what was done)."""
+    def _inject(self, trainer: Trainer, target: float, reason: str) -> str:
+        """Inject reserve data and raise the real fraction to ``target`` (``MixedDataModule.inject``); returns what
+        was done."""
         dm = trainer.datamodule
-        if self.injections >= self.max_injections:
-            return "stop", f"collapse persists after {self.injections} injection(s): stopping"
         current = dm.current_real_fraction()
-        target = min(1.0, current + self.real_fraction_step)
-        samples = min(dm.reserve_remaining, max(1, round(self.inject_fraction * len(dm.mixer.reserve_order))))
-        if samples == 0 and target <= current:
-            return "stop", f"no reserve left and the real fraction is already {current:.2f}: stopping"
-        record = dm.inject(num_samples=samples, real_fraction=target, reason=reason)
+        if dm.reserve_remaining > 0:
+            record = dm.inject(fraction_of_reserve=self.inject_fraction, min_real_fraction=target, reason=reason)
+        else:
+            record = dm.inject(min_real_fraction=target, reason=reason)
         self.injections += 1
-        detail = (
-            f"injected {record['samples']} reserve samples "
-            f"({record['reserve_remaining']} left), real fraction {current:.2f} -> {target:.2f} from next epoch"
+        return (
+            f"injected {record['samples']} reserve samples ({record['reserve_remaining']} left), real fraction "
+            f"{current:.2f} -> {target:.2f} from next epoch"
         )
-        return "inject", detail
+
+    def summary(self) -> dict:
+        """What the guard did, as plain data (the report's ``guards`` entry): ``state``, ``injections``,
+        ``cooldown_left``, ``config`` (its arguments), ``rules`` (each rule's settings, state, baseline and bound in
+        force, :meth:`RuleState.summary <collapse_guard.callbacks.rules.RuleState.summary>`) and ``events``."""
+        config = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
+                  "restore_best")
+        return {
+            "state": self.state,
+            "injections": self.injections,
+            "cooldown_left": self.cooldown_left,
+            "config": {k: getattr(self, k) for k in config},
+            "rules": [s.summary() for s in self.states],
+            "events": [e.state_dict() for e in self.events],
+        }
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -455,7 +417,7 @@ class CollapseGuard(RuleBook, Callback):
         guards = [cb for cb in trainer.callbacks if isinstance(cb, CollapseGuard)]
         if not guards or guards[0] is not self:  # one warning for all the guards of the Trainer
             return
-        mine = {g.state_key for g in guards}
+        mine = {key for g in guards for key in (g.state_key, g._legacy_state_key)}
         saved = [k for k in (checkpoint.get("callbacks") or {}) if isinstance(k, str) and k.startswith("CollapseGuard")]
         orphans = [k for k in saved if k not in mine]
         if orphans:
@@ -469,3 +431,10 @@ class CollapseGuard(RuleBook, Callback):
         self.load_book_state_dict(state_dict)
         self.state = state_dict["state"]
         self.best_weights = state_dict.get("best_weights")
+
+
+class _Shown(str):
+    """A string whose repr is itself (a rule's old repr, inside a ``state_key``)."""
+
+    def __repr__(self) -> str:
+        return str(self)

@@ -10,7 +10,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
-from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
+from collapse_guard.callbacks._base import (
+    CollapseMetricsProducer,
+    monitored_keys,
+    require_mixed_datamodule,
+    run_collectively,
+)
 from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
 from collapse_guard.metrics.classification import ClassificationIndicators
 
@@ -109,7 +114,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     Raises:
         ValueError: for out-of-range arguments; at set-up, when the held-out real set has no more than ``k``
             samples and feature indicators are asked for, or ``synthetic_samples`` is smaller than the number of
-            ranks; at a check, when a batch cannot be split into inputs and targets (with ``on_error="raise"``).
+            ranks, or a rule of the Trainer's ``CollapseGuard`` reads a held-out real indicator and the held-out
+            real set holds fewer than 2 classes (read once, through ``batch_fn``); at a check, when a batch cannot be split into inputs and targets (with ``on_error="raise"``).
         TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
 
     Example::
@@ -197,6 +203,20 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             raise ValueError(
                 f"HeldOutRealCheck: `synthetic_samples={self.synthetic_samples}` is fewer than the {world} ranks that "
                 "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
+            )
+        if any(key.startswith("collapse/heldout_real/") for key in monitored_keys(trainer)):
+            self._check_classes(dm)
+
+    def _check_classes(self, dm) -> None:
+        """Classification indicators on held-out real data that a rule reads need at least two classes in it."""
+        classes = dm.heldout_real_classes(self.batch_fn)
+        if len(classes) < 2:
+            raise ValueError(
+                f"HeldOutRealCheck: the held-out real set ({len(dm.heldout_real)} samples) holds "
+                f"{len(classes)} class{'' if len(classes) == 1 else 'es'} ({classes.tolist()}), but the held-out real "
+                "indicators a CollapseGuard rule monitors (worst-class recall, effective number of classes, label "
+                "marginals) compare classes and need at least 2: hold out real data of every class (a larger or "
+                "stratified `holdout`)."
             )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -313,7 +333,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         has_synthetic = self.synthetic and getattr(dm, "heldout_synthetic", None) is not None
         if has_synthetic:
             keys |= {f"collapse/{side}/{k}" for side in ("heldout_synthetic", "gap") for k in GAP_KEYS}
-        if self.features and self.synthetic and any(len(p) for p in getattr(dm.mixer, "synthetic_pools", [])):
+        if self.features and self.synthetic and any(
+            s["kind"] == "synthetic" and s.get("training_pool") for s in dm.provenance()["sources"]
+        ):
             keys |= {f"collapse/features/{k}" for k in FeatureIndicators.KEYS}
         if self.sample_fn is not None:
             keys |= {f"collapse/generated/{k}" for k in FeatureIndicators.KEYS}
@@ -360,6 +382,16 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         self.history.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step, **values})
         for key, value in values.items():
             self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
+
+    def summary(self) -> dict:
+        """What the check measured, as plain data (the report's ``indicators``): ``every_n_epochs``, ``keys`` (every
+        key logged, in first-logged order) and ``history`` (one dict per check: ``epoch``, ``global_step`` and the
+        values)."""
+        history = [dict(row) for row in self.history]
+        keys: list[str] = []
+        for row in history:
+            keys += [k for k in row if k not in ("epoch", "global_step") and k not in keys]
+        return {"every_n_epochs": self.every_n_epochs, "keys": keys, "history": history}
 
     def state_dict(self) -> dict:
         return {"last": dict(self.last), "history": list(self.history)}

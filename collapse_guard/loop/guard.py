@@ -4,17 +4,19 @@ stop the loop.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleBook, Verdict, check_guard_arguments
+from collapse_guard.callbacks.events import BoundEvent
+from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook, check_guard_arguments
+from collapse_guard.callbacks.rules import Rule, Verdict
 
-#: decisions a :class:`GenerationGuard` takes, in increasing strength ("ok": no rule fired)
-DECISIONS = ("ok",) + ACTIONS
+__all__ = ["DECISIONS", "GenerationDecision", "GenerationEvent", "GenerationGuard"]
 
 
 @dataclass
-class GenerationEvent:
+class GenerationEvent(BoundEvent):
     """One firing of the generation guard: which rule, on what value, against which bound, and what was done.
 
     Attributes:
@@ -22,7 +24,7 @@ class GenerationEvent:
         rule: the rule's name.
         monitor: the metric key the rule reads.
         value: the metric's value at this generation.
-        threshold: the bound in force (``None`` while a relative rule warms up).
+        bound: the bound in force (``None`` while a relative rule warms up). ``threshold`` is its deprecated alias.
         action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
         reason: the rule's verdict and the action's detail, in words.
         real_fraction_before: real share of the judged generation's training batches.
@@ -33,7 +35,7 @@ class GenerationEvent:
     rule: str
     monitor: str
     value: float
-    threshold: Optional[float]
+    bound: Optional[float]
     action: str
     reason: str
     real_fraction_before: float
@@ -42,7 +44,7 @@ class GenerationEvent:
 
 @dataclass
 class GenerationDecision:
-    """What :meth:`GenerationGuard.check` decided for the next generation.
+    """What :meth:`GenerationGuard.judge` decided for the next generation.
 
     Attributes:
         action: ``"ok"``, ``"warn"``, ``"inject"`` or ``"stop"``.
@@ -72,7 +74,8 @@ class GenerationGuard(RuleBook):
     violating generations. With ``baseline="first"`` and ``baseline_checks=1`` the bound is relative to
     generation 0, the model fitted on real data only; that is the natural reference for a loop.
 
-    When rules fire, the strongest of their actions is taken:
+    When rules fire, the strongest of their actions is taken (the policy :func:`~collapse_guard.callbacks.policy.decide`
+    that ``CollapseGuard`` takes too):
 
     * ``"warn"``: an event and a warning, nothing changes;
     * ``"inject"``: the real share of every later generation's training batches is raised by
@@ -80,6 +83,9 @@ class GenerationGuard(RuleBook):
       data never trained on, when the loop has one) joins the real pool; it escalates to ``"stop"`` after
       ``max_injections`` injections, or when neither a higher share nor reserve data is left;
     * ``"stop"``: the loop ends after this generation.
+
+    A NaN or infinite indicator fires its rule at once with the rule's ``non_finite`` action (``"stop"`` by
+    default), even during a cooldown, as in ``CollapseGuard``.
 
     With ``refit=True`` an injection also rejects the generation that tripped the rules: its samples are never
     handed on, and the same generation is fitted again at the raised real share (and judged again). Every
@@ -110,9 +116,9 @@ class GenerationGuard(RuleBook):
         >>> from collapse_guard import Rule
         >>> guard = GenerationGuard([Rule("recall", mode="max", relative=0.1, baseline="first")],
         ...                         real_fraction_step=0.5)
-        >>> guard.check(0, {"recall": 0.90}, real_fraction=1.0).action   # generation 0: the baseline
+        >>> guard.judge(0, {"recall": 0.90}, real_fraction=1.0).action   # generation 0: the baseline
         'ok'
-        >>> d = guard.check(1, {"recall": 0.70}, real_fraction=0.0)      # 22% below generation 0
+        >>> d = guard.judge(1, {"recall": 0.70}, real_fraction=0.0)      # 22% below generation 0
         >>> d.action, d.real_fraction
         ('inject', 0.5)
         >>> print(guard.events[0].reason)
@@ -161,11 +167,7 @@ class GenerationGuard(RuleBook):
         self.real_fraction_floor = 0.0
         self.stopped = False
 
-    def action_of(self, rule: Rule) -> str:
-        """The action ``rule`` asks for (its own, else the guard's default)."""
-        return rule.action or self.action
-
-    def check(
+    def judge(
         self,
         generation: int,
         metrics: Mapping[str, Any],
@@ -195,81 +197,57 @@ class GenerationGuard(RuleBook):
                 f"recorded: {sorted(metrics)}. Fix the rule's `monitor` or add the metric to the loop."
             )
         verdicts: list[Verdict] = [
-            state.check(float(metrics[state.rule.monitor])) for state in self.states if state.rule.monitor in metrics
+            state.judge(float(metrics[state.rule.monitor])) for state in self.states if state.rule.monitor in metrics
         ]
-        fired = [v for v in verdicts if v.fired]
-        decision = GenerationDecision("ok", max(self.real_fraction_floor, 0.0), verdicts=verdicts)
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
-            return decision
-        if not fired:
-            return decision
-        action = max((self.action_of(v.rule) for v in fired), key=ACTIONS.index)
-        detail = ""
         before = float(real_fraction)
-        after = max(self.real_fraction_floor, before)
+        decision = self.decide(verdicts, before, reserve_size, reserve_remaining, self.real_fraction_floor)
+        result = GenerationDecision("ok", max(self.real_fraction_floor, 0.0), verdicts=verdicts)
+        if decision.cooling:
+            self.cooldown_left -= 1
+        if decision.action == "ok":
+            return result
+        action, after = decision.action, before
         if action == "inject":
-            action, detail, after, decision.reserve_samples = self._inject(
-                generation, before, reserve_size, reserve_remaining
-            )
-            if action == "inject" and self.refit:
-                decision.refit = True
+            self.injections += 1
+            after = self.real_fraction_floor = decision.real_fraction
+            result.reserve_samples = decision.samples
+            detail = f"real share {before:.2f} -> {after:.2f} from generation {generation + 1}"
+            if decision.samples:
+                detail += (f", {decision.samples} fresh real samples injected "
+                           f"({reserve_remaining - decision.samples} left in reserve)")
+            if self.refit:
+                result.refit = True
                 detail = detail.replace(f"from generation {generation + 1}", f"for a refit of generation {generation}")
                 detail += f"; generation {generation} rejected, its samples are not handed on"
-        if action == "stop":
-            self.stopped = True
-            detail = detail or f"stopping the loop after generation {generation}"
         elif action == "warn":
             detail = "warning only"
-        if action == "inject":
-            self.real_fraction_floor = after
         else:
-            after = before
-        for v in fired:
+            self.stopped = True
+            detail = {
+                PERSISTS: f"collapse persists after {self.injections} injection(s): stopping the loop",
+                EXHAUSTED: f"the real share is already {before:.2f} (max {self.max_real_fraction:.2f}) and no reserve "
+                           "is left: stopping the loop",
+            }.get(decision.escalated, f"stopping the loop after generation {generation}")
+        for v in decision.fired:
             event = GenerationEvent(
-                generation=generation,
-                rule=v.rule.label,
-                monitor=v.rule.monitor,
-                value=v.value,
-                threshold=v.bound,
-                action=action,
-                reason=f"{v.reason}; {detail}" if detail else v.reason,
-                real_fraction_before=before,
-                real_fraction_after=after,
+                generation=generation, rule=v.rule.label, monitor=v.rule.monitor, value=v.value, bound=v.bound,
+                action=action, reason=f"{v.reason}; {detail}", real_fraction_before=before, real_fraction_after=after,
             )
             self.events.append(event)
-            decision.events.append(event)
+            result.events.append(event)
         self.acted()
-        decision.action = action
-        decision.real_fraction = self.real_fraction_floor
+        result.action = action
+        result.real_fraction = self.real_fraction_floor
         if action == "warn":
-            import warnings
+            warnings.warn(f"GenerationGuard generation {generation}: " + "; ".join(e.reason for e in result.events))
+        return result
 
-            warnings.warn(f"GenerationGuard generation {generation}: " + "; ".join(e.reason for e in decision.events))
-        return decision
-
-    def _inject(self, generation: int, current: float, reserve_size: int, reserve_remaining: int):
-        """Raise the real share and take reserve data, or escalate: (action, detail, new share, reserve samples)."""
-        if self.injections >= self.max_injections:
-            return "stop", f"collapse persists after {self.injections} injection(s): stopping the loop", current, 0
-        target = min(self.max_real_fraction, max(current, self.real_fraction_floor) + self.real_fraction_step)
-        target = max(target, current)
-        samples = 0
-        if reserve_size > 0:
-            samples = min(reserve_remaining, max(1, int(round(self.inject_fraction * reserve_size))))
-        if samples == 0 and target <= current + 1e-12:
-            return (
-                "stop",
-                f"the real share is already {current:.2f} (max {self.max_real_fraction:.2f}) and no reserve is left: "
-                "stopping the loop",
-                current,
-                0,
-            )
-        self.injections += 1
-        detail = f"real share {current:.2f} -> {target:.2f} from generation {generation + 1}"
-        if samples:
-            detail += f", {samples} fresh real samples injected ({reserve_remaining - samples} left in reserve)"
-        return "inject", detail, target, samples
+    def check(self, generation: int, metrics: Mapping[str, Any], real_fraction: float, reserve_size: int = 0,
+              reserve_remaining: int = 0) -> GenerationDecision:
+        """Deprecated alias of :meth:`judge` (``check`` also names ``HeldOutRealCheck.check``, a measurement)."""
+        warnings.warn("`GenerationGuard.check` is deprecated: call `GenerationGuard.judge`.", DeprecationWarning,
+                      stacklevel=2)
+        return self.judge(generation, metrics, real_fraction, reserve_size, reserve_remaining)
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

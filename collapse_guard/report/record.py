@@ -1,7 +1,8 @@
 """The report record: plain, JSON-ready data gathered from a fit's collapse_guard callbacks and data.
 
-Nothing here imports Lightning or the callbacks: each ``*_section`` function reads one object (duck-typed) and
-returns plain data, so the record is tested and rebuilt without a Trainer. :func:`build_record` puts the sections
+Nothing here imports Lightning, the callbacks or the data module: each ``*_section`` function turns the record
+one object gives of itself (``summary()``, ``history``, ``provenance()``) into the schema's plain data, so the record
+is tested and rebuilt without a Trainer. :func:`build_record` puts the sections
 together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or data the fit did not have)::
 
     {
@@ -57,8 +58,6 @@ import math
 import numbers
 from typing import Any, Mapping, Optional, Sequence
 
-from collapse_guard.data.streams import StreamDataset
-
 SCHEMA_VERSION = 1
 REPORT_KIND = "collapse_guard.report"
 PROVENANCE_KIND = "collapse_guard.provenance"
@@ -69,12 +68,9 @@ MAX_ARRAY_ELEMENTS = 64
 #: the guard states, mildest first (the report's guard state is the strongest of its guards')
 GUARD_STATES = ("ok", "warn", "inject", "stop")
 
-RULE_FIELDS = (
-    "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks", "min_change",
-    "min_delta", "patience", "action", "non_finite",
-)
-GUARD_CONFIG = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
-                "restore_best")
+#: schema 1 keeps the key names it was published with: ``Rule.margin`` is written as ``min_delta`` and an event's
+#: ``bound`` (the bound in force) as ``threshold``
+SCHEMA_NAMES = {"margin": "min_delta", "bound": "threshold"}
 
 
 # -- JSON-ready values ----------------------------------------------------------------------------------------
@@ -133,92 +129,33 @@ def ratio_section(monitor: Any) -> Optional[dict]:
 
 
 def indicator_section(check: Any) -> Optional[dict]:
-    """The indicators of every check of a ``HeldOutRealCheck`` (``None`` without one)."""
-    if check is None:
-        return None
-    history = [dict(row) for row in getattr(check, "history", [])]
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in ("epoch", "global_step") and k not in keys]
-    return {"every_n_epochs": getattr(check, "every_n_epochs", None), "keys": keys, "history": history}
+    """The indicators of every check of a ``HeldOutRealCheck`` (``None`` without one): its ``summary()``."""
+    return None if check is None else check.summary()
 
 
-def rule_record(state: Any) -> dict:
-    """A ``RuleState`` as data: the rule's settings, its state, its baseline and the bound in force."""
-    rule = state.rule
-    record = {"name": getattr(rule, "label", rule.monitor)}
-    record.update({f: getattr(rule, f, None) for f in RULE_FIELDS})
-    record["stderr"] = getattr(rule, "stderr_key", None)  # the logged key a ``sigmas`` bound reads
-    record["state"] = state.state_dict()
-    record["baseline_value"] = state.baseline()
-    record["bound"] = state.bound(getattr(state, "last_stderr", None))
-    return record
+def _schema_names(record: Mapping[str, Any]) -> dict:
+    return {SCHEMA_NAMES.get(k, k): v for k, v in record.items()}
 
 
 def guard_section(guard: Any) -> dict:
-    """A ``CollapseGuard``: state, settings, rules (with baselines and bounds) and events with their reasons."""
-    return {
-        "state": getattr(guard, "state", "ok"),
-        "injections": getattr(guard, "injections", 0),
-        "cooldown_left": getattr(guard, "cooldown_left", 0),
-        "config": {k: getattr(guard, k, None) for k in GUARD_CONFIG},
-        "rules": [rule_record(s) for s in getattr(guard, "states", [])],
-        "events": [dataclasses.asdict(e) if dataclasses.is_dataclass(e) else dict(e) for e in guard.events],
-    }
-
-
-def _pool_sizes(mixer: Any) -> list[Optional[int]]:
-    """Training pool size of each source: real pool, whole reserve, each synthetic source's training part."""
-    pools = [getattr(mixer, "base_real_pool", None), getattr(mixer, "reserve_order", None)]
-    pools += list(getattr(mixer, "synthetic_pools", []))
-    sizes = [len(p) if p is not None else None for p in pools]
-    return sizes + [None] * (len(mixer.sources) - len(sizes))
+    """A ``CollapseGuard``'s ``summary()``: state, settings, rules (with baselines and bounds) and events with their
+    reasons, under the schema's key names."""
+    summary = dict(guard.summary())
+    summary["rules"] = [_schema_names(r) for r in summary["rules"]]
+    summary["events"] = [_schema_names(e) for e in summary["events"]]
+    return summary
 
 
 def provenance_section(datamodule: Any) -> Optional[dict]:
-    """The provenance manifest of a set-up ``MixedDataModule`` (``None`` for another datamodule, or before set-up).
+    """The provenance manifest of a set-up ``MixedDataModule``: its ``provenance()`` (``None`` for another
+    datamodule, or before set-up).
 
     Every source: its name, real or synthetic, generator and parameters as the user gave them, generation (0 for
     real data), size, training pool (``None`` for a streaming source), samples drawn over the fit (all ranks) and
     share of all samples drawn.
     """
-    mixer = getattr(datamodule, "mixer", None)
-    if mixer is None or not hasattr(mixer, "sources"):
-        return None
-    counts = [int(c) for c in mixer.total_counts.tolist()]
-    total = sum(counts)
-    contamination = getattr(datamodule, "contamination", None) or {}
-    copies = contamination.get("sources", {}) if contamination.get("checked") else {}
-    sources = []
-    for source, n, pool in zip(mixer.sources, counts, _pool_sizes(mixer)):
-        if isinstance(getattr(source, "dataset", None), StreamDataset):
-            pool = None  # a stream has no fixed training pool: its slots take the stream's next samples
-        entry = dict(source.provenance())
-        entry.setdefault("kind", "real" if getattr(source, "is_real", False) else "synthetic")
-        if entry["kind"] == "real" and entry.get("generation") is None:
-            entry["generation"] = 0
-        entry["training_pool"] = pool
-        entry["samples"] = n
-        entry["share"] = n / total if total else None
-        entry["heldout_copies"] = copies.get(source.name, {}).get("duplicates") if copies else None
-        sources.append(entry)
-    real = sum(n for s, n in zip(sources, counts) if s["kind"] == "real")
-    heldout_synthetic = getattr(datamodule, "heldout_synthetic", None)
-    heldout_real = getattr(datamodule, "heldout_real", None)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": PROVENANCE_KIND,
-        "seed": getattr(mixer, "seed", getattr(datamodule, "seed", None)),
-        "samples_total": total,
-        "real_share": real / total if total else None,
-        "sources": sources,
-        "heldout": {
-            "real": len(heldout_real) if heldout_real is not None else None,
-            "synthetic": len(heldout_synthetic) if heldout_synthetic is not None else 0,
-        },
-        "injections": [dict(i) for i in getattr(mixer, "injections", [])],
-        "contamination": dict(contamination),
-    }
+    provenance = getattr(datamodule, "provenance", None)
+    return provenance() if callable(provenance) else None
 
 
 def _strongest_state(guards: Sequence[dict]) -> Optional[str]:
@@ -280,7 +217,6 @@ def build_record(
     ratio = ratio_section(ratio_monitor)
     guard_records = [guard_section(g) for g in guards]
     provenance = provenance_section(datamodule)
-    mixer = getattr(datamodule, "mixer", None)
     record = {
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
@@ -298,7 +234,7 @@ def build_record(
         "ratio": ratio,
         "indicators": indicator_section(check),
         "guards": guard_records,
-        "injections": [dict(i) for i in getattr(mixer, "injections", [])] if mixer is not None else [],
+        "injections": [dict(i) for i in provenance["injections"]] if provenance is not None else [],
         "provenance": provenance,
         "final": final_section(trainer, ratio, guard_records, provenance),
     }

@@ -242,9 +242,9 @@ def test_synthetic_samples_below_the_number_of_ranks_is_an_error_at_setup():
     dm = make_mixed(synth_sizes={"g1": 200}, synthetic_holdout=0.25)
     dm.setup("fit")
     with pytest.raises(ValueError, match="synthetic_samples=2.* 3 ranks"):
-        HeldOutRealCheck(synthetic_samples=2).setup(SimpleNamespace(world_size=3, datamodule=dm), None, "fit")
-    HeldOutRealCheck(synthetic_samples=3).setup(SimpleNamespace(world_size=3, datamodule=dm), None, "fit")
-    HeldOutRealCheck(synthetic_samples=2, synthetic=False).setup(SimpleNamespace(world_size=3, datamodule=dm), None,
+        HeldOutRealCheck(synthetic_samples=2).setup(SimpleNamespace(world_size=3, datamodule=dm, callbacks=[]), None, "fit")
+    HeldOutRealCheck(synthetic_samples=3).setup(SimpleNamespace(world_size=3, datamodule=dm, callbacks=[]), None, "fit")
+    HeldOutRealCheck(synthetic_samples=2, synthetic=False).setup(SimpleNamespace(world_size=3, datamodule=dm, callbacks=[]), None,
                                                                  "fit")
 
 

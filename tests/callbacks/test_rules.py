@@ -1,7 +1,8 @@
-"""Rules over logged indicators: validation, bounds, baselines, min_delta, patience, non-finite values, state."""
+"""Rules over logged indicators: validation, bounds, baselines, margin, patience, non-finite values, state."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 
@@ -12,7 +13,7 @@ ACC = "collapse/heldout_real/acc"
 
 def run(rule: Rule, values):
     state = RuleState(rule)
-    return state, [state.check(v) for v in values]
+    return state, [state.judge(v) for v in values]
 
 
 # -- validation -------------------------------------------------------------------------------------------------
@@ -28,7 +29,7 @@ def run(rule: Rule, values):
         (dict(relative=-0.1), "relative"),
         (dict(threshold=0.5, patience=0), "patience"),
         (dict(relative=0.1, baseline_checks=0), "baseline_checks"),
-        (dict(threshold=0.5, min_delta=-0.01), "min_delta"),
+        (dict(threshold=0.5, margin=-0.01), "margin"),
     ],
 )
 def test_rule_validation(kwargs, name):
@@ -40,7 +41,7 @@ def test_rule_label_and_defaults():
     assert Rule(ACC, threshold=0.5).label == ACC
     assert Rule(ACC, threshold=0.5, name="acc").label == "acc"
     r = Rule(ACC, relative=1.0, action="stop")
-    assert (r.mode, r.baseline, r.patience, r.min_delta, r.action) == ("max", "best", 1, 0.0, "stop")
+    assert (r.mode, r.baseline, r.patience, r.margin, r.action) == ("max", "best", 1, 0.0, "stop")
 
 
 # -- absolute thresholds --------------------------------------------------------------------------------------------
@@ -61,11 +62,31 @@ def test_mode_min_threshold():
     assert "at or below" in v[0].reason
 
 
-def test_min_delta_widens_the_bound():
-    _, v = run(Rule(ACC, mode="max", threshold=0.8, min_delta=0.05), [0.76, 0.75, 0.74])
+def test_margin_widens_the_bound():
+    _, v = run(Rule(ACC, mode="max", threshold=0.8, margin=0.05), [0.76, 0.75, 0.74])
     assert [x.violated for x in v] == [False, False, True]
-    _, v = run(Rule("loss", mode="min", threshold=1.0, min_delta=0.1), [1.09, 1.1, 1.11])
+    _, v = run(Rule("loss", mode="min", threshold=1.0, margin=0.1), [1.09, 1.1, 1.11])
     assert [x.violated for x in v] == [False, False, True]
+
+
+def test_min_delta_is_a_deprecated_alias_of_margin():
+    with pytest.warns(DeprecationWarning, match="margin"):
+        rule = Rule(ACC, threshold=0.8, min_delta=0.05)
+    assert rule == Rule(ACC, threshold=0.8, margin=0.05)
+    with pytest.warns(DeprecationWarning, match="Rule.margin"):
+        assert rule.min_delta == 0.05
+    with pytest.raises(ValueError, match="not both"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Rule(ACC, threshold=0.8, margin=0.1, min_delta=0.05)
+    # the repr a guard's state_key was made of before the rename
+    assert rule.legacy_repr() == repr(rule).replace("margin=0.05", "min_delta=0.05")
+
+
+def test_check_is_a_deprecated_alias_of_judge():
+    state, twin = RuleState(Rule(ACC, threshold=0.8)), RuleState(Rule(ACC, threshold=0.8))
+    with pytest.warns(DeprecationWarning, match="judge"):
+        old = state.check(0.7)
+    assert old == twin.judge(0.7)
 
 
 # -- relative bounds --------------------------------------------------------------------------------------------
@@ -127,7 +148,7 @@ def test_patience_fires_after_consecutive_violations_and_resets():
     assert "1/3 consecutive" in v[0].reason and "3/3 consecutive" in v[5].reason
     assert state.wait == 4
     state.reset_wait()
-    assert not state.check(0.7).fired and state.wait == 1
+    assert not state.judge(0.7).fired and state.wait == 1
 
 
 def test_patience_one_fires_at_once():
@@ -140,10 +161,10 @@ def test_patience_one_fires_at_once():
 def test_non_finite_values_fire_at_once(value):
     rule = Rule(ACC, mode="max", relative=0.1, patience=5)
     state = RuleState(rule)
-    v = state.check(value)  # even during the warm-up and with patience 5
+    v = state.judge(value)  # even during the warm-up and with patience 5
     assert v.violated and v.fired and "not finite" in v.reason and str(value) in v.reason
     assert state.best is None  # a non-finite value never becomes the baseline
-    state.check(0.9)
+    state.judge(0.9)
     assert state.best == 0.9
 
 
@@ -163,10 +184,10 @@ def test_state_dict_round_trip(baseline):
     legacy.load_state_dict(old)
     assert legacy.state_dict() == saved
     for value in (0.6, 0.95, 0.5):  # the two continue identically
-        a, b = state.check(value), restored.check(value)
+        a, b = state.judge(value), restored.judge(value)
         assert (a.bound, a.violated, a.fired, a.reason) == (b.bound, b.violated, b.fired, b.reason)
     # fresh state would not have fired on the first 0.6
-    assert not RuleState(rule).check(0.6).fired
+    assert not RuleState(rule).judge(0.6).fired
 
 
 # -- sigmas: bounds in units of the logged standard error -------------------------------------------------------
@@ -185,11 +206,11 @@ def test_sigmas_stderr_key_defaults_to_monitor_suffix():
 
 def test_sigmas_bound_is_best_minus_sigmas_standard_errors():
     state = RuleState(Rule(ACC, sigmas=2.0))
-    first = state.check(0.90, stderr=0.01)
+    first = state.judge(0.90, stderr=0.01)
     assert first.bound is None and not first.violated  # no baseline yet
-    v = state.check(0.885, stderr=0.01)  # bound 0.90 - 2 x 0.01 = 0.88
+    v = state.judge(0.885, stderr=0.01)  # bound 0.90 - 2 x 0.01 = 0.88
     assert v.bound == pytest.approx(0.88) and not v.violated
-    v = state.check(0.875, stderr=0.01)
+    v = state.judge(0.875, stderr=0.01)
     assert v.violated and v.fired
     assert "2 x standard error 0.0100" in v.reason and "best baseline 0.9000" in v.reason
 
@@ -200,24 +221,24 @@ def test_sigmas_scale_with_the_noise_of_the_evaluation_set():
     _, quiet = run(Rule(ACC, sigmas=1.5), fall)
     precise = RuleState(Rule(ACC, sigmas=1.5))
     noisy = RuleState(Rule(ACC, sigmas=1.5))
-    assert [precise.check(v, stderr=0.01).fired for v in fall] == [False, True]
-    assert [noisy.check(v, stderr=0.03).fired for v in fall] == [False, False]
+    assert [precise.judge(v, stderr=0.01).fired for v in fall] == [False, True]
+    assert [noisy.judge(v, stderr=0.03).fired for v in fall] == [False, False]
     assert not quiet[1].fired  # no stderr given: no sigmas bound at all
 
 
 def test_sigmas_mode_min_and_the_stricter_of_several_bounds():
     state = RuleState(Rule("collapse/gap/acc", mode="min", sigmas=1.0))
-    state.check(0.05, stderr=0.02)
-    assert state.check(0.06, stderr=0.02).bound == pytest.approx(0.07)
+    state.judge(0.05, stderr=0.02)
+    assert state.judge(0.06, stderr=0.02).bound == pytest.approx(0.07)
     both = RuleState(Rule(ACC, relative=0.10, sigmas=1.0))  # relative bound 0.81, sigmas bound 0.88: 0.88 applies
-    both.check(0.90, stderr=0.02)
-    assert both.check(0.87, stderr=0.02).bound == pytest.approx(0.88)
+    both.judge(0.90, stderr=0.02)
+    assert both.judge(0.87, stderr=0.02).bound == pytest.approx(0.88)
 
 
 def test_sigmas_ignore_a_non_finite_stderr():
     state = RuleState(Rule(ACC, sigmas=1.0, threshold=0.5))
-    state.check(0.9, stderr=0.01)
-    assert state.check(0.85, stderr=math.nan).bound == pytest.approx(0.5)
+    state.judge(0.9, stderr=0.01)
+    assert state.judge(0.85, stderr=math.nan).bound == pytest.approx(0.5)
     assert state.last_stderr == 0.01  # the last finite one, for reports
 
 
@@ -233,32 +254,32 @@ def test_min_change_validation(kwargs, name):
 def test_min_change_moves_a_bound_that_is_closer_than_it():
     # a large held-out set: se 0.2 points, so 2 standard errors are 0.4 points; min_change asks for 1 point
     state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
-    state.check(0.950, stderr=0.002)
-    v = state.check(0.944, stderr=0.002)  # 0.6 points: beyond the noise (bound 0.946) but under 1 point
+    state.judge(0.950, stderr=0.002)
+    v = state.judge(0.944, stderr=0.002)  # 0.6 points: beyond the noise (bound 0.946) but under 1 point
     assert v.bound == pytest.approx(0.940) and not v.violated
     assert "at least min_change 0.01" in v.reason
-    v = state.check(0.938, stderr=0.002)
+    v = state.judge(0.938, stderr=0.002)
     assert v.violated and v.fired
     plain = RuleState(Rule(ACC, sigmas=2.0))
-    plain.check(0.950, stderr=0.002)
-    assert plain.check(0.944, stderr=0.002).violated  # without min_change the 0.6-point fall fires
+    plain.judge(0.950, stderr=0.002)
+    assert plain.judge(0.944, stderr=0.002).violated  # without min_change the 0.6-point fall fires
 
 
 def test_min_change_leaves_a_bound_that_is_farther_than_it():
     # a small noisy set: 2 x 3 points = 6 points, farther than min_change's 1 point, so the noise bound applies
     state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
-    state.check(0.70, stderr=0.03)
-    v = state.check(0.66, stderr=0.03)
+    state.judge(0.70, stderr=0.03)
+    v = state.judge(0.66, stderr=0.03)
     assert v.bound == pytest.approx(0.64) and not v.violated and "min_change" not in v.reason
 
 
 def test_min_change_mode_min_relative_and_no_bound_without_stderr():
     state = RuleState(Rule("collapse/heldout_real/loss", mode="min", relative=0.05, min_change=0.1))
-    state.check(1.0)
-    assert state.check(1.08).bound == pytest.approx(1.1)  # 5% would be 1.05; at least 0.1 above the best
+    state.judge(1.0)
+    assert state.judge(1.08).bound == pytest.approx(1.1)  # 5% would be 1.05; at least 0.1 above the best
     state = RuleState(Rule(ACC, sigmas=2.0, min_change=0.01))
-    state.check(0.9, stderr=0.01)
-    assert state.check(0.5).bound is None  # min_change widens a bound; it is not a bound of its own
+    state.judge(0.9, stderr=0.01)
+    assert state.judge(0.5).bound is None  # min_change widens a bound; it is not a bound of its own
 
 
 def test_min_change_is_left_out_of_the_repr_when_unset():

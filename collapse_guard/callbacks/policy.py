@@ -1,0 +1,212 @@
+"""The decision policy both guards share (``CollapseGuard`` per epoch, ``GenerationGuard`` per generation).
+
+:func:`decide` is a pure function of numbers and verdicts: the strongest action among the fired verdicts (a
+non-finite value's ``Rule.non_finite`` first, else the rule's action, else the guard's default), the cooldown (a
+non-finite verdict acts even in a cooldown), the escalation of ``"inject"`` to ``"stop"`` after
+``max_injections`` injections or when nothing is left to inject, and the size of an injection. :class:`RuleBook`
+keeps what a guard carries from check to check (rule states, events, injections, cooldown) and asks
+:func:`decide` with it, so the policy is tested without a Trainer or a loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+
+#: a guard's decisions, mildest first (``"ok"``: nothing to do)
+DECISIONS = ("ok",) + ACTIONS
+
+#: why an ``"inject"`` became a ``"stop"``: too many injections, or nothing left to inject
+PERSISTS, EXHAUSTED = "persists", "exhausted"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` decided at one check.
+
+    Attributes:
+        action: ``"ok"``, ``"warn"``, ``"inject"`` or ``"stop"``: what to do, after escalation.
+        asked: the strongest action the fired verdicts asked for (``"ok"``: none fired).
+        fired: the verdicts that fired at this check.
+        cooling: the check falls in a cooldown and nothing non-finite fired: count the cooldown down, do nothing.
+        escalated: why ``"inject"`` became ``"stop"``: :data:`PERSISTS` (``max_injections`` reached) or
+            :data:`EXHAUSTED` (no reserve left and the real fraction at its ceiling); ``None`` otherwise.
+        real_fraction: with ``"inject"``, the real fraction to train at from now on, in ``[0, 1]``; else ``None``.
+        samples: with ``"inject"``, reserve samples to move into training (0: no reserve left, or none).
+    """
+
+    action: str
+    asked: str = "ok"
+    fired: tuple = ()
+    cooling: bool = False
+    escalated: Optional[str] = None
+    real_fraction: Optional[float] = None
+    samples: int = 0
+
+
+def action_for(verdict: Verdict, default: str) -> str:
+    """The action a fired verdict asks for: a non-finite value's ``Rule.non_finite``, else the rule's own action,
+    else ``default`` (the guard's)."""
+    return verdict.action or verdict.rule.action or default
+
+
+def inject_size(inject_fraction: float, reserve_size: int, reserve_remaining: int) -> int:
+    """Reserve samples one injection moves: ``inject_fraction`` of the initial reserve (at least 1), at most what is
+    left; 0 without a reserve.
+
+    Example::
+
+        >>> inject_size(0.5, reserve_size=10, reserve_remaining=3)
+        3
+    """
+    if reserve_size <= 0 or reserve_remaining <= 0:
+        return 0
+    return min(int(reserve_remaining), max(1, int(round(inject_fraction * reserve_size))))
+
+
+def decide(
+    verdicts: Sequence[Verdict],
+    default_action: str,
+    *,
+    cooldown_left: int = 0,
+    injections: int = 0,
+    max_injections: int = 0,
+    real_fraction: float = 0.0,
+    real_fraction_floor: float = 0.0,
+    real_fraction_step: float = 0.0,
+    max_real_fraction: float = 1.0,
+    inject_fraction: float = 1.0,
+    reserve_size: int = 0,
+    reserve_remaining: int = 0,
+) -> Decision:
+    """Decide what a guard does after one check; a pure function (no state is changed).
+
+    Args:
+        verdicts: every rule's verdict at this check (only the fired ones count).
+        default_action: the guard's action for rules that name none: ``"warn"``, ``"inject"`` or ``"stop"``.
+        cooldown_left: checks left in the cooldown of the last action (``> 0``: only a non-finite verdict acts).
+        injections: injections made so far; ``"inject"`` escalates to ``"stop"`` once it reaches ``max_injections``.
+        max_injections: injections allowed before a persisting collapse stops.
+        real_fraction: the real fraction of the data just judged, in ``[0, 1]``.
+        real_fraction_floor: the lowest real fraction earlier injections set; an injection raises
+            ``max(real_fraction, real_fraction_floor)`` by ``real_fraction_step``.
+        real_fraction_step: how much an injection raises it, in ``[0, 1]``.
+        max_real_fraction: the highest real fraction an injection may reach, in ``(0, 1]``.
+        inject_fraction: share in ``(0, 1]`` of the initial reserve one injection moves.
+        reserve_size: the initial reserve, in samples (0: none).
+        reserve_remaining: reserve samples not yet injected.
+
+    Returns:
+        The :class:`Decision`. ``"inject"`` escalates to ``"stop"`` when ``injections >= max_injections``, or when
+        no reserve is left and the real fraction cannot rise.
+
+    Example::
+
+        >>> from collapse_guard.callbacks.rules import Rule, RuleState
+        >>> state = RuleState(Rule("acc", threshold=0.5, action="inject"))
+        >>> decide([state.judge(float("nan"))], "inject").action   # non_finite="stop" by default
+        'stop'
+    """
+    fired = tuple(v for v in verdicts if v.fired)
+    if cooldown_left > 0 and not any(v.non_finite for v in fired):
+        return Decision("ok", fired=fired, cooling=True)
+    if not fired:
+        return Decision("ok")
+    asked = max((action_for(v, default_action) for v in fired), key=ACTIONS.index)
+    if asked != "inject":
+        return Decision(asked, asked, fired)
+    if injections >= max_injections:
+        return Decision("stop", asked, fired, escalated=PERSISTS)
+    target = max(real_fraction, min(max_real_fraction, max(real_fraction, real_fraction_floor) + real_fraction_step))
+    samples = inject_size(inject_fraction, reserve_size, reserve_remaining)
+    if samples == 0 and target <= real_fraction + 1e-12:
+        return Decision("stop", asked, fired, escalated=EXHAUSTED)
+    return Decision("inject", asked, fired, real_fraction=target, samples=samples)
+
+
+def check_guard_arguments(action: str, inject_fraction: float, max_injections: int, cooldown: int) -> None:
+    """The arguments every guard (``CollapseGuard``, ``GenerationGuard``) takes alike.
+
+    Raises:
+        ValueError: for an ``action`` not in :data:`ACTIONS`, an ``inject_fraction`` outside ``(0, 1]``, or a
+            negative ``max_injections`` or ``cooldown``.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
+    if not 0.0 < inject_fraction <= 1.0:
+        raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
+    if max_injections < 0 or cooldown < 0:
+        raise ValueError("`max_injections` and `cooldown` must be >= 0.")
+
+
+class RuleBook:
+    """What a guard keeps of its rules from check to check, and checkpoints: every rule's :class:`RuleState`
+    (:attr:`states`), the events its firings caused (:attr:`events`, of the guard's :attr:`event_type`), the
+    injections made and the checks left in a cooldown; and the one decision policy (:meth:`decide`).
+    ``CollapseGuard`` and ``GenerationGuard`` share it; each adds its own state to :meth:`book_state_dict`'s dict.
+    A guard sets ``rules``, ``action``, ``cooldown``, ``max_injections``, ``inject_fraction`` and
+    ``real_fraction_step`` before :meth:`reset_book`.
+    """
+
+    #: the dataclass of the guard's events (rebuilt from checkpoints with ``event_type.from_state``)
+    event_type: type
+    #: the highest real fraction an injection may reach
+    max_real_fraction: float = 1.0
+
+    def reset_book(self) -> None:
+        """Fresh rule states, no events, no injections, no cooldown."""
+        self.states = [RuleState(rule) for rule in self.rules]
+        self.events: list = []
+        self.injections = 0
+        self.cooldown_left = 0
+
+    def action_of(self, rule: Rule) -> str:
+        """The action ``rule`` asks for: its own, else the guard's default."""
+        return rule.action or self.action
+
+    def action_for(self, verdict: Verdict) -> str:
+        """The action a fired verdict asks for (a non-finite value's ``Rule.non_finite`` first)."""
+        return action_for(verdict, self.action)
+
+    def decide(self, verdicts: Sequence[Verdict], real_fraction: float, reserve_size: int = 0,
+               reserve_remaining: int = 0, real_fraction_floor: float = 0.0) -> Decision:
+        """:func:`decide` with this guard's settings, injections and cooldown (changes nothing)."""
+        return decide(
+            verdicts, self.action, cooldown_left=self.cooldown_left, injections=self.injections,
+            max_injections=self.max_injections, real_fraction=real_fraction, real_fraction_floor=real_fraction_floor,
+            real_fraction_step=self.real_fraction_step, max_real_fraction=self.max_real_fraction,
+            inject_fraction=self.inject_fraction, reserve_size=reserve_size, reserve_remaining=reserve_remaining,
+        )
+
+    def acted(self) -> None:
+        """After an action: every rule counts violations afresh, and the cooldown starts."""
+        for state in self.states:
+            state.reset_wait()
+        self.cooldown_left = self.cooldown
+
+    def book_state_dict(self) -> dict:
+        """Rule states, events, injections and cooldown (JSON-ready)."""
+        return {
+            "rules": [s.state_dict() for s in self.states],
+            "events": [e.state_dict() for e in self.events],
+            "injections": self.injections,
+            "cooldown_left": self.cooldown_left,
+        }
+
+    def load_book_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`book_state_dict`'s part of ``state_dict`` (events saved with ``threshold`` included).
+
+        Raises:
+            ValueError: when the state was saved for another number of rules.
+        """
+        if len(state_dict["rules"]) != len(self.states):
+            raise ValueError(
+                f"{type(self).__name__} state for {len(state_dict['rules'])} rules cannot be loaded into a guard with "
+                f"{len(self.states)} rules."
+            )
+        for state, saved in zip(self.states, state_dict["rules"]):
+            state.load_state_dict(saved)
+        self.events = [self.event_type.from_state(e) for e in state_dict["events"]]
+        self.injections = state_dict["injections"]
+        self.cooldown_left = state_dict["cooldown_left"]
