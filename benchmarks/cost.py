@@ -72,6 +72,7 @@ from collapse_guard.metrics.feature import (  # noqa: E402
     TailMassRatio,
     VarianceRatio,
 )
+from collapse_guard._digits import split_digits_parts  # noqa: E402
 from collapse_guard.loop import ClassConditionalGMM  # noqa: E402
 
 SIDE = 32
@@ -85,16 +86,13 @@ def upsample(x: np.ndarray) -> torch.Tensor:
 
 
 def make_data(n_synthetic: int, seed: int = 0) -> dict:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    perm = np.random.default_rng(seed).permutation(len(x))
-    val, train = perm[:400], perm[400:]
-    gmm = ClassConditionalGMM(random_state=seed, **GOOD_GMM).fit(x[train], y[train])
+    parts = split_digits_parts(seed, {"val": 400, "train": None})
+    (x_train, y_train), (x_val, y_val) = parts["train"], parts["val"]
+    gmm = ClassConditionalGMM(random_state=seed, **GOOD_GMM).fit(x_train, y_train)
     xs, ys = gmm.sample(n_synthetic, rng=seed + 1)
     return {
-        "train": TensorDataset(upsample(x[train]), torch.as_tensor(y[train])),
-        "val": TensorDataset(upsample(x[val]), torch.as_tensor(y[val])),
+        "train": TensorDataset(upsample(x_train), torch.as_tensor(y_train)),
+        "val": TensorDataset(upsample(x_val), torch.as_tensor(y_val)),
         "synthetic": TensorDataset(upsample(xs), torch.as_tensor(ys)),
     }
 

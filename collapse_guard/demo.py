@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from collapse_guard._digits import split_digits_parts
 from collapse_guard._compat import Callback, LightningDataModule, LightningModule, Trainer
 from collapse_guard._trainer import quiet_trainer_kwargs
 from collapse_guard.callbacks import CollapseGuard, CollapseReport, HeldOutRealCheck, RatioMonitor
@@ -41,12 +42,7 @@ def digits_tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
 
 def split_digits(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Real digits split into train (900), val (360, held-out real) and test (537, seen by no callback)."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    perm = np.random.default_rng(seed).permutation(len(x))
-    parts = {"train": perm[:900], "val": perm[900:1260], "test": perm[1260:]}
-    return {k: (x[idx].astype(np.float32), y[idx].astype(np.int64)) for k, idx in parts.items()}
+    return split_digits_parts(seed, {"train": 900, "val": 360, "test": None})
 
 
 class DigitsDataModule(LightningDataModule):

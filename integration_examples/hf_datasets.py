@@ -52,23 +52,21 @@ class DigitsClassifier(pl.LightningModule):
 
 def build_datasets(quick: bool, seed: int = 0) -> dict:
     """Real digits and two synthetic generations as ``datasets.Dataset`` objects (local, from arrays)."""
-    from sklearn.datasets import load_digits
+    from collapse_guard._digits import split_digits_parts
 
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    perm = np.random.default_rng(seed).permutation(len(x))
-    train, test = perm[:1200], perm[1200:]
+    parts = split_digits_parts(seed, {"train": 1200, "test": None})  # pixels 0..16
+    (x_train, y_train), (x_test, y_test) = parts["train"], parts["test"]
     per_generation = 200 if quick else 600
     chain = generation_chain(lambda: ClassConditionalGMM(n_components=2, n_pca=20, random_state=seed),
-                             x[train] * 16, y[train], generations=10, samples_per_generation=per_generation, seed=seed)
+                             x_train, y_train, generations=10, samples_per_generation=per_generation, seed=seed)
 
     def table(xs, ys) -> datasets.Dataset:
         return datasets.Dataset.from_dict({"pixel_values": np.clip(xs, 0, 1).astype(np.float32),
                                            "label": ys.astype(np.int64)})
 
     return {
-        "real": table(x[train], y[train]),
-        "test": table(x[test], y[test]),
+        "real": table(x_train / 16, y_train),
+        "test": table(x_test / 16, y_test),
         "gen2": table(chain[1][0] / 16, chain[1][1]),
         "gen10": table(chain[9][0] / 16, chain[9][1]),
     }

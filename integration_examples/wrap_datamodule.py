@@ -30,15 +30,10 @@ class DigitsDataModule(pl.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str) -> None:
-        from sklearn.datasets import load_digits
+        from collapse_guard.demo import digits_tensors, split_digits
 
-        x, y = load_digits(return_X_y=True)
-        perm = np.random.default_rng(self.seed).permutation(len(x))
-        x = torch.as_tensor(x / 16.0, dtype=torch.float32)
-        y = torch.as_tensor(y, dtype=torch.long)
-        self.train = TensorDataset(x[perm[:900]], y[perm[:900]])
-        self.val = TensorDataset(x[perm[900:1260]], y[perm[900:1260]])
-        self.test = TensorDataset(x[perm[1260:]], y[perm[1260:]])
+        parts = split_digits(self.seed)  # train 900, val 360, test 537: float32 pixels in [0, 1], int64 labels
+        self.train, self.val, self.test = (digits_tensors(*parts[k]) for k in ("train", "val", "test"))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)

@@ -5,6 +5,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from collapse_guard._digits import split_digits_parts
+
 
 def load_digits_split(n_train: int = 1000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load sklearn's 8x8 digits and split them into a real training set and held-out real test set.
@@ -25,16 +27,10 @@ def load_digits_split(n_train: int = 1000, seed: int = 0) -> Tuple[np.ndarray, n
         >>> x_tr.shape, x_te.shape
         ((1000, 64), (797, 64))
     """
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    if not 1 <= n_train < len(x):
-        raise ValueError(f"n_train must be in [1, {len(x) - 1}], got {n_train}")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    tr, te = perm[:n_train], perm[n_train:]
-    x = x.astype(np.float32)
-    y = y.astype(np.int64)
-    return x[tr], y[tr], x[te], y[te]
+    if not 1 <= n_train < 1797:
+        raise ValueError(f"n_train must be in [1, 1796], got {n_train}")
+    parts = split_digits_parts(seed, {"train": n_train, "test": None})
+    return (*parts["train"], *parts["test"])
 
 
 def mlp_real_accuracy(

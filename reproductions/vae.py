@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from collapse_guard._compat import LightningModule
+from collapse_guard._digits import split_digits_parts
 
 PIXEL_MAX = 16.0
 
@@ -43,14 +44,10 @@ def digits_split(n_train: int = 1000, seed: int = 0) -> Tuple[TensorDataset, Ten
         >>> len(train), len(heldout), tuple(train[0][0].shape)
         (1000, 797, (64,))
     """
-    from sklearn.datasets import load_digits
-
-    x, _ = load_digits(return_X_y=True)
-    if not 1 <= n_train < len(x):
-        raise ValueError(f"n_train must be in [1, {len(x) - 1}], got {n_train}")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    x = torch.as_tensor(x[perm] / PIXEL_MAX, dtype=torch.float32)
-    return TensorDataset(x[:n_train]), TensorDataset(x[n_train:])
+    if not 1 <= n_train < 1797:
+        raise ValueError(f"n_train must be in [1, 1796], got {n_train}")
+    parts = split_digits_parts(seed, {"train": n_train, "heldout": None})
+    return tuple(TensorDataset(torch.as_tensor(x / PIXEL_MAX)) for x, _ in parts.values())
 
 
 def dataset_tensor(ds) -> Tensor:

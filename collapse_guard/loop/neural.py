@@ -341,7 +341,7 @@ class LightningSelfConsumingLoop:
         record.handed_on = SyntheticSource(samples, generator=run.generator, generation=g + 1, params=params)
         decision = None
         if self.guard is not None:
-            decision = self.guard.check(
+            decision = self.guard.judge(
                 g, metrics, share, reserve_size=run.reserve.size, reserve_remaining=run.reserve.remaining
             )
             record.action = decision.action

@@ -13,18 +13,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from collapse_guard.demo import DigitsClassifier as _DemoDigitsClassifier
+from collapse_guard.demo import PIXEL_MAX, split_digits
 from collapse_guard.loop import ClassConditionalGMM, generation_chain
 
 
 @lru_cache(maxsize=4)
 def digits_split(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The 1797 real digits split into train (900), val (360) and test (537), pixels scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    perm = np.random.default_rng(seed).permutation(len(x))
-    parts = {"train": perm[:900], "val": perm[900:1260], "test": perm[1260:]}
-    return {k: ((x[i] / 16.0).astype(np.float32), y[i].astype(np.int64)) for k, i in parts.items()}
+    parts = split_digits(seed)  # the demo's split
+    return {k: (x / np.float32(PIXEL_MAX), y) for k, (x, y) in parts.items()}
 
 
 def as_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:

@@ -107,12 +107,21 @@ def test_replace_collapses_accumulate_does_not(digits, replace_chains):
     x, y, _, _ = digits
     real_w = within_class_variance(x, y)
     dead_replace = 0
+    w30s = []
     for s, (gens, models) in replace_chains.items():
         w1 = within_class_variance(*gens[0]) / real_w
         w30 = within_class_variance(*gens[-1]) / real_w
-        assert w1 > 0.65 and w30 < 0.4, (s, w1, w30)
+        w30s.append(w30)
+        # 30 refits amplify last-bit differences of the BLAS/LAPACK kernels (OpenBLAS picks them by CPU), so one
+        # seed's generation 30 differs between machines: seed 2 gives 0.423 with OpenBLAS's Haswell/Zen kernels and
+        # 0.374 with OPENBLAS_CORETYPE=Prescott (0.384 at generation 20 either way). Over seeds 0-9 (Haswell/Zen):
+        # w1 0.746-0.791, w30 0.135, 0.272, 0.423, 0.155, 0.137, 0.330, 0.253, 0.189, 0.135, 0.173. So each seed is
+        # bounded loosely (max 0.423) and the collapse is asserted on the mean of seeds 0-2 (0.277; 0.261 with the
+        # Prescott kernels).
+        assert w1 > 0.65 and w30 < 0.5, (s, w1, w30)
         dead_replace += 10 - len(np.unique(gens[-1][1]))
         assert models[-1].modes_alive() <= models[0].modes_alive()
+    assert np.mean(w30s) < 0.35, w30s
     assert dead_replace >= 2  # rare classes die out under replace (8, 8 and 10 alive at gen 30)
 
     for s in (0, 1):
