@@ -38,10 +38,10 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "`lightning` package: `pip install lightning`. With `pytorch_lightning` use `collapse_guard` itself."
     ) from err
 
+import collapse_guard as _cg
 from collapse_guard import callbacks as _callbacks
-from collapse_guard.callbacks import GuardEvent, Rule, default_rules
-from collapse_guard.data import SyntheticSource
-from collapse_guard.data.datamodule import MixedDataModuleMixin
+from collapse_guard.callbacks import GuardEvent, Rule, default_rules  # noqa: F401 (re-exported as they are)
+from collapse_guard.data import MixedDataModuleMixin, SyntheticSource  # noqa: F401
 
 #: the namespace the classes of this module belong to
 NAMESPACE = "lightning.pytorch"
@@ -67,14 +67,5 @@ class CollapseReport(_callbacks.CollapseReport, _L.Callback):
     __doc__ = _callbacks.CollapseReport.__doc__
 
 
-__all__ = [
-    "CollapseGuard",
-    "CollapseReport",
-    "GuardEvent",
-    "HeldOutRealCheck",
-    "MixedDataModule",
-    "RatioMonitor",
-    "Rule",
-    "SyntheticSource",
-    "default_rules",
-]
+#: the public names of :mod:`collapse_guard`, each bound here (to ``lightning.pytorch`` where it is a Lightning class)
+__all__ = list(_cg.__all__)

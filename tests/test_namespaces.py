@@ -195,6 +195,23 @@ def test_lightning_callbacks_are_both_namespaces_callbacks():
     assert not issubclass(cg.MixedDataModule, L.LightningDataModule)
 
 
+def test_lightning_binding_offers_every_public_name():
+    """``collapse_guard.lightning`` offers every name of ``collapse_guard``: the Lightning classes bound to
+    ``lightning.pytorch``, everything else the very same object."""
+    assert cgl.__all__ == cg.__all__
+    lightning_classes = {"MixedDataModule", "RatioMonitor", "HeldOutRealCheck", "CollapseGuard", "CollapseReport"}
+    for name in cg.__all__:
+        ours, theirs = getattr(cgl, name), getattr(cg, name)
+        if name in lightning_classes:
+            assert ours is not theirs and ours.__name__ == name
+        else:
+            assert ours is theirs, name
+            assert not (isinstance(ours, type) and issubclass(ours, (pl.Callback, pl.LightningDataModule))), name
+    namespace: dict = {}
+    exec("from collapse_guard.lightning import *", namespace)
+    assert set(cg.__all__) <= set(namespace)
+
+
 def test_compat_accepts_either_namespace():
     assert set(datamodule_types()) == {pl.LightningDataModule, L.LightningDataModule}
     assert set(callback_types()) == {pl.Callback, L.Callback}
