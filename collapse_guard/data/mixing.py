@@ -6,29 +6,18 @@ between epochs and a checkpoint of this state is enough to replay a fit.
 from __future__ import annotations
 
 import hashlib
-import numbers
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from collapse_guard.data.arguments import check_fraction
 from collapse_guard.data.sampler import EpochPlan, plan_epoch
 from collapse_guard.data.sources import DataSource
 
 RealFraction = Union[float, Callable[[int], float]]
 
-REAL, RESERVE = 0, 1  # source ids of the real training data and of injected reserve data
-
-
-def check_fraction(value: object, argument: str, epoch: Optional[int] = None) -> float:
-    """Return ``value`` as a float in ``[0, 1]`` or raise a ``ValueError`` naming the argument (and epoch)."""
-    where = f" at epoch {epoch}" if epoch is not None else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(
-            f"`{argument}`{where} must be a real number in [0, 1] (the share of real samples per batch), "
-            f"got {value!r}."
-        )
-    return float(value)
+__all__ = ["MixingState", "RealFraction", "check_fraction"]
 
 
 class MixingState:
@@ -77,16 +66,10 @@ class MixingState:
         seed: int,
         synthetic_weights: Optional[Tensor] = None,
     ) -> None:
-        self.sources = list(sources)
-        self._stream_ids: Optional[list[int]] = None
-        self.base_real_pool = real_pool
-        self.reserve_order = reserve_order
-        self.synthetic_pools = list(synthetic_pools)
-        self.source_of = source_of
-        self.schedule = real_fraction
-        self.samples_per_epoch = samples_per_epoch
-        self.seed = seed
-        self.synthetic_weights = synthetic_weights
+        self.sources, self._stream_ids = list(sources), None
+        self.base_real_pool, self.reserve_order, self.synthetic_pools = real_pool, reserve_order, list(synthetic_pools)
+        self.source_of, self.synthetic_weights = source_of, synthetic_weights
+        self.schedule, self.samples_per_epoch, self.seed = real_fraction, samples_per_epoch, seed
         # everything below is state: saved and restored with checkpoints
         self.reserve_cursor = 0
         self.real_fraction_floor = 0.0
@@ -107,7 +90,28 @@ class MixingState:
     # -- what is drawn ---------------------------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
+        """The sources' names in id order (``real``, ``reserve``, then the synthetic ones)."""
         return [s.name for s in self.sources]
+
+    @property
+    def real_names(self) -> list[str]:
+        """The names of the sources of real data (the real training data and the reserve)."""
+        return [s.name for s in self.sources if s.is_real]
+
+    def source_id(self, name: str) -> int:
+        """The id of the source called ``name`` (its position in the counts and in :attr:`source_of`).
+
+        Raises:
+            KeyError: no source has that name.
+        """
+        for i, source in enumerate(self.sources):
+            if source.name == name:
+                return i
+        raise KeyError(f"no source named {name!r}; the sources are {self.names}.")
+
+    def by_name(self, counts: Tensor) -> dict[str, int]:
+        """Per-source ``counts`` (a tensor in id order, e.g. :attr:`total_counts`) as ``{name: count}``."""
+        return dict(zip(self.names, [int(c) for c in counts.tolist()]))
 
     @property
     def real_pool(self) -> Tensor:
@@ -208,22 +212,39 @@ class MixingState:
             reads[:, worker] += rank_counts[batch, :, sid]
 
     # -- injection ------------------------------------------------------------------------------------------
-    def inject(self, num_samples: int, real_fraction: Optional[float], epoch: Optional[int], reason: str) -> dict:
-        """Move ``num_samples`` reserve samples into the real pool and raise the real fraction floor.
+    def _next_target(self, epoch: Optional[int]) -> Optional[float]:
+        """Target real fraction of the epoch after ``epoch`` (epoch 0 when ``None``); ``None`` when the schedule
+        has no value there (a schedule checked only up to ``max_epochs``)."""
+        try:
+            return self.target_fraction(0 if epoch is None else epoch + 1)
+        except ValueError:
+            return None
+
+    def inject(
+        self, num_samples: int, min_real_fraction: Optional[float], epoch: Optional[int], reason: str
+    ) -> dict:
+        """Move ``num_samples`` reserve samples (at most what is left) into the real pool and raise the real fraction
+        floor to ``min_real_fraction`` (never lowered).
 
         Returns:
-            A record ``{"epoch", "samples", "real_fraction", "reserve_remaining", "reason"}``.
+            A record ``{"epoch", "samples", "real_fraction_floor", "reserve_remaining", "reason",
+            "real_fraction_before", "real_fraction_after"}``: the last two are the target real fraction of the next
+            epoch before and after this injection.
         """
+        floor = None if min_real_fraction is None else check_fraction(min_real_fraction, "min_real_fraction")
+        before = self._next_target(epoch)
         moved = min(int(num_samples), self.reserve_remaining)
         self.reserve_cursor += moved
-        if real_fraction is not None:
-            self.real_fraction_floor = max(self.real_fraction_floor, check_fraction(real_fraction, "real_fraction"))
+        if floor is not None:
+            self.real_fraction_floor = max(self.real_fraction_floor, floor)
         record = {
             "epoch": epoch,
             "samples": moved,
             "real_fraction_floor": self.real_fraction_floor,
             "reserve_remaining": self.reserve_remaining,
             "reason": reason,
+            "real_fraction_before": before,
+            "real_fraction_after": self._next_target(epoch),
         }
         self.injections.append(record)
         return record

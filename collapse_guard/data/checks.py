@@ -1,0 +1,239 @@
+"""Content checks of a :class:`~collapse_guard.MixedDataModule`'s data at set-up, and the contamination report.
+
+Each check takes what it checks as arguments and raises a ``ValueError`` that says what is wrong and how to fix it:
+the real fraction schedule against the pools (:func:`check_schedule`), every source's sample structure and their
+collate (:func:`check_samples`, :func:`check_collate`), the held-out sets against the world size
+(:func:`check_world_size`), and held-out real data against everything trained on (:func:`verify_holdout`, which
+also reports synthetic copies of held-out real samples).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, default_collate
+
+from collapse_guard._compat import rank_zero_warn
+from collapse_guard._rng import preserved_rng
+from collapse_guard.data.digests import sample_digests
+from collapse_guard.data.mixing import MixingState
+from collapse_guard.data.row_index import index_by_digest, matches
+from collapse_guard.data.sources import DataSource
+from collapse_guard.data.streams import first_sample
+from collapse_guard.data.structure import structure_mismatch
+
+
+def check_schedule(mixer: MixingState, epochs: Iterable[int], has_real: bool, has_synthetic: bool) -> None:
+    """The target real fraction of every epoch in ``epochs`` can be drawn from the pools.
+
+    Raises:
+        ValueError: a fraction below 1 without synthetic data, or above 0 without real training data (or a schedule
+            that fails, see :meth:`MixingState.scheduled_fraction`).
+    """
+    for epoch in epochs:
+        f = mixer.scheduled_fraction(epoch)
+        if f < 1.0 and not has_synthetic:
+            raise ValueError(
+                f"`real_fraction` is {f} at epoch {epoch} but no synthetic source was given: pass `synthetic` "
+                "or set real_fraction=1.0."
+            )
+        if f > 0.0 and not has_real:
+            raise ValueError(
+                f"`real_fraction` is {f} at epoch {epoch} but `holdout` and `reserve` leave no real training "
+                "samples: lower them (the reserve enters training only through inject())."
+            )
+
+
+def check_samples(real_sample: Any, others: Sequence[tuple[str, Any]]) -> None:
+    """Every source mixed into training batches yields samples of the real data's structure and dtypes.
+
+    Args:
+        real_sample: one real training sample.
+        others: ``(label for the message, dataset)`` of every other source (its first sample is compared).
+
+    Raises:
+        ValueError: a source whose samples differ from the real one in structure or dtypes.
+    """
+    for label, dataset in others:
+        mismatch = structure_mismatch(real_sample, first_sample(dataset))
+        if mismatch is not None:
+            raise ValueError(
+                f"{label} yields samples unlike the real data's ({mismatch}). Its samples are mixed into the same "
+                "training batches as the real ones, so they need the same structure and dtypes: convert them "
+                "(e.g. `.float()`, `.long()`, or `datasets.Dataset.with_format('torch')`) when you build the source."
+            )
+
+
+def check_collate(collate: Optional[Callable], samples: list, names: list[str]) -> None:
+    """Collate one sample of each source (named ``names``) into one batch, as a mixed batch will.
+
+    Raises:
+        ValueError: the collate function fails on them.
+    """
+    try:
+        (collate or default_collate)(samples)
+    except Exception as err:  # noqa: BLE001 - re-raised with what to fix
+        raise ValueError(
+            f"samples of sources {names} cannot be collated into one batch ({type(err).__name__}: {err}). "
+            "Every source must yield samples of the same structure, shapes and dtypes as the real data "
+            "(e.g. the same (x, y) tuple or the same dict keys)."
+        ) from err
+
+
+def check_layout(
+    layout: Any, mixer: MixingState, train_set: Dataset, collate: Optional[Callable], epochs: Iterable[int],
+    reserve_given: bool,
+) -> None:
+    """The checks of a fresh :class:`~collapse_guard.data.splits.Layout`: the schedule of ``epochs`` against the
+    pools, then (without moving the random state) every source's sample structure and one collated batch.
+
+    Args:
+        layout: the layout.
+        mixer: the mixing state built on it (its schedule).
+        train_set: the concatenated training set.
+        collate: the collate function (``None``: PyTorch's default).
+        epochs: the epochs whose target real fraction to check.
+        reserve_given: the reserve is a Dataset of its own (its samples are compared too).
+
+    Raises:
+        ValueError: see :func:`check_schedule`, :func:`check_samples` and :func:`check_collate`.
+    """
+    pool, synthetic = layout.real_pool, layout.synthetic
+    check_schedule(mixer, epochs, len(pool) > 0, bool(layout.synthetic_pools))
+    with preserved_rng():  # reading samples must not move the user's random state (augmenting datasets)
+        real_sample = train_set[int(pool[0] if len(pool) else layout.reserve_order[0])]
+        others = [("`reserve`", layout.reserve_data)] if reserve_given else []
+        check_samples(real_sample, others + [(f"synthetic source {s.name!r}", s.dataset) for s in synthetic])
+        if synthetic:
+            samples = [train_set[int(pool[0])]] if len(pool) else []
+            samples += [first_sample(s.dataset) if s.streaming else train_set[int(p[0])]
+                        for s, p in zip(synthetic, layout.synthetic_pools)]
+            check_collate(collate, samples, ["real"] * min(1, len(pool)) + [s.name for s in synthetic])
+
+
+def check_world_size(world_size: int, heldout_real: Dataset, heldout_synthetic: Optional[Dataset]) -> None:
+    """Held-out sets are split between ranks: each rank needs at least one sample.
+
+    Raises:
+        ValueError: a held-out set smaller than ``world_size``.
+    """
+    if world_size <= 1:
+        return
+    for name, dataset, fix in (
+        ("held-out real", heldout_real, "pass a larger `holdout`"),
+        ("held-out synthetic", heldout_synthetic, "raise `synthetic_holdout` or set it to 0"),
+    ):
+        if dataset is not None and len(dataset) < world_size:
+            raise ValueError(
+                f"the {name} set has {len(dataset)} samples, fewer than the {world_size} ranks that share it at "
+                f"every check: {fix}."
+            )
+
+
+def _source_copies(heldout: Any, source: DataSource, pool: Tensor, start: int, key: Optional[Callable]) -> dict:
+    """How many samples of one synthetic source are copies of held-out real ones (a stream cannot be scanned)."""
+    if source.streaming:
+        return {"size": None, "streaming": True, "duplicates": None, "in_training": None,
+                "heldout_real_matched": None, "examples": []}
+    hits = matches(heldout, sample_digests(source.dataset, key=key))
+    training = set((pool - start).tolist())
+    return {
+        "size": len(source),
+        "duplicates": len(hits),
+        "in_training": sum(i in training for i, _ in hits),
+        "heldout_real_matched": len({h for _, h in hits}),
+        "examples": [[int(i), int(h)] for i, h in hits[:5]],
+    }
+
+
+def _leak_error(what: str, real_idx: Tensor, in_train: list, in_reserve: list) -> ValueError:
+    where = []
+    if in_train:
+        pairs = ", ".join(f"held-out #{h} = real #{int(real_idx[i])}" for i, h in in_train[:3])
+        where.append(f"{len(in_train)} in the real training data ({pairs}{', ...' if len(in_train) > 3 else ''})")
+    if in_reserve:
+        pairs = ", ".join(f"held-out #{h} = reserve #{i}" for i, h in in_reserve[:3])
+        where.append(f"{len(in_reserve)} in the reserve ({pairs}{', ...' if len(in_reserve) > 3 else ''})")
+    return ValueError(
+        f"{what}: held-out real samples are also training data: {'; '.join(where)} (identical content). "
+        "Held-out data must never be trained on, or every check measures memorisation: remove the duplicates "
+        "from the real data or the held-out set, or pass verify_holdout=False to skip this check."
+    )
+
+
+def verify_holdout(
+    heldout_real: Dataset,
+    real_dataset: Dataset,
+    real_idx: Tensor,
+    reserve_data: Dataset,
+    synthetic: Sequence[DataSource],
+    synthetic_pools: Sequence[Tensor],
+    spans: Sequence[tuple[int, int]],
+    key: Optional[Callable[[Any], Any]] = None,
+    holdout_label: str = "`holdout`",
+) -> dict:
+    """Held-out real data must not be training or reserve data; synthetic copies of it are counted.
+
+    Compares content digests (:func:`~collapse_guard.data.digests.sample_digests`) without moving the global random
+    generators.
+
+    Args:
+        heldout_real: the held-out real data.
+        real_dataset: the real data, of which ``real_idx`` are the training samples.
+        real_idx: long tensor of real training indices.
+        reserve_data: the reserve.
+        synthetic: the synthetic sources, with their training pools and ``(start, stop)`` index spans.
+        synthetic_pools: one long tensor of training indices per synthetic source.
+        spans: ``(start, stop)`` of every synthetic source's indices.
+        key: what of a sample to hash (``None``: all of it).
+        holdout_label: how the error names the held-out data.
+
+    Returns:
+        The contamination report: ``{"checked": True, "heldout_real": n, "sources": {name: {"size", "duplicates",
+        "in_training", "heldout_real_matched", "examples"}}}``.
+
+    Raises:
+        ValueError: a held-out real sample is also a real training or reserve sample.
+
+    Example::
+
+        report = verify_holdout(held, real, torch.arange(len(real)), Subset(real, []), [], [], [])
+    """
+    with preserved_rng():
+        heldout = index_by_digest(sample_digests(heldout_real, key=key))
+        in_train = matches(heldout, sample_digests(real_dataset, real_idx, key=key))
+        in_reserve = matches(heldout, sample_digests(reserve_data, key=key)) if len(reserve_data) else []
+        per_source = {source.name: _source_copies(heldout, source, pool, start, key)
+                      for source, pool, (start, _) in zip(synthetic, synthetic_pools, spans)}
+    if in_train or in_reserve:
+        raise _leak_error(holdout_label, real_idx, in_train, in_reserve)
+    return {"checked": True, "heldout_real": len(heldout_real), "sources": per_source}
+
+
+def warn_heldout_copies(report: dict) -> None:
+    """Warn (on rank 0) about the synthetic copies of held-out real samples that :func:`verify_holdout` found."""
+    per_source = report.get("sources", {})
+    dirty = {name: r["duplicates"] for name, r in per_source.items() if r["duplicates"]}
+    if dirty:
+        rank_zero_warn(
+            f"synthetic samples identical to held-out real samples: {dirty} (samples per source; "
+            f"{sum(r['heldout_real_matched'] or 0 for r in per_source.values())} of the {report['heldout_real']} "
+            "held-out real samples have a synthetic copy). A generator that memorised held-out data makes every "
+            "held-out check look better than it is: remove these samples from the synthetic sources or hold out "
+            "other real data. Details in `MixedDataModule.contamination`."
+        )
+
+
+def heldout_classes(
+    heldout: Dataset, collate: Optional[Callable], batch_size: int, batch_fn: Callable[[Any], tuple[Any, Tensor]]
+) -> Tensor:
+    """The sorted distinct targets of ``heldout``: one pass in batches of ``batch_size``, collated with ``collate``
+    (``None``: PyTorch's default), split by ``batch_fn: batch -> (inputs, target)``, no random state moved."""
+    n, found = len(heldout), []
+    with preserved_rng():
+        for start in range(0, n, batch_size):
+            batch = (collate or default_collate)([heldout[i] for i in range(start, min(n, start + batch_size))])
+            _, target = batch_fn(batch)
+            found.append(torch.as_tensor(target).reshape(-1).unique())
+    return torch.cat(found).unique() if found else torch.empty(0)

@@ -1,0 +1,143 @@
+"""What a :class:`~collapse_guard.MixedDataModule` tells its callbacks and the report, and the guard's handle.
+
+:class:`MixingRecordsMixin` reads the datamodule's mixing state by name (sources, samples drawn, reserve,
+injections, the provenance manifest) and moves reserve data into training (:meth:`~MixingRecordsMixin.inject`), so
+that nothing outside :mod:`collapse_guard.data` needs the mixer's internals.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+from collapse_guard.data.arguments import check_fraction
+from collapse_guard.data.provenance import provenance_manifest
+
+
+class MixingRecordsMixin:
+    """The records and the guard's handle of :class:`~collapse_guard.data.datamodule.MixedDataModuleMixin` (which
+    sets ``mixer``, ``contamination``, ``heldout_real`` and ``heldout_synthetic``, and may have a ``trainer``)."""
+
+    # -- records: what the callbacks and the report read ------------------------------------------------------
+    @property
+    def source_names(self) -> list[str]:
+        """The sources' names: ``real``, ``reserve``, then the synthetic ones (empty before :meth:`setup`)."""
+        return self.mixer.names if self.mixer is not None else []
+
+    @property
+    def real_source_names(self) -> list[str]:
+        """The names of the sources of real data, ``["real", "reserve"]`` (empty before :meth:`setup`)."""
+        return self.mixer.real_names if self.mixer is not None else []
+
+    def samples_by_source(self, scope: str = "fit") -> dict[str, int]:
+        """Samples drawn per source, by name: ``scope="fit"`` over the fit (all ranks; checkpointed), ``"epoch"``
+        this epoch (all ranks), ``"rank_epoch"`` this epoch on this rank. Empty before :meth:`setup`.
+
+        Raises:
+            ValueError: an unknown ``scope``.
+
+        Example::
+
+            dm.samples_by_source()  # {"real": 96, "reserve": 0, "gen1": 160}
+        """
+        counts = {"fit": "total_counts", "epoch": "epoch_counts", "rank_epoch": "local_epoch_counts"}
+        if scope not in counts:
+            raise ValueError(f"`scope` must be one of {sorted(counts)}, got {scope!r}.")
+        return self.mixer.by_name(getattr(self.mixer, counts[scope])) if self.mixer is not None else {}
+
+    @property
+    def reserve_size(self) -> int:
+        """Size of the initial reserve, injected or not (0 before :meth:`setup` or without a reserve)."""
+        return len(self.mixer.reserve_order) if self.mixer is not None else 0
+
+    @property
+    def reserve_remaining(self) -> int:
+        """Reserve samples not yet injected (0 before :meth:`setup`)."""
+        return self.mixer.reserve_remaining if self.mixer is not None else 0
+
+    @property
+    def injections(self) -> list[dict]:
+        """The injection records, oldest first (see :meth:`inject`); checkpointed with the datamodule."""
+        return self.mixer.injections if self.mixer is not None else []
+
+    def provenance(self) -> Optional[dict]:
+        """The provenance manifest (:func:`~collapse_guard.data.provenance.provenance_manifest`): every source with
+        its provenance, training pool, samples drawn and share; held-out sizes; injections; the contamination
+        report. ``None`` before :meth:`setup`."""
+        if self.mixer is None:
+            return None
+        return provenance_manifest(self.mixer, self.contamination, getattr(self, "heldout_real", None),
+                                   getattr(self, "heldout_synthetic", None))
+
+    # -- the guard's handle ---------------------------------------------------------------------------------
+    def _epoch(self) -> Optional[int]:
+        """The Trainer's current epoch, ``None`` without a Trainer."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else None
+
+    def current_real_fraction(self, epoch: Optional[int] = None) -> float:
+        """Target real fraction of ``epoch`` (default: the current or next epoch), injections included."""
+        if epoch is None:
+            epoch = self._epoch() or 0
+        return self.mixer.target_fraction(epoch)
+
+    def inject(
+        self,
+        num_samples: Optional[int] = None,
+        fraction_of_reserve: Optional[float] = None,
+        min_real_fraction: Optional[float] = None,
+        reason: str = "",
+        *,
+        real_fraction: Optional[float] = None,
+    ) -> dict:
+        """Move reserve real data into training and/or raise the real fraction, from the next epoch on.
+
+        The batch sampler re-plans at the start of every epoch, so no ``reload_dataloaders_every_n_epochs`` is
+        needed. Injections are recorded (and checkpointed) with their reason: :attr:`injections`.
+
+        Args:
+            num_samples: reserve samples to move into the real training pool (at most :attr:`reserve_remaining`).
+            fraction_of_reserve: alternatively, a share in ``(0, 1]`` of the *initial* reserve (:attr:`reserve_size`)
+                to move, at least one sample; when less than that is left, what is left moves.
+            min_real_fraction: a floor in ``[0, 1]`` for the target real fraction from the next epoch on: it raises
+                the target to it and never lowers it (``None``: leave the target as it is).
+            reason: why, for the record.
+            real_fraction: deprecated alias of ``min_real_fraction``.
+
+        Returns:
+            The injection record: ``epoch`` (the current one, ``None`` without a Trainer), ``samples`` moved,
+            ``real_fraction_floor`` (the floor now in force), ``reserve_remaining``, ``reason``, and
+            ``real_fraction_before`` / ``real_fraction_after``: the target real fraction of the next epoch before and
+            after this injection (``None`` where a schedule has no value for it).
+
+        Raises:
+            RuntimeError: before :meth:`setup`.
+            ValueError: samples asked of an empty reserve; both ``num_samples`` and ``fraction_of_reserve``; both
+                ``min_real_fraction`` and ``real_fraction``; a fraction out of range.
+
+        Example::
+
+            if dm.reserve_remaining > 0:
+                dm.inject(fraction_of_reserve=0.25, min_real_fraction=0.5, reason="held-out recall fell")
+            else:
+                dm.inject(min_real_fraction=0.5, reason="held-out recall fell")
+        """
+        if real_fraction is not None:
+            warnings.warn("`inject(real_fraction=)` is deprecated: it is a floor, pass `min_real_fraction=` instead.",
+                          DeprecationWarning, stacklevel=2)
+            if min_real_fraction is not None:
+                raise ValueError("give `min_real_fraction` or its deprecated alias `real_fraction`, not both.")
+            min_real_fraction = real_fraction
+        if self.mixer is None:
+            raise RuntimeError("MixedDataModule.inject() needs setup() first (the Trainer calls it).")
+        if num_samples is not None and fraction_of_reserve is not None:
+            raise ValueError("give `num_samples` or `fraction_of_reserve`, not both.")
+        if fraction_of_reserve is not None:
+            if not 0.0 < fraction_of_reserve <= 1.0:
+                raise ValueError(f"`fraction_of_reserve` must be in (0, 1], got {fraction_of_reserve!r}.")
+            num_samples = max(1, int(round(fraction_of_reserve * self.reserve_size)))
+        if num_samples is not None and num_samples > 0 and self.mixer.reserve_remaining == 0:
+            raise ValueError("the reserve is spent (or was never set: pass `reserve=` to MixedDataModule).")
+        if min_real_fraction is not None:
+            check_fraction(min_real_fraction, "min_real_fraction")
+        moved = min(num_samples or 0, self.reserve_remaining)  # fraction_of_reserve: what is left, when less is left
+        return self.mixer.inject(moved, min_real_fraction, self._epoch(), reason)
