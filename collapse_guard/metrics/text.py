@@ -33,30 +33,49 @@ def _is_empty(state) -> bool:
     return (isinstance(state, list) and len(state) == 0) or (isinstance(state, Tensor) and state.numel() == 0)
 
 
-class _NgramMetric(Metric):
+class _TokenMetric(Metric):
+    """Base: reads text in every accepted form with ``ignore_index`` and ``tokenizer``; ``states`` are ``cat`` lists."""
+
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
     def __init__(
         self,
-        n: int = 1,
+        ignore_index: Optional[int],
+        tokenizer: Optional[Callable[[str], Sequence[str]]],
+        states: Sequence[str],
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ignore_index = ignore_index
+        self.tokenizer = tokenizer
+        for name in states:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def _ngram_counts(self, tokens: TokenInput, n: int) -> tuple[Tensor, Tensor]:
+        """The distinct n-grams of a batch, ``(G, n)``, and their counts, ``(G,)``."""
+        return ngram_counts(to_sequences(tokens, self.ignore_index, self.tokenizer), n)
+
+
+class _NgramMetric(_TokenMetric):
+    """Base: the distinct n-grams of every batch and their counts (``n`` defaults to DistinctN's 2)."""
+
+    def __init__(
+        self,
+        n: int = 2,
         ignore_index: Optional[int] = None,
         tokenizer: Optional[Callable[[str], Sequence[str]]] = None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+        super().__init__(ignore_index, tokenizer, ("grams", "counts"), **kwargs)
         self.n = n
-        self.ignore_index = ignore_index
-        self.tokenizer = tokenizer
-        self.add_state("grams", default=[], dist_reduce_fx="cat")
-        self.add_state("counts", default=[], dist_reduce_fx="cat")
 
     def update(self, tokens: TokenInput) -> None:
         """Add a batch of synthetic text (token id tensor ``(B, L)``, list of id tensors or of strings)."""
-        uniq, counts = ngram_counts(to_sequences(tokens, self.ignore_index, self.tokenizer), self.n)
+        uniq, counts = self._ngram_counts(tokens, self.n)
         self.grams.append(uniq.to(self.device))
         self.counts.append(counts.to(self.device))
 
@@ -87,15 +106,6 @@ class DistinctN(_NgramMetric):
         m.update(synthetic_ids)  # (B, L): a language model's samples, say
         m.compute()
     """
-
-    def __init__(
-        self,
-        n: int = 2,
-        ignore_index: Optional[int] = None,
-        tokenizer: Optional[Callable[[str], Sequence[str]]] = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(n, ignore_index, tokenizer, **kwargs)
 
     def compute(self) -> Tensor:
         uniq, counts = self._merged()
@@ -141,7 +151,7 @@ class UnigramEntropy(_Unigrams, _NgramMetric):
         return entropy_from_counts(counts)
 
 
-class VocabularyCoverage(Metric):
+class VocabularyCoverage(_TokenMetric):
     """Share of the real reference's token types that occur in the synthetic text.
 
     ``update(tokens, real)`` with ``real=True`` for the held-out real corpus and ``False`` for synthetic text.
@@ -155,10 +165,6 @@ class VocabularyCoverage(Metric):
         kwargs: torchmetrics ``Metric`` keyword arguments.
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
     def __init__(
         self,
         ignore_index: Optional[int] = None,
@@ -166,21 +172,16 @@ class VocabularyCoverage(Metric):
         min_count: int = 1,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
         if min_count < 1:
             raise ValueError(f"`min_count` must be >= 1, got {min_count}.")
-        self.ignore_index = ignore_index
-        self.tokenizer = tokenizer
+        super().__init__(ignore_index, tokenizer, ("real_types", "real_counts", "synthetic_types"), **kwargs)
         self.min_count = min_count
-        self.add_state("real_types", default=[], dist_reduce_fx="cat")
-        self.add_state("real_counts", default=[], dist_reduce_fx="cat")
-        self.add_state("synthetic_types", default=[], dist_reduce_fx="cat")
 
     fake_types = deprecated_alias("synthetic_types", "fake_types")
 
     def update(self, tokens: TokenInput, real: bool) -> None:
         """Add a batch of real (``real=True``) or synthetic text."""
-        uniq, counts = ngram_counts(to_sequences(tokens, self.ignore_index, self.tokenizer), 1)
+        uniq, counts = self._ngram_counts(tokens, 1)
         if real:
             self.real_types.append(uniq.flatten().to(self.device))
             self.real_counts.append(counts.to(self.device))
