@@ -215,7 +215,7 @@ def _datamodule(task: Task, data, synthetic, fraction, reserve, cfg, seed) -> Mi
 
 
 def _real_share(dm: MixedDataModule) -> float:
-    counts = dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist()))
+    counts = dm.samples_by_source()
     return (counts.get("real", 0) + counts.get("reserve", 0)) / max(1, sum(counts.values()))
 
 

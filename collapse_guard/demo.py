@@ -181,8 +181,8 @@ def run_fit(
         "seconds": seconds,
         "epochs": per_epoch,
         "events": events,
-        "injections": dm.mixer.injections,
-        "samples": dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist())),
+        "injections": dm.injections,
+        "samples": dm.samples_by_source(),
         "heldout_real_acc": accuracy(model, *splits["val"]),
         "test_acc": accuracy(model, *splits["test"]),
     }

@@ -92,7 +92,7 @@ def summary(title: str, dm: MixedDataModule, trainer: pl.Trainer, model, test) -
     metrics = trainer.callback_metrics
     shares = {k.split("/")[-1]: round(float(v), 3) for k, v in metrics.items() if k.startswith("collapse/share/")}
     row = {
-        "samples": dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist())),
+        "samples": dm.samples_by_source(),
         "last_epoch_shares": shares,
         "heldout_real_acc": round(float(metrics["collapse/heldout_real/acc"]), 3),
         "gap_acc": round(float(metrics["collapse/gap/acc"]), 3) if "collapse/gap/acc" in metrics else None,

@@ -136,9 +136,9 @@ def main(quick: bool = False, out: str = "runs/wrap_datamodule") -> dict:
     print("\nguard events:" + "".join(f"\n  epoch {e.epoch}: {e.action} ({e.rule}) - {e.reason}" for e in guard.events)
           if guard.events else "\nguard events: none")
     print("\ntest accuracy on unseen real digits: " + ", ".join(f"{k} {v:.3f}" for k, v in test.items()))
-    print(f"samples per source: {dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist()))}")
+    print(f"samples per source: {dm.samples_by_source()}")
     print(f"report: {report.dirpath}")
-    return {"test": test, "events": guard.events, "counts": dm.mixer.total_counts.tolist(), "report": report.dirpath}
+    return {"test": test, "events": guard.events, "counts": list(dm.samples_by_source().values()), "report": report.dirpath}
 
 
 if __name__ == "__main__":

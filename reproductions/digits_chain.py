@@ -100,9 +100,13 @@ def _train_and_score(x_train, y_train, x_test, y_test, n_classes, hidden, epochs
     return float((pred.numpy() == np.asarray(y_test)).mean())
 
 
-def total_variance(x: np.ndarray) -> float:
-    """Sum of per-feature variances (ddof=0) of ``x``."""
-    return float(np.asarray(x, dtype=np.float64).var(axis=0).sum())
+def _total_variance(x: np.ndarray) -> float:
+    """Sum of per-feature variances of ``x`` with ddof 0 (the package's ``total_variance(unbiased=False)``)."""
+    import torch
+
+    from collapse_guard.metrics.functional import total_variance
+
+    return float(total_variance(torch.as_tensor(np.asarray(x, dtype=np.float64)), unbiased=False))
 
 
 def within_class_variance(x: np.ndarray, y: np.ndarray) -> float:
@@ -144,7 +148,7 @@ def chain_table(
         ``min_class_share``, ``modes`` (live mixture components of the model that sampled it, or ``nan``)
         and ``real_acc`` (held-out real accuracy of a classifier trained on the generation, or ``nan``).
     """
-    rv = total_variance(x_real)
+    rv = _total_variance(x_real)
     rw = within_class_variance(x_real, y_real)
     n_classes = int(np.max(y_real)) + 1
     rows: List[Dict[str, float]] = []
@@ -157,7 +161,7 @@ def chain_table(
         counts = np.bincount(np.asarray(yg), minlength=n_classes)
         row = {
             "generation": g,
-            "var_ratio": total_variance(xg) / rv,
+            "var_ratio": _total_variance(xg) / rv,
             "within_var_ratio": within_class_variance(xg, yg) / rw,
             "classes": int(np.count_nonzero(counts)),
             "min_class_share": float(counts.min() / counts.sum()),

@@ -39,7 +39,15 @@ def _check_batched(a: np.ndarray, ndims: Tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name} has no samples (shape {a.shape})")
 
 
-class GaussianModel:
+class _FitFromStats:
+    """``fit(data)`` as ``fit_stats(stats(data))``: models with additive sufficient statistics."""
+
+    def fit(self, data: np.ndarray):
+        """Fit to ``data`` (seed axis first) from its sufficient statistics; returns ``self``."""
+        return self.fit_stats(self.stats(data))
+
+
+class GaussianModel(_FitFromStats):
     r"""Gaussian fitted by maximum likelihood (mean and ``ddof=0`` variance / covariance), one per seed.
 
     The model of Shumailov et al., "AI models collapse when trained on recursively generated data",
@@ -97,17 +105,6 @@ class GaussianModel:
         self.mean, self.cov = mean, cov
         return self
 
-    def fit(self, data: np.ndarray) -> "GaussianModel":
-        """Fit mean and (co)variance per seed.
-
-        Args:
-            data: ``(S, n)`` or ``(S, n, d)`` samples.
-
-        Returns:
-            ``self``.
-        """
-        return self.fit_stats(self.stats(data))
-
     def sample(self, n: int, rng: RngLike = None) -> np.ndarray:
         """Draw ``n`` samples per seed: ``(S, n)`` or ``(S, n, d)``."""
         if self.mean is None:
@@ -132,7 +129,7 @@ class GaussianModel:
         return np.sqrt(np.trace(self.cov, axis1=1, axis2=2) / self.cov.shape[1])
 
 
-class CategoricalModel:
+class CategoricalModel(_FitFromStats):
     r"""Categorical distribution fitted by empirical frequencies (MLE), one per seed.
 
     The discrete case of Shumailov et al., Nature 631 (2024): a type whose count is 0 in one generation has
@@ -181,14 +178,6 @@ class CategoricalModel:
         (counts,) = stats
         self.probs = counts / counts.sum(axis=1, keepdims=True)
         return self
-
-    def fit(self, data: np.ndarray) -> "CategoricalModel":
-        """Fit the empirical frequencies of ``(S, n)`` integer tokens.
-
-        Returns:
-            ``self``.
-        """
-        return self.fit_stats(self.stats(data))
 
     def sample(self, n: int, rng: RngLike = None) -> np.ndarray:
         """Draw ``n`` tokens per seed: int64 ``(S, n)``."""

@@ -368,14 +368,14 @@ class LightningSelfConsumingLoop:
         return model, trainer, samples
 
     def _record(self, inputs, dm: MixedDataModule, share: float, real_g: Dataset, metrics, attempt: int):
-        counts = dict(zip(dm.mixer.names, dm.mixer.total_counts.tolist()))
+        counts = dm.samples_by_source()
         total = max(1, sum(counts.values()))
         return GenerationRecord(
             generation=inputs.generation,
             regime=self.regime,
             real_fraction=share,
             trained_real_fraction=(counts.get("real", 0) + counts.get("reserve", 0)) / total,
-            samples_per_epoch=dm.mixer.samples_per_epoch,
+            samples_per_epoch=self.samples_per_epoch or inputs.samples_per_epoch,
             real_pool_size=len(real_g),
             samples_per_source={k: int(v) for k, v in counts.items()},
             sources=[src.provenance() for src in dm.mixer.sources if not src.is_real],
