@@ -7,7 +7,7 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
-from collapse_guard.data.mixing import check_fraction
+from collapse_guard.data.arguments import check_fraction
 
 
 class RatioMonitor(CollapseMetricsProducer, Callback):
@@ -57,30 +57,35 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         keys = {"collapse/real_fraction", "collapse/real_fraction_cumulative", "collapse/real_fraction_target"}
-        mixer = getattr(trainer.datamodule, "mixer", None)
-        if self.per_source and mixer is not None:
-            keys |= {f"collapse/share/{name}" for name in mixer.names}
+        if self.per_source:
+            keys |= {f"collapse/share/{name}" for name in getattr(trainer.datamodule, "source_names", [])}
         return keys
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        mixer = trainer.datamodule.mixer
-        local = mixer.local_epoch_counts.clone().to(pl_module.device)  # reduced in place
+        dm = trainer.datamodule
+        names, real = dm.source_names, dm.real_source_names
+        local = dm.samples_by_source("rank_epoch")
+        local = torch.tensor([local[n] for n in names], dtype=torch.long, device=pl_module.device)  # reduced in place
         epoch = trainer.strategy.reduce(local, reduce_op="sum").cpu().double()
-        total = mixer.total_counts.double()
+        fit = dm.samples_by_source()
+        total = torch.tensor([fit[n] for n in names], dtype=torch.double)
         if epoch.sum() == 0:
             return
-        if not torch.equal(epoch.long(), mixer.epoch_counts):
+        planned = dm.samples_by_source("epoch")
+        planned = [planned[n] for n in names]
+        if epoch.long().tolist() != planned:
             rank_zero_warn(
                 f"epoch {trainer.current_epoch}: the ranks received {epoch.long().tolist()} samples per source but "
-                f"the plan of the batches they stepped through holds {mixer.epoch_counts.tolist()}: ranks skipped "
+                f"the plan of the batches they stepped through holds {planned}: ranks skipped "
                 "different numbers of batches, so the cumulative real fraction is approximate."
             )
+        is_real = torch.tensor([n in real for n in names])
         record = {
             "epoch": trainer.current_epoch,
-            "real_fraction": float(epoch[:2].sum() / epoch.sum()),
-            "real_fraction_cumulative": float(total[:2].sum() / total.sum()),
-            "real_fraction_target": mixer.target_fraction(trainer.current_epoch),
-            "samples": dict(zip(mixer.names, epoch.long().tolist())),
+            "real_fraction": float(epoch[is_real].sum() / epoch.sum()),
+            "real_fraction_cumulative": float(total[is_real].sum() / total.sum()),
+            "real_fraction_target": dm.current_real_fraction(trainer.current_epoch),
+            "samples": dict(zip(names, epoch.long().tolist())),
         }
         self.history.append(record)
         for key in ("real_fraction", "real_fraction_cumulative", "real_fraction_target"):
@@ -88,7 +93,7 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
                 trainer, pl_module, f"collapse/{key}", record[key], prog_bar=self.prog_bar and key == "real_fraction"
             )
         if self.per_source:
-            for name, n in zip(mixer.names, epoch.tolist()):
+            for name, n in zip(names, epoch.tolist()):
                 self.log_metric(trainer, pl_module, f"collapse/share/{name}", n / float(epoch.sum()))
         if self.min_real_fraction is not None and record["real_fraction"] < self.min_real_fraction:
             rank_zero_warn(

@@ -52,7 +52,7 @@ def test_holdout_fraction_is_disjoint_from_training_pool_and_reserve():
         for batch in run_epoch(loader, epoch):
             drawn.update(ids_of(batch))
         if epoch == 0:
-            dm.inject(num_samples=15, real_fraction=1.0)  # 64 real draws an epoch from 60
+            dm.inject(num_samples=15, min_real_fraction=1.0)  # 64 real draws an epoch from 60
     assert not drawn & held
     assert reserve <= drawn  # the reserve did come into play
     heldout_loader_ids = {i for b in dm.heldout_real_dataloader() for i in ids_of(b)}
@@ -88,7 +88,7 @@ def test_holdout_val_takes_the_real_datamodules_validation_set():
     held = set(all_ids(dm.heldout_real))
     loader = dm.train_dataloader()
     drawn = {i for b in run_epoch(loader, 0) for i in ids_of(b)}
-    dm.inject(fraction_of_reserve=1.0, real_fraction=1.0)  # 96 real draws from 60
+    dm.inject(fraction_of_reserve=1.0, min_real_fraction=1.0)  # 96 real draws from 60
     drawn |= {i for b in run_epoch(loader, 1) for i in ids_of(b)}
     reserve_ids = set(dm.mixer.reserve_order.tolist())
     assert not held & drawn and not held & reserve_ids and reserve_ids <= drawn
@@ -139,14 +139,14 @@ def test_inject_takes_effect_next_epoch_on_the_same_loader():
 
     share0, reserve0 = shares(run_epoch(loader, 0))
     assert share0 == pytest.approx(0.25, abs=1 / 8) and not reserve0
-    record = dm.inject(num_samples=10, real_fraction=0.75, reason="test")
+    record = dm.inject(num_samples=10, min_real_fraction=0.75, reason="test")
     assert record["samples"] == 10 and record["real_fraction_floor"] == 0.75 and record["reserve_remaining"] == 5
     assert record["reason"] == "test"
     share1, reserve1 = shares(run_epoch(loader, 1))  # the same DataLoader object, not reloaded
     assert share1 == pytest.approx(0.75, abs=1 / 8)
     assert reserve1 and reserve1 <= set(dm.mixer.reserve_order[:10].tolist())
     # the floor never lowers the fraction; a later schedule value above it wins
-    dm.inject(real_fraction=0.5)
+    dm.inject(min_real_fraction=0.5)
     assert dm.mixer.target_fraction(5) == 0.75
 
 
@@ -160,7 +160,7 @@ def test_inject_fraction_of_reserve_and_spent_reserve():
     with pytest.raises(ValueError, match="reserve"):
         dm.inject(num_samples=1)
     # raising the fraction alone still works on a spent reserve
-    assert dm.inject(real_fraction=1.0)["real_fraction_floor"] == 1.0
+    assert dm.inject(min_real_fraction=1.0)["real_fraction_floor"] == 1.0
 
 
 @pytest.mark.parametrize("reserve", [0.0, 0])
@@ -183,7 +183,7 @@ def test_inject_argument_errors():
     with pytest.raises(ValueError, match="fraction_of_reserve"):
         dm.inject(fraction_of_reserve=1.5)
     with pytest.raises(ValueError, match="real_fraction"):
-        dm.inject(real_fraction=1.5)
+        dm.inject(min_real_fraction=1.5)
 
 
 # -- counts, in a real fit ---------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ class CountRecorder(Callback):
         self.epoch_counts.append(dm.mixer.epoch_counts.clone())
         self.total_counts.append(dm.mixer.total_counts.clone())
         if trainer.current_epoch == self.inject_after:
-            dm.inject(num_samples=dm.reserve_remaining, real_fraction=0.75)
+            dm.inject(num_samples=dm.reserve_remaining, min_real_fraction=0.75)
 
 
 def test_counts_per_source_match_what_the_model_received():
@@ -385,7 +385,7 @@ def test_state_dict_round_trip_restores_cursor_floor_counts():
     loader.batch_sampler.sampler.set_epoch(0)
     for _ in loader.batch_sampler:
         dm.mixer.count_next_batch()
-    dm.inject(num_samples=7, real_fraction=0.6, reason="why")
+    dm.inject(num_samples=7, min_real_fraction=0.6, reason="why")
     state = dm.state_dict()
     assert state["reserve_cursor"] == 7 and state["real_fraction_floor"] == 0.6
     assert sum(state["total_counts"]) == 64

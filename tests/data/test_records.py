@@ -1,0 +1,96 @@
+"""The datamodule's public record API (sources by name, samples drawn, reserve, injections, provenance) and
+``inject(min_real_fraction=)``: what callbacks and the report read instead of the mixer's internals."""
+from __future__ import annotations
+
+import pytest
+
+from collapse_guard import RatioMonitor
+from collapse_guard.data.provenance import PROVENANCE_KIND, SCHEMA_VERSION
+
+from cg_testing import TinyMLP, make_mixed, make_trainer
+
+
+def test_records_before_setup_are_empty():
+    dm = make_mixed()
+    assert dm.source_names == [] and dm.real_source_names == [] and dm.samples_by_source() == {}
+    assert dm.reserve_size == 0 and dm.reserve_remaining == 0 and dm.injections == []
+    assert dm.provenance() is None
+
+
+def test_sources_by_name_and_reserve_size_after_setup():
+    dm = make_mixed(n_real=80, holdout=0.25, reserve=0.25, synth_sizes={"g1": 60, "g2": 20})
+    dm.setup("fit")
+    assert dm.source_names == ["real", "reserve", "g1", "g2"] and dm.real_source_names == ["real", "reserve"]
+    assert dm.samples_by_source() == {"real": 0, "reserve": 0, "g1": 0, "g2": 0}
+    assert dm.reserve_size == 15 == dm.reserve_remaining
+    with pytest.raises(ValueError, match="`scope` must be one of"):
+        dm.samples_by_source("week")
+    assert make_mixed(reserve=0.0).reserve_size == 0
+
+
+def test_inject_min_real_fraction_records_the_target_before_and_after():
+    dm = make_mixed(real_fraction=0.25, n_real=80, holdout=0.25, reserve=0.25)
+    dm.setup("fit")
+    record = dm.inject(num_samples=4, min_real_fraction=0.6, reason="recall fell")
+    assert record == {"epoch": None, "samples": 4, "real_fraction_floor": 0.6, "reserve_remaining": 11,
+                      "reason": "recall fell", "real_fraction_before": 0.25, "real_fraction_after": 0.6}
+    lower = dm.inject(min_real_fraction=0.4)  # a floor: it never lowers the target
+    assert (lower["real_fraction_before"], lower["real_fraction_after"], lower["samples"]) == (0.6, 0.6, 0)
+    assert dm.current_real_fraction() == 0.6 and dm.current_real_fraction(7) == 0.6
+    assert dm.injections == [record, lower]
+    with pytest.raises(ValueError, match="`min_real_fraction` must be a real number in \\[0, 1\\]"):
+        dm.inject(min_real_fraction=1.2)
+    assert dm.reserve_remaining == 11 and len(dm.injections) == 2  # a rejected call moves nothing
+
+
+def test_inject_real_fraction_is_a_deprecated_alias():
+    dm = make_mixed()
+    dm.setup("fit")
+    with pytest.warns(DeprecationWarning, match="min_real_fraction"):
+        record = dm.inject(real_fraction=0.7)
+    assert record["real_fraction_floor"] == 0.7 and record["real_fraction_after"] == 0.7
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        dm.inject(min_real_fraction=0.5, real_fraction=0.7)
+
+
+def test_fraction_of_reserve_moves_what_is_left_when_less_is_left():
+    dm = make_mixed(n_real=80, holdout=0.25, reserve=0.25)  # a reserve of 15
+    dm.setup("fit")
+    assert dm.inject(num_samples=12)["samples"] == 12
+    record = dm.inject(fraction_of_reserve=0.5, min_real_fraction=0.5)  # 8 asked, 3 left
+    assert record["samples"] == 3 and record["reserve_remaining"] == 0 == dm.reserve_remaining
+    with pytest.raises(ValueError, match="the reserve is spent"):
+        dm.inject(fraction_of_reserve=0.5)
+    assert dm.inject(min_real_fraction=0.8)["real_fraction_floor"] == 0.8  # the guard's call on a spent reserve
+
+
+def test_samples_by_source_and_provenance_after_a_fit():
+    dm = make_mixed(real_fraction=0.25, synth_sizes={"g1": 60, "g2": 30}, samples_per_epoch=64)
+    monitor = RatioMonitor()
+    trainer = make_trainer(max_epochs=2, callbacks=[monitor])
+    trainer.fit(TinyMLP(), datamodule=dm)
+    drawn = dm.samples_by_source()
+    assert list(drawn) == dm.source_names and sum(drawn.values()) == 2 * 64
+    assert drawn == {name: sum(h["samples"][name] for h in monitor.history) for name in drawn}
+    assert dm.samples_by_source("epoch") == monitor.history[-1]["samples"] == dm.samples_by_source("rank_epoch")
+    real = drawn["real"] + drawn["reserve"]
+    assert trainer.callback_metrics["collapse/real_fraction_cumulative"].item() == pytest.approx(real / 128)
+    assert monitor.history[-1]["real_fraction_target"] == 0.25
+
+    manifest = dm.provenance()
+    assert (manifest["schema_version"], manifest["kind"]) == (SCHEMA_VERSION, PROVENANCE_KIND)
+    assert [s["name"] for s in manifest["sources"]] == dm.source_names
+    assert {s["name"]: s["samples"] for s in manifest["sources"]} == drawn
+    assert manifest["samples_total"] == 128 and manifest["real_share"] == pytest.approx(real / 128)
+    assert [s["training_pool"] for s in manifest["sources"]] == [45, 15, 54, 27]  # 80 - 20 held out - 15 reserve
+    assert manifest["heldout"] == {"real": 20, "synthetic": 6 + 3} and manifest["injections"] == []
+    assert manifest["seed"] == dm.seed and manifest["contamination"]["checked"] is True
+
+
+def test_provenance_is_the_report_manifest():
+    from collapse_guard.report.record import provenance_section
+
+    dm = make_mixed(reserve=0.25)
+    dm.setup("fit")
+    dm.inject(num_samples=2, min_real_fraction=0.5, reason="r")
+    assert dm.provenance() == provenance_section(dm)
