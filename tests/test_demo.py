@@ -22,7 +22,7 @@ def test_quick_demo_guard_acts_and_helps(tmp_path, capsys):
     # the guard acted, by injecting reserve data, and the injection shows in the next epoch's real fraction
     events = fits["guarded"]["events"]
     assert events and all(e["action"] == "inject" for e in events)
-    assert all(e["reason"] and e["threshold"] is not None for e in events)
+    assert all(e["reason"] and e["bound"] is not None for e in events)
     first = events[0]["epoch"]
     after = next(r for r in fits["guarded"]["epochs"] if r["epoch"] == first + 1)
     assert after["collapse/real_fraction"] >= 0.45
