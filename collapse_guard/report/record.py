@@ -68,9 +68,9 @@ MAX_ARRAY_ELEMENTS = 64
 #: the guard states, mildest first (the report's guard state is the strongest of its guards')
 GUARD_STATES = ("ok", "warn", "inject", "stop")
 
-#: schema 1 keeps the key names it was published with: ``Rule.margin`` is written as ``min_delta`` and an event's
+#: schema 1 keeps the key names it was published with: a rule's ``margin`` is written as ``min_delta``, an event's
 #: ``bound`` (the bound in force) as ``threshold``
-SCHEMA_NAMES = {"margin": "min_delta", "bound": "threshold"}
+RULE_NAMES, EVENT_NAMES = {"margin": "min_delta"}, {"bound": "threshold"}
 
 
 # -- JSON-ready values ----------------------------------------------------------------------------------------
@@ -133,16 +133,16 @@ def indicator_section(check: Any) -> Optional[dict]:
     return None if check is None else check.summary()
 
 
-def _schema_names(record: Mapping[str, Any]) -> dict:
-    return {SCHEMA_NAMES.get(k, k): v for k, v in record.items()}
+def _renamed(record: Mapping[str, Any], names: Mapping[str, str]) -> dict:
+    return {names.get(k, k): v for k, v in record.items()}
 
 
 def guard_section(guard: Any) -> dict:
     """A ``CollapseGuard``'s ``summary()``: state, settings, rules (with baselines and bounds) and events with their
     reasons, under the schema's key names."""
     summary = dict(guard.summary())
-    summary["rules"] = [_schema_names(r) for r in summary["rules"]]
-    summary["events"] = [_schema_names(e) for e in summary["events"]]
+    summary["rules"] = [_renamed(r, RULE_NAMES) for r in summary["rules"]]
+    summary["events"] = [_renamed(e, EVENT_NAMES) for e in summary["events"]]
     return summary
 
 

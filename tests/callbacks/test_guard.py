@@ -40,12 +40,12 @@ class LastValues(Callback):
         self.values.append(dict(check.last))
 
 
-def fit(guard, max_epochs=5, dm=None, extra=(), order=None, **trainer_kwargs):
+def fit(guard, max_epochs=5, dm=None, extra=(), order=None, ckpt_path=None, **trainer_kwargs):
     dm = dm or make_mixed()
     ratio, check = RatioMonitor(), HeldOutRealCheck()
     callbacks = order(guard, ratio, check) if order else [ratio, check, guard]
     trainer = make_trainer(max_epochs=max_epochs, callbacks=callbacks + list(extra), **trainer_kwargs)
-    trainer.fit(TinyMLP(), datamodule=dm)
+    trainer.fit(TinyMLP(), datamodule=dm, ckpt_path=ckpt_path)
     return trainer, dm, ratio, check
 
 
@@ -85,7 +85,7 @@ def test_stop_rule_stops_training_with_an_event():
     assert isinstance(event, GuardEvent)
     assert event.epoch == 1 and event.global_step == trainer.global_step
     assert event.rule == "acc_floor" and event.monitor == ACC and event.action == "stop"
-    assert event.threshold == 1.01
+    assert event.bound == 1.01
     assert event.value == pytest.approx(check.last[ACC])
     assert f"{event.value:.4f}" in event.reason and "1.0100" in event.reason and "2/2" in event.reason
     assert guard.state == "stop"
@@ -270,6 +270,28 @@ def test_guard_and_datamodule_state_survive_a_checkpoint_resume(tmp_path):
     assert ratio2.history[0]["epoch"] == 0 and ratio2.history[1]["epoch"] == 1
     assert ratio2.history[1]["real_fraction_target"] == 0.5 and ratio2.history[1]["samples"]["reserve"] > 0
     assert int(dm2.mixer.total_counts.sum()) == 2 * 64
+
+
+def test_a_checkpoint_saved_before_the_margin_rename_restores_its_guard(tmp_path):
+    """A guard's ``state_key`` holds its rules' repr, which said ``min_delta=`` before ``Rule.margin``."""
+    guard = CollapseGuard(rules=[always("warn", name="a")], action="warn", cooldown=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer, *_ = fit(guard, max_epochs=1)
+    ckpt = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(ckpt)
+    checkpoint = torch.load(ckpt, weights_only=False)
+    old_key = guard.state_key.replace("margin=", "min_delta=")  # the key an old Rule repr gave
+    assert old_key != guard.state_key and "min_delta=0.0" in old_key
+    checkpoint["callbacks"][old_key] = checkpoint["callbacks"].pop(guard.state_key)
+    torch.save(checkpoint, ckpt)
+
+    resumed = CollapseGuard(rules=[always("warn", name="a")], action="warn", cooldown=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(resumed, max_epochs=2, ckpt_path=ckpt)
+    assert not [w for w in caught if "their baselines, patience counters and events are not restored" in str(w.message)]
+    assert [e.epoch for e in resumed.events] == [0, 1] and resumed.states[0].checks == 2
 
 
 # -- set-up errors ----------------------------------------------------------------------------------------------
