@@ -93,6 +93,8 @@ class MixedDataModuleMixin(MixingRecordsMixin):
         heldout_real: the held-out real dataset (after :meth:`setup`).
         heldout_synthetic: the held-out part of the synthetic sources, or ``None``.
         mixer: the :class:`~collapse_guard.data.mixing.MixingState`: pools, fraction, injections, counts.
+        Records (after :meth:`setup`; empty or ``None`` before): :attr:`source_names`, :meth:`samples_by_source`,
+            :attr:`reserve_size`, :attr:`reserve_remaining`, :attr:`injections`, :meth:`provenance`.
         contamination: after :meth:`setup` with ``verify_holdout``: per synthetic source, how many of its samples
             are exact copies of held-out real samples (``{"checked": True, "heldout_real": n, "sources": {name:
             {"size", "duplicates", "in_training", "heldout_real_matched", "examples"}}}``); ``{"checked": False}``
@@ -170,8 +172,6 @@ class MixedDataModuleMixin(MixingRecordsMixin):
             return
         real_dataset, self._options = loaders.real_training_data(
             self.real, self.collate_fn, self.batch_size, self.num_workers, DEFAULT_BATCH_SIZE)
-        self._collate, self._batch_size = self._options.collate_fn, self._options.batch_size
-        self._num_workers, self._pin_memory = self._options.num_workers, self._options.pin_memory
         self._build(real_dataset)
 
     def _build(self, real_dataset: Dataset) -> None:
@@ -181,7 +181,8 @@ class MixedDataModuleMixin(MixingRecordsMixin):
                                     lambda: splits.validation_set(self.real_datamodule))
         synthetic = resolve_synthetic(self.synthetic)
         world, rank = self._world()
-        wiring.wrap_streams(synthetic, self.samples_per_epoch, self.synthetic_holdout, self._num_workers, world, rank)
+        wiring.wrap_streams(synthetic, self.samples_per_epoch, self.synthetic_holdout, self._options.num_workers,
+                            world, rank)
         splits.lay_out(layout, synthetic, gen, self.synthetic_holdout, lambda stream: wiring.stream_heldout_set(
             stream, self.stream_heldout_samples, self.synthetic_holdout))
         weights = splits.synthetic_weights(synthetic, self.synthetic_weights)
@@ -192,7 +193,7 @@ class MixedDataModuleMixin(MixingRecordsMixin):
                                  layout.source_of(), self.real_fraction, self.samples_per_epoch or n_train, self.seed,
                                  synthetic_weights=weights)
         self._check(layout)
-        self.mixer.loader_workers = self._num_workers
+        self.mixer.loader_workers = self._options.num_workers
         if self._pending_state is not None:
             self._restore(self._pending_state)
             self._pending_state = None
@@ -201,7 +202,7 @@ class MixedDataModuleMixin(MixingRecordsMixin):
         """The content checks of :mod:`~collapse_guard.data.checks` on a fresh layout; the contamination report."""
         max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer_attached else None
         epochs = range(max_epochs if max_epochs and max_epochs > 0 else 100) if callable(self.real_fraction) else [0]
-        checks.check_layout(layout, self.mixer, self.train_set, self._collate, epochs,
+        checks.check_layout(layout, self.mixer, self.train_set, self._options.collate_fn, epochs,
                             reserve_given=not isinstance(self.reserve, numbers.Real))
         checks.check_world_size(self._world()[0], self.heldout_real, self.heldout_synthetic)
         if self.verify_holdout is not False:
@@ -242,16 +243,17 @@ class MixedDataModuleMixin(MixingRecordsMixin):
         """
         if self.mixer is None:
             raise RuntimeError("MixedDataModule.heldout_real_classes() needs setup() first (the Trainer calls it).")
-        return checks.heldout_classes(self.heldout_real, self._collate, self._batch_size, batch_fn)
+        options = self._options
+        return checks.heldout_classes(self.heldout_real, options.collate_fn, options.batch_size, batch_fn)
 
     # -- loaders --------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer if self._trainer_attached else None
-        sampler = MixedBatchSampler(None, self._batch_size, True, mixer=self.mixer,
+        sampler = MixedBatchSampler(None, self._options.batch_size, True, mixer=self.mixer,
                                     num_replicas=trainer.world_size if trainer else 1,
                                     rank=trainer.global_rank if trainer else 0,
                                     epoch_fn=lambda: loaders.epoch_to_run(trainer))
-        wiring.continue_streams(self.mixer, self._world()[1], self._num_workers)
+        wiring.continue_streams(self.mixer, self._world()[1], self._options.num_workers)
         return self._options.loader(self.train_set, batch_sampler=sampler)
 
     def val_dataloader(self) -> Any:
@@ -276,7 +278,7 @@ class MixedDataModuleMixin(MixingRecordsMixin):
         if dataset is None:
             return None
         return self._options.loader(loaders.shard(dataset, *self._world(), enabled=shard),
-                                    batch_size=batch_size or self._batch_size, shuffle=False)
+                                    batch_size=batch_size or self._options.batch_size, shuffle=False)
 
     def heldout_real_dataloader(self, batch_size: Optional[int] = None, shard: Optional[bool] = None) -> DataLoader:
         """Held-out real data, in order, never trained on.
@@ -347,30 +349,6 @@ class MixedDataModuleMixin(MixingRecordsMixin):
             yield
         finally:
             self._counting = True
-
-    # -- checkpoints ----------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """What Lightning checkpoints for this datamodule: :meth:`MixingState.state_dict` (seed, reserve cursor, real
-        fraction floor, injections, counts, the samples each rank's DataLoader worker read of every stream, and a
-        fingerprint of the pools)."""
-        return self.mixer.state_dict() if self.mixer is not None else dict(self._pending_state or {})
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore :meth:`state_dict`'s state (kept until :meth:`setup` when called before it). Every streaming
-        source then goes on from where each of its readers stopped (:meth:`train_dataloader` tells them); with
-        another number of ranks or DataLoader workers it starts again from its beginning, with a warning.
-
-        Raises:
-            ValueError: when the checkpoint was written for other sources, another seed or other pools.
-        """
-        if self.mixer is None:
-            self._pending_state = state_dict
-        else:
-            self._restore(state_dict)
-
-    def _restore(self, state_dict: dict) -> None:
-        self.mixer.load_state_dict(state_dict)
-        wiring.drop_foreign_stream_reads(self.mixer, self._world()[0], self._num_workers)
 
 
 class MixedDataModule(MixedDataModuleMixin, LightningDataModule):

@@ -53,3 +53,4 @@ def from_provenance_column(
             raise ValueError(f"from_provenance_column() builds `{name}` from the column; do not pass it.")
     real, synthetic = split_by_provenance(dataset, column, real_values, keep_column)
     kwargs.setdefault("holdout", 0.2)
+    return cls(real=real, synthetic=synthetic or None, **kwargs)

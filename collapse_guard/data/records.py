@@ -2,7 +2,7 @@
 
 :class:`MixingRecordsMixin` reads the datamodule's mixing state by name (sources, samples drawn, reserve,
 injections, the provenance manifest) and moves reserve data into training (:meth:`~MixingRecordsMixin.inject`), so
-that nothing outside :mod:`collapse_guard.data` needs the mixer's internals.
+that nothing outside :mod:`collapse_guard.data` needs the mixer's internals; and checkpoints that state.
 """
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from typing import Optional
 
 from collapse_guard.data.arguments import check_fraction
 from collapse_guard.data.provenance import provenance_manifest
+from collapse_guard.data.wiring import drop_foreign_stream_reads
 
 
 class MixingRecordsMixin:
-    """The records and the guard's handle of :class:`~collapse_guard.data.datamodule.MixedDataModuleMixin` (which
-    sets ``mixer``, ``contamination``, ``heldout_real`` and ``heldout_synthetic``, and may have a ``trainer``)."""
+    """The records, the guard's handle and the checkpoint of
+    :class:`~collapse_guard.data.datamodule.MixedDataModuleMixin`, which sets ``mixer`` (at set-up),
+    ``contamination``, ``heldout_real``, ``heldout_synthetic`` and ``_pending_state``, and gives ``_world()`` and
+    the DataLoader ``_options``; a ``trainer`` may be attached."""
 
     # -- records: what the callbacks and the report read ------------------------------------------------------
     @property
@@ -141,3 +144,27 @@ class MixingRecordsMixin:
             check_fraction(min_real_fraction, "min_real_fraction")
         moved = min(num_samples or 0, self.reserve_remaining)  # fraction_of_reserve: what is left, when less is left
         return self.mixer.inject(moved, min_real_fraction, self._epoch(), reason)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What Lightning checkpoints for this datamodule: :meth:`MixingState.state_dict` (seed, reserve cursor, real
+        fraction floor, injections, counts, the samples each rank's DataLoader worker read of every stream, and a
+        fingerprint of the pools)."""
+        return self.mixer.state_dict() if self.mixer is not None else dict(self._pending_state or {})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`state_dict`'s state (kept until :meth:`setup` when called before it). Every streaming
+        source then goes on from where each of its readers stopped (:meth:`train_dataloader` tells them); with
+        another number of ranks or DataLoader workers it starts again from its beginning, with a warning.
+
+        Raises:
+            ValueError: when the checkpoint was written for other sources, another seed or other pools.
+        """
+        if self.mixer is None:
+            self._pending_state = state_dict
+        else:
+            self._restore(state_dict)
+
+    def _restore(self, state_dict: dict) -> None:
+        self.mixer.load_state_dict(state_dict)
+        drop_foreign_stream_reads(self.mixer, self._world()[0], self._options.num_workers)
