@@ -7,12 +7,27 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 
+@dataclass
 class BoundEvent:
-    """What every guard event has: the bound in force when its rule fired (:attr:`bound`), read also under its
-    old name ``threshold`` (deprecated), and a checkpoint form that older checkpoints (with ``threshold``) load
-    from."""
+    """What every guard event holds: which rule fired, on what value, against which bound (:attr:`bound`, read also
+    under its old name ``threshold``, deprecated), what was done and why. Events of checkpoints saved with
+    ``threshold`` load (:meth:`from_state`).
 
+    Attributes:
+        rule: the rule's name (``"remote"``: a rule fired on another rank).
+        monitor: the metric key the rule reads.
+        value: the metric's value at the check (NaN for a remote rule).
+        bound: the bound in force (``None`` while a relative rule warms up).
+        action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
+        reason: the rule's verdict and the action's detail, in words.
+    """
+
+    rule: str
+    monitor: str
+    value: float
     bound: Optional[float]
+    action: str
+    reason: str
 
     @property
     def threshold(self) -> Optional[float]:
@@ -23,37 +38,29 @@ class BoundEvent:
         return self.bound
 
     def state_dict(self) -> dict:
-        """The event as a dict of its fields (checkpoints)."""
-        return asdict(self)  # type: ignore[call-overload]
+        """The event as a dict (checkpoints, reports): the event kind's own fields (when, where) first."""
+        shared = {f.name for f in fields(BoundEvent)}
+        state = asdict(self)
+        own = {k: v for k, v in state.items() if k not in shared}
+        return {**own, **{k: v for k, v in state.items() if k in shared}}
 
     @classmethod
     def from_state(cls, state: dict):
         """Rebuild an event from :meth:`state_dict` (a checkpoint saved with ``threshold`` included)."""
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in fields(cls)}
         state = {("bound" if k == "threshold" else k): v for k, v in state.items()}
         return cls(**{k: v for k, v in state.items() if k in names})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GuardEvent(BoundEvent):
-    """One decision of ``CollapseGuard``: which rule fired, on what value, against which bound, and what was done.
+    """One decision of ``CollapseGuard``: :class:`BoundEvent`'s fields (rule, monitor, value, bound, action,
+    reason), at a check of the fit. ``threshold`` is the deprecated alias of ``bound``.
 
     Attributes:
         epoch: the training epoch of the check.
         global_step: the optimizer step of the check.
-        rule: the rule's name (``"remote"``: a rule fired on another rank).
-        monitor: the metric key the rule reads.
-        value: the metric's value at the check (NaN for a remote rule).
-        bound: the bound in force (``None`` while a relative rule warms up). ``threshold`` is its deprecated alias.
-        action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
-        reason: the rule's verdict and the action's detail, in words.
     """
 
     epoch: int
     global_step: int
-    rule: str
-    monitor: str
-    value: float
-    bound: Optional[float]
-    action: str
-    reason: str

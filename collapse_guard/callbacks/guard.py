@@ -16,7 +16,7 @@ from collapse_guard.callbacks._base import (
     run_collectively,
 )
 from collapse_guard.callbacks.events import GuardEvent
-from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, check_guard_arguments
+from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook
 from collapse_guard.callbacks.rules import Rule, Verdict, default_rules
 
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
@@ -123,25 +123,17 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         allow_fraction_only: bool = False,
         restore_best: bool = False,
     ) -> None:
-        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
         if not 0.0 <= real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in [0, 1], got {real_fraction_step!r}.")
         rules = list(default_rules() if rules is None else rules)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule, or None for the default rules.")
-        self.rules = rules
-        self.action = action
-        self.inject_fraction = inject_fraction
-        self.real_fraction_step = real_fraction_step
-        self.max_injections = max_injections
-        self.cooldown = cooldown
-        self.strict = strict
+        self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
         self.verbose = verbose
         self.allow_fraction_only = allow_fraction_only
         self.restore_best = restore_best
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
-        self.reset_book()
         self.state = "ok"
 
     @property

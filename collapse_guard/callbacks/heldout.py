@@ -161,20 +161,17 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             )
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
-        self.every_n_epochs = every_n_epochs
-        self.batch_fn = batch_fn or default_batch_fn
-        self.forward_fn = forward_fn or default_forward_fn
-        self.synthetic = synthetic
-        self.synthetic_samples = synthetic_samples
-        self.features = features
-        self.feature_fn = feature_fn
-        self.feature_samples = feature_samples
-        self.k = k
+        # when a check runs, how much it reads, what a failure does, what the progress bar shows
+        self.every_n_epochs, self.max_batches = every_n_epochs, max_batches
+        self.on_error, self.prog_bar = on_error, prog_bar
+        # how a batch becomes logits
+        self.batch_fn, self.forward_fn = batch_fn or default_batch_fn, forward_fn or default_forward_fn
+        # held-out synthetic data and the gap
+        self.synthetic, self.synthetic_samples = synthetic, synthetic_samples
+        # the feature-space indicators: of training synthetic samples, and of samples of a generative model
+        self.features, self.feature_fn, self.feature_samples, self.k = features, feature_fn, feature_samples, k
         self.sample_fn = sample_fn
         self.sample_feature_fn = sample_feature_fn or (lambda x: x.reshape(x.shape[0], -1).float())
-        self.max_batches = max_batches
-        self.on_error = on_error
-        self.prog_bar = prog_bar
         self.last: dict[str, float] = {}
         self.history: list[dict] = []
         self._reset_fit_state()

@@ -145,14 +145,22 @@ class RuleBook:
     (:attr:`states`), the events its firings caused (:attr:`events`, of the guard's :attr:`event_type`), the
     injections made and the checks left in a cooldown; and the one decision policy (:meth:`decide`).
     ``CollapseGuard`` and ``GenerationGuard`` share it; each adds its own state to :meth:`book_state_dict`'s dict.
-    A guard sets ``rules``, ``action``, ``cooldown``, ``max_injections``, ``inject_fraction`` and
-    ``real_fraction_step`` before :meth:`reset_book`.
+    A guard gives its settings to :meth:`set_policy`.
     """
 
     #: the dataclass of the guard's events (rebuilt from checkpoints with ``event_type.from_state``)
     event_type: type
     #: the highest real fraction an injection may reach
     max_real_fraction: float = 1.0
+
+    def set_policy(self, rules: Sequence[Rule], action: str, inject_fraction: float, real_fraction_step: float,
+                   max_injections: int, cooldown: int, strict: bool) -> None:
+        """Keep the settings every guard has (checked by :func:`check_guard_arguments`) and start a fresh book."""
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
+        self.rules, self.action, self.strict = list(rules), action, strict
+        self.inject_fraction, self.real_fraction_step = float(inject_fraction), float(real_fraction_step)
+        self.max_injections, self.cooldown = int(max_injections), int(cooldown)
+        self.reset_book()
 
     def reset_book(self) -> None:
         """Fresh rule states, no events, no injections, no cooldown."""

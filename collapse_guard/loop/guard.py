@@ -9,35 +9,25 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from collapse_guard.callbacks.events import BoundEvent
-from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook, check_guard_arguments
+from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook
 from collapse_guard.callbacks.rules import Rule, Verdict
 
 __all__ = ["DECISIONS", "GenerationDecision", "GenerationEvent", "GenerationGuard"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GenerationEvent(BoundEvent):
-    """One firing of the generation guard: which rule, on what value, against which bound, and what was done.
+    """One firing of the generation guard: :class:`~collapse_guard.callbacks.events.BoundEvent`'s fields (rule,
+    monitor, value, bound in force, action, reason) at a generation. ``threshold`` is the deprecated alias of
+    ``bound``.
 
     Attributes:
         generation: the generation whose model / samples were judged.
-        rule: the rule's name.
-        monitor: the metric key the rule reads.
-        value: the metric's value at this generation.
-        bound: the bound in force (``None`` while a relative rule warms up). ``threshold`` is its deprecated alias.
-        action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
-        reason: the rule's verdict and the action's detail, in words.
         real_fraction_before: real share of the judged generation's training batches.
         real_fraction_after: real share the next generation will train at.
     """
 
     generation: int
-    rule: str
-    monitor: str
-    value: float
-    bound: Optional[float]
-    action: str
-    reason: str
     real_fraction_before: float
     real_fraction_after: float
 
@@ -145,19 +135,12 @@ class GenerationGuard(RuleBook):
         rules = list(rules or [])
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule over a metric the loop records.")
-        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
         if not 0.0 < real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in (0, 1], got {real_fraction_step!r}.")
         if not 0.0 < max_real_fraction <= 1.0:
             raise ValueError(f"`max_real_fraction` must be in (0, 1], got {max_real_fraction!r}.")
-        self.rules = rules
-        self.action = action
-        self.real_fraction_step = float(real_fraction_step)
+        self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
         self.max_real_fraction = float(max_real_fraction)
-        self.inject_fraction = float(inject_fraction)
-        self.max_injections = int(max_injections)
-        self.cooldown = int(cooldown)
-        self.strict = strict
         self.refit = bool(refit)
         self.reset()
 
