@@ -22,7 +22,7 @@ read as it is, so under several workers or ranks its ``__iter__`` must shard its
 (``torch.utils.data.get_worker_info()``), as PyTorch's documentation asks of any iterable dataset.
 
 Held-out synthetic samples of a stream are chosen by content: a sample is held out when its content digest
-(:func:`~collapse_guard.data.integrity.sample_digest`) falls in the lowest ``holdout_fraction`` of the digest
+(:func:`~collapse_guard.data.digests.sample_digest`) falls in the lowest ``holdout_fraction`` of the digest
 space. The choice does not depend on position, rank, worker or pass, so no held-out sample is ever trained on;
 training skips them, and the held-out set of the checks is the first ``holdout_samples`` of them in the stream.
 
