@@ -180,8 +180,22 @@ def test_a_non_finite_inject_rule_needs_a_reserve_too():
 
 
 def test_stop_and_warn_guards_need_no_reserve():
-    guard = CollapseGuard(rules=[Rule(ACC, threshold=-1.0)], action="stop")
-    make_trainer(max_epochs=1, callbacks=[HeldOutRealCheck(), guard]).fit(TinyMLP(), datamodule=make_mixed(reserve=0.0))
+    # no reserve: set-up accepts "stop" and "warn" guards, a quiet one stays "ok", a warning one warns at every check
+    quiet = CollapseGuard(rules=[Rule(ACC, threshold=-1.0)], action="stop")
+    warning = CollapseGuard(rules=[Rule(ACC, threshold=1.01)], action="warn", cooldown=0)
+    dm = make_mixed(reserve=0.0)
+    trainer = make_trainer(max_epochs=2, callbacks=[HeldOutRealCheck(), quiet, warning])
+    with pytest.warns(UserWarning, match="CollapseGuard epoch 0: warn"):
+        trainer.fit(TinyMLP(), datamodule=dm)
+    assert trainer.current_epoch == 2 and dm.reserve_size == 0 and dm.injections == []
+    assert (quiet.events, quiet.state) == ([], "ok")
+    assert [(e.epoch, e.action) for e in warning.events] == [(0, "warn"), (1, "warn")] and warning.state == "warn"
+    # a "stop" guard that fires stops, with no reserve to inject first
+    stop = CollapseGuard(rules=[Rule(ACC, threshold=1.01)], action="stop")
+    trainer = make_trainer(max_epochs=3, callbacks=[HeldOutRealCheck(), stop])
+    trainer.fit(TinyMLP(), datamodule=make_mixed(reserve=0.0))
+    assert trainer.current_epoch == 1 and [(e.epoch, e.action) for e in stop.events] == [(0, "stop")]
+    assert stop.state == "stop" and stop.events[0].reason.endswith("stopping training")
 
 
 # -- sources whose samples do not mix -----------------------------------------------------------------------------------
@@ -299,7 +313,7 @@ def test_non_finite_value_stops_even_an_inject_guard():
     reason = guard.events[0].reason
     assert "score = nan is not finite (best so far 0.6000): the model or the check diverged" in reason
     assert "stopping training" in reason
-    assert math.isnan(guard.events[0].value) and not dm.mixer.injections
+    assert math.isnan(guard.events[0].value) and not dm.injections
     assert float(trainer.callback_metrics["collapse/guard/state"]) == 3.0
 
 
@@ -315,7 +329,7 @@ def test_non_finite_value_with_a_rule_that_says_inject():
                                  cooldown=0, max_injections=1)
     # epoch 2: inject; epoch 3: still NaN, one injection made: escalates to stop
     assert [(e.epoch, e.action) for e in guard.events] == [(2, "inject"), (3, "stop")]
-    assert dm.mixer.injections[0]["epoch"] == 2
+    assert dm.injections[0]["epoch"] == 2
 
 
 def test_non_finite_value_ignored_when_the_rule_says_so():

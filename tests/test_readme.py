@@ -2,7 +2,10 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
+
+from collapse_guard import RatioMonitor
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -12,14 +15,27 @@ def _python_blocks(text: str) -> list[str]:
 
 
 def test_quickstart_runs_as_written(tmp_path, monkeypatch):
+    """What the quickstart says: three epochs, ``real_fraction=0.2`` the share of real samples in every epoch's
+    batches until the guard injects (then the raised share from the next epoch on), the reserve withheld until then,
+    and the logged ``collapse/real_fraction`` the last epoch's share."""
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     monkeypatch.chdir(tmp_path)
     quickstart = _python_blocks(README.read_text())[0]
     namespace: dict = {}
     exec(compile(quickstart, "README quickstart", "exec"), namespace)
-    trainer, guard = namespace["trainer"], namespace["guard"]
+    trainer, guard, dm = namespace["trainer"], namespace["guard"], namespace["dm"]
     assert trainer.current_epoch == 3
-    assert 0.15 <= float(trainer.callback_metrics["collapse/real_fraction"]) <= 0.25 or guard.events
+    history = next(cb for cb in trainer.callbacks if isinstance(cb, RatioMonitor)).history
+    first_injection = min((e.epoch for e in guard.events if e.action == "inject"), default=3)
+    for row in history:
+        if row["epoch"] <= first_injection:
+            assert row["real_fraction_target"] == row["real_fraction"] == pytest.approx(0.2)
+            assert row["samples"]["reserve"] == 0  # withheld for injection
+        else:
+            assert row["real_fraction_target"] > 0.2 and row["real_fraction"] == pytest.approx(row["real_fraction_target"])
+    assert float(trainer.callback_metrics["collapse/real_fraction"]) == pytest.approx(history[-1]["real_fraction"])
+    assert [e["epoch"] for e in dm.injections] == sorted({e.epoch for e in guard.events if e.action == "inject"})
 
 
 def test_readme_demo_figures_match_the_demo(capsys):

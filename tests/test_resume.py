@@ -89,7 +89,7 @@ def test_the_reference_fit_injects_and_decides_on_both_sides_of_the_stop_epochs(
     guard, dm = uninterrupted["guard"], uninterrupted["dm"]
     floor = [(e.epoch, e.action) for e in guard.events if e.rule == "floor"]
     assert floor == [(3, "inject")]
-    assert dm.mixer.injections and dm.mixer.injections[0]["epoch"] == 3 and dm.mixer.reserve_cursor > 0
+    assert dm.injections and dm.injections[0]["epoch"] == 3 and dm.reserve_remaining < dm.reserve_size
     assert [e.epoch for e in uninterrupted["watcher"].events] == [0, 2, 4]  # cooldown 1
     assert [h["real_fraction_target"] for h in uninterrupted["ratio"].history] == [0.75, 0.5, 0.25, 0.25, 0.75, 0.75]
 
@@ -108,7 +108,7 @@ def test_resumed_fit_replays_the_uninterrupted_one(tmp_path, uninterrupted, stop
     assert resumed["guard"].state_dict() == ref["guard"].state_dict()
     assert resumed["watcher"].state_dict() == ref["watcher"].state_dict()
     assert resumed["dm"].mixer.state_dict() == ref["dm"].mixer.state_dict()
-    assert torch.equal(resumed["dm"].mixer.total_counts, ref["dm"].mixer.total_counts)
+    assert resumed["dm"].samples_by_source() == ref["dm"].samples_by_source()
     # every epoch after the resume drew the same batches and measured the same indicators
     for epoch in range(stop + 1, EPOCHS):
         got, want = resumed["spy"].epochs[epoch], ref["spy"].epochs[epoch]
@@ -161,7 +161,7 @@ def test_datamodule_state_is_loaded_after_setup(tmp_path):
         make_trainer(max_epochs=2, callbacks=callbacks).fit(model, datamodule=dm, ckpt_path=tmp_path / "epoch=0.ckpt")
     assert calls[:2] == ["setup", ("load", True)]
     assert dm._pending_state is None and dm.mixer.current_epoch == 1
-    assert int(dm.mixer.total_counts.sum()) == 2 * 64  # epoch 0 from the checkpoint, epoch 1 drawn now
+    assert sum(dm.samples_by_source().values()) == 2 * 64  # epoch 0 from the checkpoint, epoch 1 drawn now
 
 
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # Lightning's own, less specific

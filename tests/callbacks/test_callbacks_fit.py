@@ -316,7 +316,7 @@ def test_heldout_checks_do_not_add_to_training_counts():
     model = TinyMLP()
     make_trainer(max_epochs=3, callbacks=[HeldOutRealCheck(), ratio, quiet_guard()]).fit(model, datamodule=dm)
     assert [sum(h["samples"].values()) for h in ratio.history] == [64, 64, 64]
-    assert int(dm.mixer.total_counts.sum()) == 3 * 64
+    assert sum(dm.samples_by_source().values()) == 3 * 64
     assert sum(len(v) for v in model.seen.values()) == 3 * 64
     # and validation batches are not counted either
     dm = MixedDataModule(RealDM(), {"g1": id_dataset(40, SYNTH_BASE)}, holdout="val", samples_per_epoch=32)
@@ -329,7 +329,7 @@ def test_heldout_checks_do_not_add_to_training_counts():
     make_trainer(max_epochs=2, callbacks=[ratio, HeldOutRealCheck()], limit_val_batches=None,
                  num_sanity_val_steps=2).fit(WithVal(), datamodule=dm)
     assert [sum(h["samples"].values()) for h in ratio.history] == [32, 32]
-    assert int(dm.mixer.total_counts.sum()) == 64
+    assert sum(dm.samples_by_source().values()) == 64
 
 
 def test_heldout_checks_do_not_count_when_an_epoch_is_cut_short():
@@ -338,4 +338,4 @@ def test_heldout_checks_do_not_count_when_an_epoch_is_cut_short():
     ratio, model = RatioMonitor(), TinyMLP()
     make_trainer(max_epochs=2, callbacks=[HeldOutRealCheck(), ratio], limit_train_batches=3).fit(model, datamodule=dm)
     assert [sum(h["samples"].values()) for h in ratio.history] == [24, 24]
-    assert int(dm.mixer.total_counts.sum()) == 48 == sum(len(v) for v in model.seen.values())
+    assert sum(dm.samples_by_source().values()) == 48 == sum(len(v) for v in model.seen.values())

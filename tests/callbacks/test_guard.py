@@ -109,8 +109,8 @@ def test_inject_moves_reserve_and_raises_the_fraction_then_stops_after_max_injec
     # epoch 0: inject; epoch 1: cooldown; epoch 2: fires again, max_injections reached -> stop
     assert [(e.epoch, e.action) for e in guard.events] == [(0, "inject"), (2, "stop")]
     assert trainer.current_epoch == 3 < 6
-    assert dm.mixer.reserve_cursor == 8 and dm.reserve_remaining == 7  # round(0.5 * 15)
-    assert dm.mixer.injections[0]["samples"] == 8 and dm.mixer.injections[0]["real_fraction_floor"] == 0.5
+    assert dm.reserve_size - dm.reserve_remaining == 8 and dm.reserve_remaining == 7  # round(0.5 * 15)
+    assert dm.injections[0]["samples"] == 8 and dm.injections[0]["real_fraction_floor"] == 0.5
     h = ratio.history
     assert h[0]["real_fraction_target"] == 0.25 and h[0]["samples"]["reserve"] == 0
     assert h[1]["real_fraction_target"] == 0.5 and h[1]["samples"]["reserve"] > 0
@@ -128,7 +128,7 @@ def test_inject_escalates_to_stop_when_reserve_spent_and_fraction_at_one():
     trainer, dm, ratio, _ = fit(guard, max_epochs=6, dm=dm)
     # epoch 0: all 15 reserve samples in, 0.25 -> 0.75; epoch 1: no reserve, 0.75 -> 1.0; epoch 2: nothing left
     assert [(e.epoch, e.action) for e in guard.events] == [(0, "inject"), (1, "inject"), (2, "stop")]
-    assert [i["samples"] for i in dm.mixer.injections] == [15, 0]
+    assert [i["samples"] for i in dm.injections] == [15, 0]
     assert "no reserve left" in guard.events[2].reason and "1.00" in guard.events[2].reason
     assert trainer.current_epoch == 3
     assert [round(h["real_fraction_target"], 6) for h in ratio.history] == [0.25, 0.75, 1.0]
@@ -142,7 +142,7 @@ def test_inject_without_any_reserve_raises_the_fraction_only():
                           allow_fraction_only=True)  # without it, 'inject' with reserve=0 is an error at set-up
     _, dm, ratio, _ = fit(guard, max_epochs=4, dm=dm)
     assert [e.action for e in guard.events] == ["inject", "stop"]
-    assert dm.mixer.injections[0]["samples"] == 0
+    assert dm.injections[0]["samples"] == 0
     assert ratio.history[1]["real_fraction"] == 1.0
 
 
@@ -264,12 +264,12 @@ def test_guard_and_datamodule_state_survive_a_checkpoint_resume(tmp_path):
     # the restored guard continues: its first event kept, one injection counted before this one
     assert [(e.epoch, e.action) for e in guard2.events] == [(0, "inject"), (1, "inject")]
     assert guard2.injections == 2 and guard2.states[0].checks == 2
-    assert [i["epoch"] for i in dm2.mixer.injections] == [0, 1]
-    assert dm2.mixer.reserve_cursor == 15 and dm2.mixer.real_fraction_floor == 0.75
+    assert [i["epoch"] for i in dm2.injections] == [0, 1]
+    assert dm2.reserve_remaining == 0 and dm2.current_real_fraction() == 0.75
     # the resumed epoch 1 trained at the fraction the epoch-0 injection set, with reserve data
     assert ratio2.history[0]["epoch"] == 0 and ratio2.history[1]["epoch"] == 1
     assert ratio2.history[1]["real_fraction_target"] == 0.5 and ratio2.history[1]["samples"]["reserve"] > 0
-    assert int(dm2.mixer.total_counts.sum()) == 2 * 64
+    assert sum(dm2.samples_by_source().values()) == 2 * 64
 
 
 def test_a_checkpoint_saved_before_the_margin_rename_restores_its_guard(tmp_path):

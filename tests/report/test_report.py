@@ -137,7 +137,7 @@ def test_report_files_follow_the_documented_schema(guarded_run):
     assert [e["action"] for e in guard["events"]] == ["inject", "inject", "stop"]
     for event in guard["events"]:
         assert set(event) == EVENT_KEYS and "bound 1.0100" in event["reason"]
-    assert [i["samples"] for i in record["injections"]] == [i["samples"] for i in run.dm.mixer.injections]
+    assert [i["samples"] for i in record["injections"]] == [i["samples"] for i in run.dm.injections]
 
     final = record["final"]
     assert set(final) == FINAL_KEYS
@@ -152,8 +152,8 @@ def test_provenance_shares_sum_to_one_and_match_the_counts(guarded_run):
     assert manifest == guarded_run.report.record["provenance"]
     assert set(manifest) == PROVENANCE_KEYS and manifest["kind"] == "collapse_guard.provenance"
     sources = manifest["sources"]
-    assert [s["name"] for s in sources] == dm.mixer.names
-    counts = dm.mixer.total_counts.tolist()
+    assert [s["name"] for s in sources] == list(dm.samples_by_source())
+    counts = list(dm.samples_by_source().values())
     assert [s["samples"] for s in sources] == counts and manifest["samples_total"] == sum(counts)
     assert sum(s["share"] for s in sources) == pytest.approx(1.0)
     for s, n in zip(sources, counts):
