@@ -1,8 +1,13 @@
 """Callbacks: measure (``RatioMonitor``, ``HeldOutRealCheck``) and decide (``CollapseGuard``)."""
-from collapse_guard.callbacks.guard import CollapseGuard, GuardEvent, default_rules
+from collapse_guard.callbacks.events import GuardEvent
+from collapse_guard.callbacks.guard import CollapseGuard, default_rules
+from collapse_guard.callbacks.policy import Decision, decide
 from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
 from collapse_guard.callbacks.report import CollapseReport
 from collapse_guard.callbacks.rules import Rule, RuleState, Verdict
 
-__all__ = ["CollapseGuard", "CollapseReport", "GuardEvent", "HeldOutRealCheck", "RatioMonitor", "Rule", "RuleState", "Verdict", "default_rules"]
+__all__ = [
+    "CollapseGuard", "CollapseReport", "Decision", "GuardEvent", "HeldOutRealCheck", "RatioMonitor", "Rule", "RuleState",
+    "Verdict", "decide", "default_rules",
+]

@@ -33,7 +33,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
 
     Like ``EarlyStopping``, it reads ``trainer.callback_metrics``; it runs after the callbacks that log
     ``collapse/`` metrics (it moves itself behind them), at the end of every training epoch. Each :class:`Rule`
-    keeps a baseline, a bound and a patience counter; when rules fire, the strongest of their actions is taken:
+    keeps a baseline, a bound and a patience counter; when rules fire, the strongest of their actions is taken (the
+    policy :func:`~collapse_guard.callbacks.policy.decide`, shared with ``GenerationGuard``):
 
     * ``"warn"``: a warning with the reason;
     * ``"inject"``: ``datamodule.inject(...)`` moves ``inject_fraction`` of the reserve into training and raises the
@@ -93,9 +94,9 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     Raises:
         ValueError: for an unknown action or out-of-range numbers; at set-up: an ``"inject"`` rule with no reserve
             (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
-            metric that no callback of the Trainer logs (the message lists those that are logged), a rule on
-            held-out real indicators when the held-out real set holds fewer than 2 classes (read once at set-up,
-            through the ``HeldOutRealCheck``'s ``batch_fn``).
+            metric that no callback of the Trainer logs (the message lists those that are logged). (A rule on
+            held-out real indicators over a held-out real set of fewer than 2 classes is rejected by
+            ``HeldOutRealCheck`` at its set-up.)
         TypeError: at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
         RuntimeError: at a check, with ``strict=True``, when a monitored metric is not logged (the message lists
             the ``collapse/`` metrics that are).

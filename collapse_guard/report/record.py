@@ -23,11 +23,12 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
         "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                    "restore_best"},
         "rules": [{"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline",
-                   "baseline_checks", "min_change", "min_delta", "patience", "action", "non_finite",
+                   "baseline_checks", "min_change", "min_delta", "patience", "action", "non_finite",  # min_delta: Rule.margin
                    "state": {"checks", "first_values", "best", "wait", "last_stderr"},   # RuleState.state_dict()
                    "baseline_value": float | null,                        # RuleState.baseline()
                    "bound": float | null}],                # RuleState.bound(last_stderr)
         "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}]}],
+                                                         # threshold: GuardEvent.bound, the bound in force
       "injections": [{"epoch", "samples", "real_fraction_floor", "reserve_remaining", "reason"}],
       "provenance": null | <the provenance manifest, below>,
       "final": {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state",
