@@ -177,7 +177,7 @@ class Probe(Callback):
         real_loss = float(F.cross_entropy(real_logits, self.real[1]))
         # which held-out real samples the model gets right, as a string of 0/1 (for paired replays of a rule)
         row["heldout_correct"] = "".join("01"[int(c)] for c in (real_logits.argmax(-1) == self.real[1]).tolist())
-        fraction = dm.mixer.target_fraction(epoch)
+        fraction = dm.current_real_fraction(epoch)
         mixed = real_loss
         if self.synth is not None:
             mixed = fraction * real_loss + (1 - fraction) * float(F.cross_entropy(pl_module(self.synth[0]), self.synth[1]))
@@ -311,7 +311,7 @@ def rule_fires(trajectory: list[dict]) -> dict[str, Optional[int]]:
         state, out[rule.label] = RuleState(rule), None
         for row in trajectory:
             stderr = row.get(rule.stderr_key) if rule.stderr_key else None
-            if rule.monitor in row and state.check(row[rule.monitor], stderr).fired:
+            if rule.monitor in row and state.judge(row[rule.monitor], stderr).fired:
                 out[rule.label] = row["epoch"]
                 break
     return out

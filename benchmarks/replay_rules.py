@@ -85,7 +85,7 @@ def judged(rows: list[dict], rule: Rule):
     state = RuleState(rule)
     for row in rows:
         if rule.monitor in row:
-            verdict = state.check(row[rule.monitor], row.get(rule.stderr_key) if rule.stderr_key else None)
+            verdict = state.judge(row[rule.monitor], row.get(rule.stderr_key) if rule.stderr_key else None)
             yield row["epoch"], (None if verdict.bound is None else verdict.violated)
 
 

@@ -302,7 +302,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         if feats is not None:
             if training_loader is not None:
                 self._pass(pl_module, training_loader, feature_sink=lambda x: feats.update(x, real=False))
-            if not feats.pair["prdc"].fake_features:
+            if not feats.pair["prdc"].synthetic_features:
                 del collected["features"]
         if self.sample_fn is not None and real_inputs:
             samples = self.sample_feature_fn(self.sample_fn(pl_module, self.feature_samples))

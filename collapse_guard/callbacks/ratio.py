@@ -102,6 +102,27 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
                 "(HeldOutRealCheck); this is a warning, not a decision."
             )
 
+    def summary(self) -> dict:
+        """The real-fraction record of this fit, for reports: ``{"sources": [...], "history": [...]}``.
+
+        ``history`` has one row per training epoch: ``epoch``, ``real_fraction``, ``real_fraction_cumulative``,
+        ``real_fraction_target`` (each in ``[0, 1]``), ``samples`` per source (all ranks) and ``shares`` per source
+        (``samples / all samples of the epoch``; ``None`` for an epoch with none). ``sources`` lists every source
+        name in the order first seen.
+
+        Example::
+
+            trainer.fit(model, datamodule=dm)
+            ratio.summary()["history"][-1]["shares"]["gen1"]   # gen1's share of the last epoch's samples
+        """
+        history, sources = [], []
+        for row in self.history:
+            samples = dict(row.get("samples", {}))
+            total = sum(samples.values())
+            sources += [s for s in samples if s not in sources]
+            history.append({**row, "shares": {s: (n / total if total else None) for s, n in samples.items()}})
+        return {"sources": sources, "history": history}
+
     def state_dict(self) -> dict:
         return {"history": list(self.history)}
 

@@ -31,6 +31,17 @@ class MixingRecordsMixin:
         """The names of the sources of real data, ``["real", "reserve"]`` (empty before :meth:`setup`)."""
         return self.mixer.real_names if self.mixer is not None else []
 
+    def source_provenance(self) -> list[dict]:
+        """Each source's own provenance as it was given, in :attr:`source_names` order: ``name``, ``kind``
+        (``"real"`` or ``"synthetic"``), ``generator``, ``generation``, ``params``, ``size`` (``None`` for a stream;
+        ``streaming: True`` then). Empty before :meth:`setup`. :meth:`provenance` adds what the fit drew.
+
+        Example::
+
+            [p["generation"] for p in dm.source_provenance() if p["kind"] == "synthetic"]   # e.g. [1, 2]
+        """
+        return [source.provenance() for source in self.mixer.sources] if self.mixer is not None else []
+
     def samples_by_source(self, scope: str = "fit") -> dict[str, int]:
         """Samples drawn per source, by name: ``scope="fit"`` over the fit (all ranks; checkpointed), ``"epoch"``
         this epoch (all ranks), ``"rank_epoch"`` this epoch on this rank. Empty before :meth:`setup`.

@@ -374,11 +374,11 @@ class LightningSelfConsumingLoop:
             generation=inputs.generation,
             regime=self.regime,
             real_fraction=share,
-            trained_real_fraction=(counts.get("real", 0) + counts.get("reserve", 0)) / total,
+            trained_real_fraction=sum(counts.get(name, 0) for name in dm.real_source_names) / total,
             samples_per_epoch=self.samples_per_epoch or inputs.samples_per_epoch,
             real_pool_size=len(real_g),
             samples_per_source={k: int(v) for k, v in counts.items()},
-            sources=[src.provenance() for src in dm.mixer.sources if not src.is_real],
+            sources=[p for p in dm.source_provenance() if p["kind"] == "synthetic"],
             metrics=metrics,
             attempt=attempt,
         )

@@ -117,16 +117,9 @@ def as_float(value: Any) -> float:
 
 # -- one section per source of data ---------------------------------------------------------------------------
 def ratio_section(monitor: Any) -> Optional[dict]:
-    """The real-fraction history of a ``RatioMonitor`` (``None`` without one), with each source's share."""
-    if monitor is None:
-        return None
-    history, sources = [], []
-    for row in getattr(monitor, "history", []):
-        samples = dict(row.get("samples", {}))
-        total = sum(samples.values())
-        sources += [s for s in samples if s not in sources]
-        history.append({**row, "shares": {s: (n / total if total else None) for s, n in samples.items()}})
-    return {"sources": sources, "history": history}
+    """The real-fraction history of a ``RatioMonitor`` (``None`` without one), with each source's share: its
+    ``summary()``."""
+    return None if monitor is None else monitor.summary()
 
 
 def indicator_section(check: Any) -> Optional[dict]:

@@ -13,6 +13,7 @@ from cg_testing import TinyMLP, make_mixed, make_trainer
 def test_records_before_setup_are_empty():
     dm = make_mixed()
     assert dm.source_names == [] and dm.real_source_names == [] and dm.samples_by_source() == {}
+    assert dm.source_provenance() == [] and RatioMonitor().summary() == {"sources": [], "history": []}
     assert dm.reserve_size == 0 and dm.reserve_remaining == 0 and dm.injections == []
     assert dm.provenance() is None
 
@@ -85,6 +86,18 @@ def test_samples_by_source_and_provenance_after_a_fit():
     assert [s["training_pool"] for s in manifest["sources"]] == [45, 15, 54, 27]  # 80 - 20 held out - 15 reserve
     assert manifest["heldout"] == {"real": 20, "synthetic": 6 + 3} and manifest["injections"] == []
     assert manifest["seed"] == dm.seed and manifest["contamination"]["checked"] is True
+
+    own = dm.source_provenance()  # what the user gave, without what the fit drew
+    assert [p["name"] for p in own] == dm.source_names
+    assert [p["kind"] for p in own] == ["real", "real", "synthetic", "synthetic"]
+    assert [p["size"] for p in own] == [s["size"] for s in manifest["sources"]]
+    assert all("samples" not in p and "share" not in p for p in own)
+
+    summary = monitor.summary()  # what the report's ratio section holds
+    assert summary["sources"] == dm.source_names and len(summary["history"]) == 2
+    last = summary["history"][-1]
+    assert last["shares"] == {name: n / 64 for name, n in last["samples"].items()}
+    assert sum(last["shares"].values()) == pytest.approx(1.0)
 
 
 def test_provenance_is_the_report_manifest():

@@ -143,7 +143,7 @@ def test_guard_injects_for_the_next_generation_with_events():
     assert res.synthetic["gen3"].params["real_fraction"] == 0.5
     (event,) = res.events
     assert event.generation == 1 and event.action == "inject" and event.rule == "health"
-    assert event.value == 0.5 and event.threshold == pytest.approx(0.9)
+    assert event.value == 0.5 and event.bound == pytest.approx(0.9)
     assert event.real_fraction_before == 0.0 and event.real_fraction_after == 0.5
     assert "below bound 0.9000" in event.reason and "real share 0.00 -> 0.50 from generation 2" in event.reason
 
