@@ -1,4 +1,4 @@
-"""The CPU oracles O1-O6 of ``shared/REFERENCES.md``: published model-collapse figures vs this package's loop.
+"""The CPU oracles O1-O6: published model-collapse figures vs this package's loop.
 
 Each ``oracle_oN(...)`` runs the published setup with :class:`SelfConsumingLoop` and returns a list of
 :class:`Figure` rows (published value, ours, tolerance, pass/fail). ``integration_examples/oracles/`` prints them;

@@ -3,7 +3,7 @@
 Shumailov et al. (Nature 631, 2024; official notebook) train a VAE on MNIST, sample a dataset from it, train the
 next VAE on those samples only, and so on; as a measure of diversity they encode every generation's samples with
 the generation-0 encoder and take the standard deviation of the latent means: 0.674 -> 0.608 -> 0.527 -> 0.468 ->
-0.433 over 5 generations (REFERENCES.md). :class:`DigitsVAE` is that experiment scaled to scikit-learn's 1797
+0.433 over 5 generations. :class:`DigitsVAE` is that experiment scaled to scikit-learn's 1797
 real 8x8 digits and a 2-core CPU (64-32-8), and :func:`vae_metrics` adds the k-NN indicators against held-out real
 digits (recall and coverage; Kynkäänniemi et al. 2019, Naeem et al. 2020).
 """

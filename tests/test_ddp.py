@@ -91,8 +91,8 @@ def make_recorder(record: dict, dm, ratio, check, guard):
                 "check": dict(check.last),
                 "guard_state": guard.state,
                 "events": len(guard.events),
-                "mixer": dm.mixer.state_dict(),
-                "local_counts": dm.mixer.local_epoch_counts.tolist(),
+                "mixer": dm.state_dict(),
+                "local_counts": list(dm.samples_by_source("rank_epoch").values()),
             })
 
     return Recorder()
@@ -144,7 +144,7 @@ def resumable_fit(max_epochs: int, ckpt_dir: Path | None = None, ckpt_path: Path
         check_history=check.history,
         events=[asdict(e) for e in guard.events],
         guard=guard.state_dict(),
-        mixer=dm.mixer.state_dict(),
+        mixer=dm.state_dict(),
         weights=[p.detach().flatten().tolist() for p in model.parameters()],
     )
     return record
@@ -189,7 +189,7 @@ def stream_fit(num_workers: int, max_epochs: int, ckpt_dir: Path | None = None,
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return {"rank": trainer.global_rank, "seen": {str(e): ids for e, ids in model.seen.items()},
-            "reads": dm.mixer.state_dict()["stream_reads"]}
+            "reads": dm.state_dict()["stream_reads"]}
 
 
 def stream_resume_fits(out: Path) -> dict:
@@ -247,7 +247,7 @@ def run_rank(out: Path, scenario: str) -> None:
         events=[asdict(e) for e in guard.events],
         direct=values,
         warnings=[str(w.message) for w in caught],
-        mixer=dm.mixer.state_dict(),
+        mixer=dm.state_dict(),
         failures={},
     )
     failing_fits(record, ["guard"])

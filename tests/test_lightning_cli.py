@@ -46,7 +46,7 @@ def test_example_config_fits(example_cli, tmp_path):
     cli = example_cli(["fit", "--config", str(EXAMPLE / "config.yaml"), "--trainer.max_epochs=2", *QUIET])
     trainer, dm = cli.trainer, cli.datamodule
     assert isinstance(dm, cg.MixedDataModule) and type(dm.real).__name__ == "DigitsDataModule"
-    assert dm.mixer.names == ["real", "reserve", "gen10", "gen20"]
+    assert dm.source_names == ["real", "reserve", "gen10", "gen20"]
     assert dm.synthetic["gen10"].generation == 10 and dm.synthetic["gen10"].generator.startswith("ClassConditionalGMM")
     assert dm.real_fraction(0) == pytest.approx(0.9) and dm.real_fraction(8) == pytest.approx(0.0)
     assert dm.reserve == 0.3 and dm.holdout == "val"
@@ -257,7 +257,7 @@ def test_lightning_pytorch_cli_with_collapse_guard_lightning(tmp_path, monkeypat
     dm = cli.datamodule
     assert isinstance(dm, cgl.MixedDataModule) and isinstance(dm, L.LightningDataModule)
     assert isinstance(dm.real, LRealDM)
-    assert dm.mixer.total_counts.tolist() == [2 * 16, 0, 2 * 48]
+    assert list(dm.samples_by_source().values()) == [2 * 16, 0, 2 * 48]
     guard = next(cb for cb in cli.trainer.callbacks if isinstance(cb, cgl.CollapseGuard))
     assert [(e.epoch, e.action) for e in guard.events] == [(0, "warn")]  # then a check of cooldown
     assert "collapse/heldout_real/acc" in cli.trainer.callback_metrics

@@ -119,11 +119,11 @@ def test_fit_under_each_namespace(name, real_ns, tmp_path):
     samples = [h["samples"] for h in cbs[0].history]
     assert samples[:2] == [{"real": 16, "reserve": 0, "g1": 48}] * 2  # batches of 8 at 0.25: exactly 2 real each
     assert samples[2]["real"] + samples[2]["reserve"] == 48  # the injection raised the fraction 0.25 -> 0.75
-    assert dm.mixer.total_counts.tolist() == [sum(s[k] for s in samples) for k in ("real", "reserve", "g1")]
+    assert dm.samples_by_source() == {k: sum(s[k] for s in samples) for k in ("real", "reserve", "g1")}
     assert "collapse/heldout_real/acc" in trainer.callback_metrics
     guard = cbs[2]
     assert guard.events and guard.events[0].action == "inject"  # threshold 2.0 on accuracy: fires at the 2nd check
-    assert dm.mixer.injections and dm.mixer.injections[0]["epoch"] == 1
+    assert dm.injections and dm.injections[0]["epoch"] == 1
     assert (tmp_path / "report" / "report.json").exists() and (tmp_path / "report" / "provenance.json").exists()
 
 
@@ -162,8 +162,9 @@ def test_callbacks_of_either_binding_work_in_either_trainer(trainer_ns, callback
     trainer = trainer_of(ns, resumed, max_epochs=3)
     dm = mixed_of(dm_api, real_dm_of(ns))
     trainer.fit(model_of(ns), datamodule=dm, ckpt_path=tmp_path / "last.ckpt")
-    assert dm.mixer.total_counts.tolist()[0] + dm.mixer.total_counts.tolist()[1] >= 3 * 16
-    assert sum(dm.mixer.total_counts.tolist()) == 3 * 64
+    drawn = dm.samples_by_source()
+    assert drawn["real"] + drawn["reserve"] >= 3 * 16
+    assert sum(drawn.values()) == 3 * 64
     assert len(resumed[1].history) == 3 and resumed[1].history[:2] == cbs[1].history
     assert resumed[2].events[: len(cbs[2].events)] == cbs[2].events and resumed[2].injections >= cbs[2].injections
 
@@ -180,7 +181,7 @@ def test_checkpoint_written_under_one_namespace_resumes_under_the_other(tmp_path
     assert len(resumed[1].history) == 3
     assert resumed[1].history[:2] == first[1].history
     assert resumed[2].injections == first[2].injections == 1
-    assert sum(dm.mixer.total_counts.tolist()) == 3 * 64
+    assert sum(dm.samples_by_source().values()) == 3 * 64
 
 
 def test_lightning_callbacks_are_both_namespaces_callbacks():

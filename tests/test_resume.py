@@ -45,7 +45,7 @@ class Spy(Callback):
             "check": dict(check.last),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "seen": list(pl_module.seen.get(trainer.current_epoch, [])),
-            "mixer": trainer.datamodule.mixer.state_dict(),
+            "mixer": trainer.datamodule.state_dict(),
         }
 
 
@@ -107,7 +107,7 @@ def test_resumed_fit_replays_the_uninterrupted_one(tmp_path, uninterrupted, stop
     assert resumed["watcher"].events == ref["watcher"].events
     assert resumed["guard"].state_dict() == ref["guard"].state_dict()
     assert resumed["watcher"].state_dict() == ref["watcher"].state_dict()
-    assert resumed["dm"].mixer.state_dict() == ref["dm"].mixer.state_dict()
+    assert resumed["dm"].state_dict() == ref["dm"].state_dict()
     assert resumed["dm"].samples_by_source() == ref["dm"].samples_by_source()
     # every epoch after the resume drew the same batches and measured the same indicators
     for epoch in range(stop + 1, EPOCHS):
@@ -130,7 +130,7 @@ def test_checkpoint_holds_each_guard_under_its_own_key_and_the_datamodule_state(
     assert sorted(guard_keys) == sorted([run["guard"].state_key, run["watcher"].state_key])
     assert run["guard"].state_key != run["watcher"].state_key
     state = ckpt[MixedDataModule.__qualname__]
-    assert state == run["dm"].mixer.state_dict()
+    assert state == run["dm"].state_dict()
     assert set(state) >= {"seed", "reserve_cursor", "real_fraction_floor", "injections", "total_counts", "pools"}
     # two guards with the same rules would clash: Lightning refuses them when the Trainer is built
     same = [CollapseGuard(rules=[Rule(LOSS, threshold=9.0)]), CollapseGuard(rules=[Rule(LOSS, threshold=9.0)])]

@@ -82,7 +82,7 @@ class GenerationGuard(RuleBook):
     generation whose samples the loop hands on has then passed every rule, or the loop has stopped. With
     ``refit=False`` (the default) the injection takes effect from the next generation on.
 
-    No paper gives validated action thresholds (REFERENCES.md): state the margin of every rule against the
+    No paper gives validated action thresholds (none of the works cited below states one): state the margin of every rule against the
     generation-to-generation noise of its indicator.
 
     Args:

@@ -1,4 +1,4 @@
-"""Oracle O2 of shared/REFERENCES.md: published vs ours (see run_oracles.py)."""
+"""Oracle O2 : published vs ours (see run_oracles.py)."""
 import sys
 
 from run_oracles import main

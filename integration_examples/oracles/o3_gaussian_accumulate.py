@@ -1,4 +1,4 @@
-"""Oracle O3 of shared/REFERENCES.md: published vs ours (see run_oracles.py)."""
+"""Oracle O3 : published vs ours (see run_oracles.py)."""
 import sys
 
 from run_oracles import main

@@ -1,4 +1,5 @@
-"""Published model-collapse figures (shared/REFERENCES.md, O1-O6) next to collapse_guard.loop's.
+"""Published model-collapse figures (O1-O6: Dohmatob et al. 2024; Gerstgrasser et al. 2024; Shumailov et al.
+2024; Bertrand et al. 2024; Alemohammad et al. 2024) next to collapse_guard.loop's.
 
 Usage:
     python integration_examples/oracles/run_oracles.py [o1 o2 ... | all]

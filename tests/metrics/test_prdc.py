@@ -198,7 +198,7 @@ def test_identical_distributions_coverage_closed_form():
         assert float(out["density"]) == pytest.approx(1.0, abs=0.08)
 
 
-# REFERENCES.md: 16-D Gaussians, k=5, generator std shrinking. The figures match 2000 samples per set; the
+# the `prdc` package README (Naeem et al. 2020): 16-D Gaussians, k=5, generator std shrinking. The figures match 2000 samples per set; the
 # table does not state the sample size, and density at std 0.2 depends on it strongly (mean over seeds: 11.2 at
 # n=1000, 9.0-9.2 at n=2000, 8.6 at n=2500, 8.3 at n=3000; seed std about 0.3-0.45), so that one cell gets a
 # 15% tolerance; every other density cell 10%, the shares 0.05 absolute.

@@ -1,4 +1,5 @@
-"""Published figures O1-O6 (shared/REFERENCES.md) within their tolerances."""
+"""Published figures O1-O6 (Dohmatob et al. 2024; Gerstgrasser et al. 2024; Shumailov
+et al. 2024; Bertrand et al. 2024; Alemohammad et al. 2024) within their tolerances."""
 import pytest
 
 from reproductions.oracles import oracle_o1, oracle_o2, oracle_o3, oracle_o4, oracle_o5, oracle_o6

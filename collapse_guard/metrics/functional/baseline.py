@@ -1,6 +1,7 @@
 """Real-vs-real baseline: the noise of an indicator when both sides are real data.
 
-No paper gives validated action thresholds for collapse indicators (REFERENCES.md). What can be stated
+No paper gives validated action thresholds for collapse indicators (none of Shumailov et al. 2024,
+Alemohammad et al. 2024, Bertrand et al. 2024, Gerstgrasser et al. 2024 states one). What can be stated
 honestly is how far an indicator moves between two disjoint real subsets of the same size as the evaluation
 sets: thresholds are then expressed in units of that real-data noise (e.g. "recall more than 3 baseline stds
 below the baseline mean"). Sample-size-dependent indicators (precision/recall at high dimension, distinct-n,
