@@ -268,7 +268,7 @@ def run(args) -> dict:
                  "parameters), Adam 1e-3",
         "real_train": len(data["train"]), "heldout_real": len(data["val"]), "synthetic": len(data["synthetic"]),
         "heldout_synthetic": len(dm.heldout_synthetic) if dm.heldout_synthetic is not None else 0,
-        "reserve": dm.reserve_size, "samples_per_epoch": dm.samples_per_epoch,
+        "reserve": dm.reserve_size, "samples_per_epoch": dm.epoch_size,
         "batch_size": args.batch_size, "batches_per_epoch": batches_per_epoch, "epochs": args.epochs,
         "real_fraction": args.real_fraction, "repeats": args.repeats, "loader_repeats": args.loader_repeats,
         "torch_threads": torch.get_num_threads(),

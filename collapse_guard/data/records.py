@@ -59,6 +59,12 @@ class MixingRecordsMixin:
         return self.mixer.by_name(getattr(self.mixer, counts[scope])) if self.mixer is not None else {}
 
     @property
+    def epoch_size(self) -> int:
+        """Samples one epoch draws over all ranks: ``samples_per_epoch`` when given, else the real and synthetic
+        training pools together (0 before :meth:`setup`)."""
+        return self.mixer.samples_per_epoch if self.mixer is not None else 0
+
+    @property
     def reserve_size(self) -> int:
         """Size of the initial reserve, injected or not (0 before :meth:`setup` or without a reserve)."""
         return len(self.mixer.reserve_order) if self.mixer is not None else 0

@@ -14,7 +14,7 @@ def test_records_before_setup_are_empty():
     dm = make_mixed()
     assert dm.source_names == [] and dm.real_source_names == [] and dm.samples_by_source() == {}
     assert dm.source_provenance() == [] and RatioMonitor().summary() == {"sources": [], "history": []}
-    assert dm.reserve_size == 0 and dm.reserve_remaining == 0 and dm.injections == []
+    assert dm.reserve_size == 0 and dm.reserve_remaining == 0 and dm.injections == [] and dm.epoch_size == 0
     assert dm.provenance() is None
 
 
@@ -24,6 +24,10 @@ def test_sources_by_name_and_reserve_size_after_setup():
     assert dm.source_names == ["real", "reserve", "g1", "g2"] and dm.real_source_names == ["real", "reserve"]
     assert dm.samples_by_source() == {"real": 0, "reserve": 0, "g1": 0, "g2": 0}
     assert dm.reserve_size == 15 == dm.reserve_remaining
+    assert dm.epoch_size == 64  # make_mixed's samples_per_epoch
+    pools = make_mixed(n_real=80, holdout=0.25, reserve=0.25, synth_sizes={"g1": 60, "g2": 20}, samples_per_epoch=None)
+    pools.setup("fit")
+    assert pools.epoch_size == 45 + 54 + 18  # without samples_per_epoch: the real and synthetic training pools
     with pytest.raises(ValueError, match="`scope` must be one of"):
         dm.samples_by_source("week")
     assert make_mixed(reserve=0.0).reserve_size == 0
