@@ -61,7 +61,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         path = find_report(args.run_dir)
         record = load_record(path)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # missing, unreadable, not a report, too deep, or wrongly typed
         print(f"collapse-guard report: {err}", file=sys.stderr)
         return 2
     with warnings.catch_warnings():

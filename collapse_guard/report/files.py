@@ -75,26 +75,32 @@ def load_record(run_dir: PathLike) -> dict:
 
     Raises:
         FileNotFoundError: when there is no ``report.json``.
-        ValueError: when the file is not a collapse_guard report, or is of a newer schema than this version reads.
+        ValueError: naming the file, when it cannot be read, is not UTF-8 text or JSON, nests too deeply, is not a
+            collapse_guard report, is of a newer schema than this version reads, or misses a section or holds one
+            of the wrong type (see :func:`~collapse_guard.report.record.check_record`).
 
     Example::
 
         record = load_record("lightning_logs/version_0")      # finds collapse_report/report.json
         print(record["final"]["guard_state"], [e["reason"] for g in record["guards"] for e in g["events"]])
     """
-    from collapse_guard.report.record import REPORT_KIND, SCHEMA_VERSION
+    from collapse_guard.report.record import check_record
 
     path = find_report(run_dir)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a collapse_guard report: it is not UTF-8 text ({err}).") from err
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err.strerror or err}).") from err
+    try:
+        record = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}).") from err
-    if not isinstance(record, dict) or record.get("kind") != REPORT_KIND:
-        raise ValueError(f"{path} is not a collapse_guard report (its 'kind' is not {REPORT_KIND!r}).")
-    version = record.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has schema_version {version!r}; this collapse_guard reads versions up to {SCHEMA_VERSION}: "
-            "upgrade collapse_guard to render it."
-        )
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a collapse_guard report: its JSON nests too deeply to read.") from err
+    try:
+        check_record(record)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     return record

@@ -3,7 +3,9 @@
 The data behind each plot comes from a pure function of the record (:func:`event_markers`,
 :func:`real_fraction_series`, :func:`indicator_series`); the figures are drawn with matplotlib's object API
 (``matplotlib.figure.Figure``, rendered by the Agg canvas), never ``pyplot``, so drawing changes no global
-backend or state of the user's process and works without a display.
+backend or state of the user's process and works without a display. Every label that comes from the record (source
+names, indicator keys, actions) is drawn as plain text: its ``$`` escaped (:func:`plain`), so a name like ``$x^$``
+is not read as mathtext, and the plots are drawn and saved with ``text.usetex`` off, so no name is read as LaTeX.
 """
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ EVENT_GID = "guard-event"
 REAL_COLORS = ["#009E73", "#7FD1B9"]
 SYNTHETIC_COLORS = ["#CC79A7", "#999999", "#56B4E9", "#F0E442", "#8C6BB1", "#BBBBBB"]
 DPI = 100
+
+
+def plain(text: Any) -> str:
+    """``text`` as a matplotlib label drawn as written: every ``$`` escaped, so no part is read as mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 # -- the data of the plots ------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ def _mark_events(ax, markers: list[dict], label: bool) -> None:
         ax.axvline(m["epoch"], color=color, linestyle="--", linewidth=1.3, alpha=0.9, gid=EVENT_GID, zorder=1)
         if label:
             ax.annotate(
-                m["action"], xy=(m["epoch"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                plain(m["action"]), xy=(m["epoch"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
                 textcoords="offset points", ha="left", va="top", fontsize=8, color=color, gid=EVENT_GID,
             )
 
@@ -180,7 +187,7 @@ def figure_real_fraction(record: dict):
     sources = [s for s in series["shares"] if any(v > 0 for v in series["shares"][s] if math.isfinite(v))]
     if sources:
         bottom.stackplot(
-            epochs, [series["shares"][s] for s in sources], labels=sources,
+            epochs, [series["shares"][s] for s in sources], labels=[plain(s) for s in sources],
             colors=_source_colors(sources, kinds), alpha=0.85, step=None,
         )
         bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
@@ -219,7 +226,7 @@ def figure_indicators(record: dict, columns: int = 4):
     for ax, (key, data) in zip(axes.flat, series.items()):
         ax.plot(data["epoch"], data["value"], marker=".", color="#333333", linewidth=1.4)
         title = key[len("collapse/"):] if key.startswith("collapse/") else key
-        ax.set_title(title, fontsize=9, loc="left", fontweight="bold" if key in monitored else "normal",
+        ax.set_title(plain(title), fontsize=9, loc="left", fontweight="bold" if key in monitored else "normal",
                      color="#000000" if key in monitored else "#333333")
         for b in bounds.get(key, []):
             ax.axhline(b["bound"], color="#888888", linestyle=":", linewidth=1.2)
@@ -261,11 +268,15 @@ PLOTS = (
 
 def save_plot(record: dict, dirpath: Path, name: str) -> Optional[Path]:
     """Draw the plot ``name`` (see :data:`PLOTS`) of ``record`` into ``dirpath``; ``None`` when the record has no
-    data for it (an older file of that name is then removed, so it cannot be mistaken for this run's)."""
+    data for it (an older file of that name is then removed, so it cannot be mistaken for this run's). Drawn and
+    saved with ``text.usetex`` off: the record's names are plain text, never LaTeX."""
+    from matplotlib import rc_context
+
     _, filename, draw = next(p for p in PLOTS if p[0] == name)
     path = Path(dirpath) / filename
-    fig = draw(record)
-    if fig is None:
-        path.unlink(missing_ok=True)
-        return None
-    return save_figure(fig, path)
+    with rc_context({"text.usetex": False}):
+        fig = draw(record)
+        if fig is None:
+            path.unlink(missing_ok=True)
+            return None
+        return save_figure(fig, path)

@@ -115,6 +115,94 @@ def as_float(value: Any) -> float:
         return math.nan
 
 
+# -- reading a record back ------------------------------------------------------------------------------------
+#: the top-level keys of a schema-1 record and the JSON types each holds (``None``: ``null``)
+SECTION_TYPES = {
+    "schema_version": (int,), "kind": (str,), "created": (str,), "status": (str,), "error": (str, None),
+    "run": (dict,), "ratio": (dict, None), "indicators": (dict, None), "guards": (list,), "injections": (list,),
+    "provenance": (dict, None), "final": (dict,),
+}
+_JSON_TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "an array", None: "null"}
+
+#: a record nested deeper than this is refused on reading (a schema-1 record is about 6 levels deep; the
+#: parameters of a source, as the user gave them, add a few)
+MAX_DEPTH = 100
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, numbers.Integral):
+        return "an integer"
+    if isinstance(value, numbers.Real):
+        return "a number"
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _is(value: Any, kinds: Sequence[Any]) -> bool:
+    if isinstance(value, bool):  # ``True == 1`` in Python, not in the schema
+        return False
+    return any(value is None if kind is None else isinstance(value, kind) for kind in kinds)
+
+
+def nesting_depth(obj: Any) -> int:
+    """How deeply lists and dicts nest in ``obj`` (a scalar: 0), found without recursion."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in children)
+    return depth
+
+
+def check_record(record: Any) -> None:
+    """Check that ``record`` (read back from JSON) has the layout of a report of a version this collapse_guard
+    reads: its ``kind``, a ``schema_version`` (an integer, not a boolean) from 1 to :data:`SCHEMA_VERSION`, every
+    top-level section of :data:`SECTION_TYPES` with its type, ``guards`` and ``injections`` lists of objects, and
+    at most :data:`MAX_DEPTH` levels of nesting.
+
+    Raises:
+        ValueError: naming the first key that is missing or of the wrong type, and how to fix it.
+
+    Example::
+
+        check_record(json.loads(path.read_text(encoding="utf-8")))   # what load_record does
+    """
+    if not isinstance(record, dict) or record.get("kind") != REPORT_KIND:
+        raise ValueError(f"it is not a collapse_guard report (its 'kind' is not {REPORT_KIND!r}).")
+    version = record.get("schema_version")
+    if not _is(version, (int,)) or version < 1:
+        raise ValueError(
+            f"its 'schema_version' is {version!r} ({_json_type(version)}); a report has an integer from 1 to "
+            f"{SCHEMA_VERSION} there. Write it again with CollapseReport or `collapse-guard demo`."
+        )
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"it has schema_version {version!r}; this collapse_guard reads versions up to {SCHEMA_VERSION}: "
+            "upgrade collapse_guard to render it."
+        )
+    for key, kinds in SECTION_TYPES.items():
+        if key not in record:
+            raise ValueError(f"it has no {key!r} section; a schema-{version} report always has one "
+                             "(null when the fit had no data for it). Write it again with CollapseReport.")
+        if not _is(record[key], kinds):
+            raise ValueError(
+                f"its {key!r} is {_json_type(record[key])}; a schema-{version} report has "
+                f"{' or '.join(_JSON_TYPE_NAMES[k] for k in kinds)} there."
+            )
+    for key in ("guards", "injections"):
+        for i, item in enumerate(record[key]):
+            if not isinstance(item, dict):
+                raise ValueError(f"its {key!r}[{i}] is {_json_type(item)}; a report has an object there.")
+    depth = nesting_depth(record)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"it nests {depth} levels deep; a report nests at most {MAX_DEPTH}.")
+
+
 # -- one section per source of data ---------------------------------------------------------------------------
 def ratio_section(monitor: Any) -> Optional[dict]:
     """The real-fraction history of a ``RatioMonitor`` (``None`` without one), with each source's share: its

@@ -1,4 +1,8 @@
-"""The terminal summary of a report record: ``rich`` tables of the data mix, the rules and the guard events."""
+"""The terminal summary of a report record: ``rich`` tables of the data mix, the rules and the guard events.
+
+Every string from the record (source and rule names, generators, paths) reaches ``rich`` escaped, so a name like
+``[/bold]`` prints as itself instead of being read as markup.
+"""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -9,6 +13,13 @@ from collapse_guard.report.html import fmt
 def short(key: str) -> str:
     """A metric key without its ``collapse/`` prefix."""
     return key[len("collapse/"):] if key.startswith("collapse/") else key
+
+
+def cells(*values: Any) -> list[str]:
+    """Each value as table text (:func:`fmt`) with its ``rich`` markup escaped."""
+    from rich.markup import escape
+
+    return [escape(fmt(v)) for v in values]
 
 
 def summary_tables(record: dict) -> list[Any]:
@@ -38,8 +49,8 @@ def summary_tables(record: dict) -> list[Any]:
                               ("samples", "right"), ("share", "right")):
             sources.add_column(name, justify=justify)
         for s in prov["sources"]:
-            sources.add_row(s["name"], s["kind"], fmt(s.get("generator")), fmt(s.get("generation")),
-                            fmt(s.get("samples")), fmt(s.get("share"), 3),
+            sources.add_row(*cells(s["name"], s["kind"], s.get("generator"), s.get("generation"), s.get("samples")),
+                            fmt(s.get("share"), 3),
                             style="green" if s["kind"] == "real" else None)
         out.append(sources)
 
@@ -56,8 +67,8 @@ def summary_tables(record: dict) -> list[Any]:
             fired = sum(e["rule"] == r["name"] for e in guard.get("events", []))
             value = last.get(r["monitor"], metrics.get(r["monitor"]))
             label = short(r["monitor"]) if r["name"] == r["monitor"] else f"{r['name']} ({short(r['monitor'])})"
-            table.add_row(label, fmt(value), fmt(r.get("bound")),
-                          f"{r.get('state', {}).get('wait', 0)}/{r['patience']}", str(fired),
+            table.add_row(*cells(label, value, r.get("bound"), f"{r.get('state', {}).get('wait', 0)}/{r['patience']}",
+                                 fired),
                           style="yellow" if fired else None)
         out.append(table)
 
@@ -68,7 +79,7 @@ def summary_tables(record: dict) -> list[Any]:
                               ("bound", "right")):
             table.add_column(name, justify=justify)
         for e in events:
-            table.add_row(fmt(e["epoch"]), e["rule"], e["action"], fmt(e["value"]), fmt(e["threshold"]),
+            table.add_row(*cells(e["epoch"], e["rule"], e["action"], e["value"], e["threshold"]),
                           style="red" if e["action"] == "stop" else "yellow")
         out.append(table)
     return out
@@ -84,4 +95,4 @@ def print_summary(record: dict, console: Optional[Any] = None, files: Optional[d
         console.print(renderable)
     for name, path in (files or {}).items():
         if path is not None:
-            console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+            console.print(f"  {name}: {path}", markup=False, highlight=False, soft_wrap=True)
