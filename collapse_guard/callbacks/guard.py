@@ -16,8 +16,10 @@ from collapse_guard.callbacks._base import (
     run_collectively,
 )
 from collapse_guard.callbacks.events import GuardEvent
-from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook
-from collapse_guard.callbacks.rules import Rule, Verdict, default_rules
+from collapse_guard.callbacks.policy import (
+    DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
+)
+from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rules, heldout_loss_rule
 
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
@@ -76,7 +78,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     (``every_n_train_steps``) is not replayed exactly.
 
     Args:
-        rules: the rules; default :func:`default_rules`.
+        rules: the rules (a list of :class:`Rule`; one ``Rule`` alone is taken as ``[rule]``); default
+            :func:`default_rules`.
         action: default action of rules that name none: ``"warn"``, ``"inject"`` or ``"stop"``.
         inject_fraction: share in ``(0, 1]`` of the initial reserve moved into training per injection.
         real_fraction_step: how much an injection raises the target real fraction, in ``[0, 1]``.
@@ -92,12 +95,14 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         restore_best: on ``"inject"`` and ``"stop"``, put back the weights of the first rule's best check first.
 
     Raises:
-        ValueError: for an unknown action or out-of-range numbers; at set-up: an ``"inject"`` rule with no reserve
+        ValueError: for an unknown action, out-of-range numbers or numbers of the wrong kind (NaN, a bool, a str,
+            ``cooldown=1.5``); at set-up: an ``"inject"`` rule with no reserve
             (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
             metric that no callback of the Trainer logs (the message lists those that are logged). (A rule on
             held-out real indicators over a held-out real set of fewer than 2 classes is rejected by
             ``HeldOutRealCheck`` at its set-up.)
-        TypeError: at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
+        TypeError: ``rules`` holding something else than a ``Rule`` (a metric key: wrap it in ``Rule(key, ...)``);
+            at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
         RuntimeError: at a check, with ``strict=True``, when a monitored metric is not logged (the message lists
             the ``collapse/`` metrics that are).
 
@@ -124,9 +129,10 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         allow_fraction_only: bool = False,
         restore_best: bool = False,
     ) -> None:
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 <= real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in [0, 1], got {real_fraction_step!r}.")
-        rules = list(default_rules() if rules is None else rules)
+        rules = default_rules() if rules is None else as_rules(rules, type(self).__name__)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule, or None for the default rules.")
         self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
@@ -153,6 +159,27 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         # the key of checkpoints saved while ``Rule.margin`` was called ``min_delta`` (Lightning looks it up when
         # ``state_key`` is not in the checkpoint)
         return self._generate_state_key(rules=[_Shown(r.legacy_repr()) for r in self.rules], action=self.action)
+
+    def _older_state_keys(self) -> list[str]:
+        # the keys of checkpoints saved before ``heldout_loss_rule`` joined ``default_rules`` (its last rule): the
+        # key of the rules before it, with ``margin`` and with its old name ``min_delta``
+        if len(self.rules) < 2 or self.rules[-1] != heldout_loss_rule():
+            return []
+        older = self.rules[:-1]
+        return [self._generate_state_key(rules=older, action=self.action),
+                self._generate_state_key(rules=[_Shown(r.legacy_repr()) for r in older], action=self.action)]
+
+    def _adopt_older_state(self, checkpoint: dict) -> None:
+        """Move the state a checkpoint holds under an older key of this guard (:meth:`_older_state_keys`) to its
+        ``state_key``, with a fresh state for the rule added since."""
+        saved = checkpoint.get("callbacks") or {}
+        if self.state_key in saved or self._legacy_state_key in saved:
+            return
+        key = next((k for k in self._older_state_keys() if k in saved), None)
+        if key is not None:
+            state = dict(saved.pop(key))
+            state["rules"] = list(state["rules"]) + [RuleState(self.rules[-1]).state_dict()]
+            saved[self.state_key] = state
 
     @property
     def monitors(self) -> tuple[str, ...]:
@@ -410,6 +437,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         guards = [cb for cb in trainer.callbacks if isinstance(cb, CollapseGuard)]
         if not guards or guards[0] is not self:  # one warning for all the guards of the Trainer
             return
+        for guard in guards:  # before Lightning looks their states up (load_state_dict comes after this hook)
+            guard._adopt_older_state(checkpoint)
         mine = {key for g in guards for key in (g.state_key, g._legacy_state_key)}
         saved = [k for k in (checkpoint.get("callbacks") or {}) if isinstance(k, str) and k.startswith("CollapseGuard")]
         orphans = [k for k in saved if k not in mine]

@@ -10,9 +10,10 @@ keeps what a guard carries from check to check (rule states, events, injections,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+from collapse_guard.data.arguments import check_count, check_real
 
 #: a guard's decisions, mildest first (``"ok"``: nothing to do)
 DECISIONS = ("ok",) + ACTIONS
@@ -125,19 +126,53 @@ def decide(
     return Decision("inject", asked, fired, real_fraction=target, samples=samples)
 
 
-def check_guard_arguments(action: str, inject_fraction: float, max_injections: int, cooldown: int) -> None:
-    """The arguments every guard (``CollapseGuard``, ``GenerationGuard``) takes alike.
+def check_guard_arguments(action: str, inject_fraction: float, max_injections: int, cooldown: int,
+                          real_fraction_step: float = 0.0) -> None:
+    """The arguments every guard (``CollapseGuard``, ``GenerationGuard``) takes alike. The range of
+    ``real_fraction_step`` is the guard's own to check (after this one: it is a finite number here).
 
     Raises:
-        ValueError: for an ``action`` not in :data:`ACTIONS`, an ``inject_fraction`` outside ``(0, 1]``, or a
-            negative ``max_injections`` or ``cooldown``.
+        ValueError: for an ``action`` not in :data:`ACTIONS`; an ``inject_fraction`` or ``real_fraction_step`` that
+            is not a finite number (NaN, a bool, a str); an ``inject_fraction`` outside ``(0, 1]``; a
+            ``max_injections`` or ``cooldown`` that is not an integer ``>= 0`` (``1.5``, NaN, a bool).
     """
     if action not in ACTIONS:
         raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
-    if not 0.0 < inject_fraction <= 1.0:
+    check_real(real_fraction_step, "real_fraction_step")
+    if not 0.0 < check_real(inject_fraction, "inject_fraction") <= 1.0:
         raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
-    if max_injections < 0 or cooldown < 0:
-        raise ValueError("`max_injections` and `cooldown` must be >= 0.")
+    check_count(max_injections, "max_injections", minimum=0, optional=False)
+    check_count(cooldown, "cooldown", minimum=0, optional=False)
+
+
+def as_rules(rules: Any, owner: str) -> list:
+    """``rules`` as a list of :class:`Rule`: a sequence of them, or one ``Rule`` alone (taken as ``[rule]``).
+
+    Args:
+        rules: what the guard was given.
+        owner: the guard's name, for the messages.
+
+    Raises:
+        TypeError: ``rules`` is a str, not iterable, or holds something else than a ``Rule`` (a metric key: wrap it
+            in ``Rule(key, ...)``).
+
+    Example::
+
+        as_rules(Rule("collapse/heldout_real/acc", threshold=0.5), "CollapseGuard")  # [Rule(...)]
+    """
+    if isinstance(rules, Rule):
+        return [rules]
+    example = 'e.g. [Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, patience=2)]'
+    if isinstance(rules, (str, bytes)) or not hasattr(rules, "__iter__"):
+        raise TypeError(f"{owner}: `rules` must be a list of Rule objects, {example}; got {rules!r}.")
+    rules = list(rules)
+    for i, rule in enumerate(rules):
+        if isinstance(rule, str):
+            raise TypeError(f"{owner}: `rules[{i}]` is the str {rule!r}, not a Rule: wrap it in "
+                            f"`Rule({rule!r}, mode=..., threshold=... / relative=... / sigmas=...)`, {example}.")
+        if not isinstance(rule, Rule):
+            raise TypeError(f"{owner}: `rules[{i}]` must be a Rule, got {type(rule).__name__} ({rule!r}); {example}.")
+    return rules
 
 
 class RuleBook:
@@ -156,7 +191,7 @@ class RuleBook:
     def set_policy(self, rules: Sequence[Rule], action: str, inject_fraction: float, real_fraction_step: float,
                    max_injections: int, cooldown: int, strict: bool) -> None:
         """Keep the settings every guard has (checked by :func:`check_guard_arguments`) and start a fresh book."""
-        check_guard_arguments(action, inject_fraction, max_injections, cooldown)
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         self.rules, self.action, self.strict = list(rules), action, strict
         self.inject_fraction, self.real_fraction_step = float(inject_fraction), float(real_fraction_step)
         self.max_injections, self.cooldown = int(max_injections), int(cooldown)

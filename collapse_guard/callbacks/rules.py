@@ -13,6 +13,8 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
+from collapse_guard.data.arguments import check_count, check_real
+
 ACTIONS = ("warn", "inject", "stop")
 NON_FINITE = ACTIONS + ("ignore",)
 MODES = ("max", "min")
@@ -61,8 +63,11 @@ class Rule:
             change).
 
     Raises:
-        ValueError: for an unknown mode, baseline, action or ``non_finite``, no bound given, or out-of-range
-            numbers.
+        ValueError: for an unknown mode, baseline, action or ``non_finite``, no bound given, out-of-range numbers,
+            or a number of the wrong kind: a bool, a str, NaN (any number), an infinite one (but ``threshold``),
+            a non-integer ``patience`` or ``baseline_checks`` (``1.5``).
+        TypeError: a ``monitor`` that is not a non-empty str; a ``stderr`` or ``name`` neither a non-empty str nor
+            ``None``.
 
     Example::
 
@@ -89,6 +94,7 @@ class Rule:
     non_finite: str = "stop"
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise ValueError(f"Rule({self.monitor!r}): `mode` must be one of {MODES}, got {self.mode!r}.")
         if self.baseline not in BASELINES:
@@ -123,6 +129,23 @@ class Rule:
                 f"Rule({self.monitor!r}): `patience` and `baseline_checks` must be >= 1, `margin` >= 0; got "
                 f"patience={self.patience!r}, baseline_checks={self.baseline_checks!r}, margin={self.margin!r}."
             )
+
+    def _check_types(self) -> None:
+        """Strings where strings are expected; numbers (not bools, not NaN) where numbers are."""
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise TypeError(f"Rule: `monitor` must be a logged metric key (a non-empty str), got {self.monitor!r}.")
+        owner = f"Rule({self.monitor!r}): "
+        for argument in ("stderr", "name"):
+            value = getattr(self, argument)
+            if value is not None and not (isinstance(value, str) and value):
+                raise TypeError(f"{owner}`{argument}` must be a non-empty str or None, got {value!r}.")
+        check_real(self.threshold, "threshold", allow_infinite=True, optional=True, owner=owner)
+        for argument in ("relative", "sigmas"):
+            check_real(getattr(self, argument), argument, optional=True, owner=owner)
+        for argument in ("min_change", "margin"):
+            check_real(getattr(self, argument), argument, owner=owner)
+        for argument in ("patience", "baseline_checks"):
+            check_count(getattr(self, argument), argument, optional=False, owner=owner)
 
     def __repr__(self) -> str:
         # ``min_change`` is shown only when set: a guard's ``state_key`` holds its rules' repr, and checkpoints
@@ -307,9 +330,12 @@ def default_rules(min_change: float = 0.0) -> list[Rule]:
     * held-out real accuracy more than 2 standard errors below its best so far, two checks running;
     * worst-class recall on held-out real more than 2 standard errors (of that class's recall, on its support)
       below its best so far, two checks running (the tail a collapsing model loses first);
-    * effective number of predicted classes more than 5% below its best so far, two checks running.
+    * effective number of predicted classes more than 5% below its best so far, two checks running;
+    * held-out real loss not finite (:func:`heldout_loss_rule`): stop at the first such check. Its bound is
+      ``threshold=inf``, which no finite loss crosses: it never fires on a finite loss, so it changes no detection
+      figure; it catches a model that diverged (NaN or infinite outputs) while accuracy and recall stay finite.
 
-    All three are relative to the best value so far, so the rising values of early training never fire them. The
+    The first three are relative to the best value so far, so the rising values of early training never fire them. The
     first two are in units of the held-out set's own binomial noise (``collapse/heldout_real/*_stderr``), so they
     ask for a larger fall on a small or hard held-out set than on a large, easy one: a fixed share (the first
     defaults were 2% and 10%) fired on every healthy run of the text benchmark, whose held-out noise is three
@@ -335,7 +361,25 @@ def default_rules(min_change: float = 0.0) -> list[Rule]:
         Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, min_change=min_change, patience=2,
              name="worst_class"),
         Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
+        heldout_loss_rule(),
     ]
+
+
+def heldout_loss_rule() -> Rule:
+    """The default rule on the held-out real loss: it fires only on a NaN or infinite loss, and stops training.
+
+    ``mode="min"`` with ``threshold=inf``: no finite loss lies above the bound, so only ``non_finite="stop"`` acts
+    (at the first check, whatever the guard's default action or cooldown). The last of :func:`default_rules`;
+    added after the first three, so a default guard checkpointed before it existed still finds its state
+    (``CollapseGuard`` looks its state up under the key of its rules without this one, too).
+
+    Example::
+
+        >>> heldout_loss_rule().name
+        'heldout_real_loss'
+    """
+    return Rule("collapse/heldout_real/loss", mode="min", threshold=math.inf, patience=1, name="heldout_real_loss",
+                non_finite="stop")
 
 
 def _accept_min_delta(init):
@@ -344,6 +388,7 @@ def _accept_min_delta(init):
     @functools.wraps(init)
     def __init__(self, *args, min_delta: Optional[float] = None, **kwargs) -> None:
         if min_delta is not None:
+            check_real(min_delta, "min_delta", owner="Rule: ")
             warnings.warn("`Rule(min_delta=...)` is deprecated: pass `margin=` (how far beyond the bound a value must "
                           "lie; not EarlyStopping's min_delta).", DeprecationWarning, stacklevel=2)
             if "margin" in kwargs:

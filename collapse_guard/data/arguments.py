@@ -5,8 +5,9 @@ Shared by :class:`~collapse_guard.MixedDataModule`, :class:`~collapse_guard.data
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from collapse_guard._compat import is_datamodule
 
@@ -35,7 +36,7 @@ def check_fraction(value: object, argument: str, epoch: Optional[int] = None) ->
     return float(value)
 
 
-def check_count(value: Any, argument: str, minimum: int = 1, optional: bool = True) -> Optional[int]:
+def check_count(value: Any, argument: str, minimum: int = 1, optional: bool = True, owner: str = "") -> Optional[int]:
     """Return ``value`` (an int ``>= minimum``, or ``None`` when ``optional``) or raise a ``ValueError`` naming it.
 
     Args:
@@ -43,9 +44,11 @@ def check_count(value: Any, argument: str, minimum: int = 1, optional: bool = Tr
         argument: the argument's name, for the message.
         minimum: the smallest count allowed (``1``: a positive integer; ``0``: an integer ``>= 0``).
         optional: ``None`` is allowed (the argument was not given).
+        owner: what takes the argument, put before it in the message (e.g. ``"Rule('acc'): "``).
 
     Raises:
-        ValueError: ``value`` is a bool, not an int, below ``minimum``, or ``None`` when not ``optional``.
+        ValueError: ``value`` is a bool, not an integer (``1.5``, ``"3"``, NaN), below ``minimum``, or ``None`` when
+            not ``optional``.
 
     Example::
 
@@ -54,10 +57,41 @@ def check_count(value: Any, argument: str, minimum: int = 1, optional: bool = Tr
     """
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"`{argument}` must be {wanted}, got {value!r}.")
-    return value
+        raise ValueError(f"{owner}`{argument}` must be {wanted}, got {value!r}.")
+    return int(value)
+
+
+def check_real(value: Any, argument: str, allow_infinite: bool = False, optional: bool = False,
+               owner: str = "") -> Optional[float]:
+    """Return ``value`` as a float, or raise a ``ValueError`` naming the argument: a real number, not a bool, not NaN
+    (nor infinite unless ``allow_infinite``). Ranges are the caller's to check, on the float returned.
+
+    Args:
+        value: the number to check.
+        argument: the argument's name, for the message.
+        allow_infinite: ``inf`` and ``-inf`` are allowed (e.g. a bound that is never crossed).
+        optional: ``None`` is allowed (returned as ``None``).
+        owner: what takes the argument, put before it in the message (e.g. ``"CollapseGuard: "``).
+
+    Raises:
+        ValueError: ``value`` is a bool, a str or any other non-number, NaN, or infinite when not allowed.
+
+    Example::
+
+        check_real(0.5, "inject_fraction")  # 0.5
+        check_real(float("nan"), "margin")  # ValueError: `margin` must be a finite real number ..., got nan.
+    """
+    if value is None and optional:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
+            or (not allow_infinite and math.isinf(value))):
+        wanted = "a real number (not NaN, not a bool)"
+        if not allow_infinite:
+            wanted = "a finite real number (not NaN, inf or a bool)"
+        raise ValueError(f"{owner}`{argument}` must be {wanted}, got {value!r}.")
+    return float(value)
 
 
 def check_split(value: Any, argument: str, allow_val: bool = False) -> None:
@@ -81,6 +115,72 @@ def check_split(value: Any, argument: str, allow_val: bool = False) -> None:
         raise TypeError(f"`{argument}` must be {accepted}a fraction in [0, 1) or a map-style Dataset, got {value!r}.")
 
 
+#: what a source name must be: it ends metric keys (``collapse/share/<name>``) and the report's rows
+SOURCE_NAME_RULE = "a non-empty str without '/' or whitespace (it ends metric keys such as collapse/share/<name>)"
+
+
+def check_source_name(name: Any, argument: str = "synthetic") -> str:
+    """Return ``name`` if it is fit to name a source, else raise naming the rule (:data:`SOURCE_NAME_RULE`).
+
+    Raises:
+        TypeError: ``name`` is not a str (e.g. ``3``).
+        ValueError: ``name`` is empty or holds a ``/`` or whitespace.
+
+    Example::
+
+        check_source_name("gen1")  # "gen1"
+        check_source_name("gen/1")  # ValueError
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`{argument}`: a source name must be {SOURCE_NAME_RULE}; got {name!r} "
+                        f"({type(name).__name__}). Name it with a str, e.g. {{'gen{name}': ...}}.")
+    if not name or any(c == "/" or c.isspace() for c in name):
+        raise ValueError(f"`{argument}`: a source name must be {SOURCE_NAME_RULE}; got {name!r}. Rename that source "
+                         "(e.g. 'gen_1' for 'gen/1' or 'gen 1').")
+    return name
+
+
+def source_names(synthetic: Any) -> Optional[list]:
+    """The names ``synthetic`` gives its sources (``"synthetic"`` for one unnamed source), or ``None`` when they
+    are known only at set-up (a YAML ``class_path`` entry read as a mapping)."""
+    if synthetic is None:
+        return []
+    if isinstance(synthetic, Mapping):
+        if "class_path" in synthetic and set(synthetic) <= {"class_path", "init_args"}:
+            return None
+        return list(synthetic)
+    return ["synthetic"]
+
+
+def check_synthetic_weights(weights: Any, names: Optional[list]) -> None:
+    """Check ``synthetic_weights``: a mapping from source names to finite numbers ``>= 0`` with a positive sum.
+
+    Args:
+        weights: the ``synthetic_weights`` given (``None``: none).
+        names: the synthetic sources' names (:func:`source_names`; ``None``: not known yet, not checked).
+
+    Raises:
+        TypeError: ``weights`` is not a mapping.
+        ValueError: a weight that is not a finite number ``>= 0``, all weights zero, or a name no source has.
+    """
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"`synthetic_weights` must be a mapping `source name -> weight`, e.g. {{'gen1': 0.7, "
+                        f"'gen2': 0.3}}; got {type(weights).__name__}.")
+    for name, weight in weights.items():
+        value = check_real(weight, f"synthetic_weights[{name!r}]")
+        if value < 0:
+            raise ValueError(f"`synthetic_weights[{name!r}]` must be >= 0 (a relative share), got {weight!r}.")
+    if names is not None:
+        unknown = [n for n in weights if n not in names]
+        if unknown:
+            raise ValueError(f"`synthetic_weights` names unknown sources {unknown}; the synthetic sources are "
+                             f"{names}.")
+    if weights and not sum(float(w) for w in weights.values()) > 0:
+        raise ValueError("`synthetic_weights` are all zero: give at least one source a positive weight.")
+
+
 def check_mixing_arguments(
     real: Any,
     real_fraction: Union[float, Callable[[int], float]],
@@ -91,13 +191,20 @@ def check_mixing_arguments(
     samples_per_epoch: Any,
     verify_holdout: Any,
     stream_heldout_samples: Any,
+    synthetic: Any = None,
+    synthetic_weights: Any = None,
+    seed: Any = 0,
+    num_workers: Any = None,
 ) -> None:
     """Every check of :class:`~collapse_guard.MixedDataModule`'s constructor, in the order it makes them.
 
     Raises:
-        TypeError: ``verify_holdout`` neither a bool nor a callable; a split of an unsupported type.
+        TypeError: ``verify_holdout`` neither a bool nor a callable; a split of an unsupported type; a source name
+            that is not a str; ``synthetic_weights`` not a mapping.
         ValueError: no ``real``; a fraction out of range; ``holdout="val"`` without a real DataModule; a count
-            that is not a positive integer (``stream_heldout_samples``: not ``>= 0``).
+            that is not a positive integer (``stream_heldout_samples``, ``num_workers``: not ``>= 0``); a ``seed``
+            that is not an integer; a source name empty or with ``/`` or whitespace; a synthetic weight that is not
+            a finite number ``>= 0``, all weights zero, or a weight for an unknown source.
     """
     if not (isinstance(verify_holdout, bool) or callable(verify_holdout)):
         raise TypeError(
@@ -119,3 +226,16 @@ def check_mixing_arguments(
     check_count(batch_size, "batch_size")
     check_count(samples_per_epoch, "samples_per_epoch")
     check_count(stream_heldout_samples, "stream_heldout_samples", minimum=0, optional=False)
+    check_count(num_workers, "num_workers", minimum=0)
+    check_seed(seed)
+    names = source_names(synthetic)
+    for name in names or []:
+        check_source_name(name)
+    check_synthetic_weights(synthetic_weights, names)
+
+
+def check_seed(seed: Any) -> int:
+    """Return ``seed`` as an int, or raise a ``ValueError`` naming it (a bool, float or str is no seed)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"`seed` must be an integer (the seed of the splits and the sampler), got {seed!r}.")
+    return int(seed)

@@ -105,9 +105,12 @@ class MixedDataModuleMixin(MixingRecordsMixin):
             held-out set, ``holdout="val"`` without a validation set, a fraction that needs an empty pool, sources
             whose samples differ in structure or dtype or do not collate together, held-out real samples that are
             also training or reserve samples, a held-out set smaller than the number of ranks, a streaming source
-            without ``samples_per_epoch`` or with fewer Hugging Face shards than DataLoader workers.
-        TypeError: an argument of an unsupported type (a streaming ``real`` included: real data is split by
-            index).
+            without ``samples_per_epoch`` or with fewer Hugging Face shards than DataLoader workers; a count,
+            ``seed`` or synthetic weight that is not a number of the right kind (a bool, a str, ``1.5`` for a count,
+            NaN); synthetic weights negative, all zero or for an unknown source; a source name that is empty or
+            holds ``/`` or whitespace (names end metric keys, ``collapse/share/<name>``).
+        TypeError: an argument of an unsupported type (a streaming ``real`` included, or a real DataModule whose
+            training set is an ``IterableDataset``: real data is split by index); a source name that is not a str.
 
     Example::
 
@@ -139,7 +142,8 @@ class MixedDataModuleMixin(MixingRecordsMixin):
     ) -> None:
         super().__init__()
         check_mixing_arguments(real, real_fraction, holdout, reserve, synthetic_holdout, batch_size,
-                               samples_per_epoch, verify_holdout, stream_heldout_samples)
+                               samples_per_epoch, verify_holdout, stream_heldout_samples, synthetic=synthetic,
+                               synthetic_weights=synthetic_weights, seed=seed, num_workers=num_workers)
         self.real, self.synthetic, self.real_fraction = real, synthetic, real_fraction
         self.holdout, self.reserve, self.synthetic_holdout = holdout, reserve, float(synthetic_holdout)
         self.batch_size, self.samples_per_epoch = batch_size, samples_per_epoch

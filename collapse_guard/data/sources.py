@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from collapse_guard._compat import LightningDataModule, is_datamodule
+from collapse_guard.data.arguments import check_source_name
 from collapse_guard.data.streams import is_stream
 
 
@@ -86,7 +87,12 @@ class LoaderSettings:
 
 
 def datamodule_train_loader(dm: "LightningDataModule", argument: str) -> DataLoader:
-    """Set up ``dm`` for fitting and return its training ``DataLoader`` (a clear error when it has none)."""
+    """Set up ``dm`` for fitting and return its training ``DataLoader`` (a clear error when it has none).
+
+    Raises:
+        TypeError: ``train_dataloader()`` returns no torch ``DataLoader``; or, for real data (any ``argument`` but a
+            synthetic source's), a loader over an ``IterableDataset`` (real data is split by index).
+    """
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -96,6 +102,14 @@ def datamodule_train_loader(dm: "LightningDataModule", argument: str) -> DataLoa
         raise TypeError(
             f"`{argument}`: {type(dm).__name__}.train_dataloader() returned {type(loader).__name__}; "
             "MixedDataModule needs a torch DataLoader over a map-style dataset to draw from."
+        )
+    if is_stream(loader.dataset) and not argument.startswith("synthetic"):
+        raise TypeError(
+            f"`{argument}`: {type(dm).__name__}.train_dataloader() iterates over a {type(loader.dataset).__name__}, "
+            "an IterableDataset (no len()); MixedDataModule splits real data into held-out, reserve and training "
+            "parts by index, so it needs a map-style dataset (with __len__ and __getitem__). Give the DataModule a "
+            "map-style training set (e.g. materialise the stream with `datasets.Dataset.from_generator`), or pass "
+            "the stream as a synthetic source: `synthetic={'name': stream}` with `samples_per_epoch`."
         )
     return loader
 
@@ -164,7 +178,9 @@ def resolve_synthetic(synthetic: Any) -> list[DataSource]:
 
     Raises:
         ValueError: for a source named ``"real"`` or ``"reserve"`` (names the real data uses), or sources named
-            ``"class_path"`` / ``"init_args"`` (a YAML entry of one unnamed source).
+            ``"class_path"`` / ``"init_args"`` (a YAML entry of one unnamed source), or a name that is empty or
+            holds ``/`` or whitespace (:func:`~collapse_guard.data.arguments.check_source_name`).
+        TypeError: a source name that is not a str.
     """
     if synthetic is None:
         return []
@@ -176,6 +192,7 @@ def resolve_synthetic(synthetic: Any) -> list[DataSource]:
     items = synthetic.items() if isinstance(synthetic, Mapping) else [("synthetic", synthetic)]
     sources = []
     for name, obj in items:
+        check_source_name(name)
         if name in ("real", "reserve"):
             raise ValueError(f"`synthetic`: the name {name!r} is reserved for real data; rename that source.")
         sources.append(resolve_source(obj, str(name), is_real=False, argument=f"synthetic[{name!r}]"))

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from collapse_guard.callbacks.events import BoundEvent
-from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook
+from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook, as_rules, check_guard_arguments
 from collapse_guard.callbacks.rules import Rule, Verdict
+from collapse_guard.data.arguments import check_real
 
 __all__ = ["DECISIONS", "GenerationDecision", "GenerationEvent", "GenerationGuard"]
 
@@ -86,7 +87,8 @@ class GenerationGuard(RuleBook):
     generation-to-generation noise of its indicator.
 
     Args:
-        rules: the rules, over the metric names the loop records.
+        rules: the rules, over the metric names the loop records (a list of :class:`Rule`; one ``Rule`` alone is
+            taken as ``[rule]``).
         action: default action of rules that name none: ``"warn"``, ``"inject"`` or ``"stop"``.
         real_fraction_step: how much an injection raises the real share, in ``(0, 1]``.
         max_real_fraction: the highest real share injections may reach, in ``(0, 1]`` (below 1 keeps every later
@@ -99,7 +101,9 @@ class GenerationGuard(RuleBook):
         refit: reject and refit the generation that tripped an injection (see above).
 
     Raises:
-        ValueError: for an empty ``rules``, an unknown action or out-of-range numbers.
+        ValueError: for an empty ``rules``, an unknown action, out-of-range numbers or numbers of the wrong kind
+            (NaN, a bool, a str, ``cooldown=1.5``).
+        TypeError: ``rules`` holding something else than a ``Rule`` (a metric key: wrap it in ``Rule(key, ...)``).
 
     Example::
 
@@ -132,12 +136,13 @@ class GenerationGuard(RuleBook):
         strict: bool = True,
         refit: bool = False,
     ) -> None:
-        rules = list(rules or [])
+        rules = as_rules([] if rules is None else rules, type(self).__name__)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule over a metric the loop records.")
+        check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 < real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in (0, 1], got {real_fraction_step!r}.")
-        if not 0.0 < max_real_fraction <= 1.0:
+        if not 0.0 < check_real(max_real_fraction, "max_real_fraction") <= 1.0:
             raise ValueError(f"`max_real_fraction` must be in (0, 1], got {max_real_fraction!r}.")
         self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
         self.max_real_fraction = float(max_real_fraction)
