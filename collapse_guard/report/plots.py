@@ -186,11 +186,13 @@ def figure_real_fraction(record: dict):
     kinds = {s["name"]: s["kind"] for s in provenance.get("sources", [])}
     sources = [s for s in series["shares"] if any(v > 0 for v in series["shares"][s] if math.isfinite(v))]
     if sources:
-        bottom.stackplot(
-            epochs, [series["shares"][s] for s in sources], labels=[plain(s) for s in sources],
-            colors=_source_colors(sources, kinds), alpha=0.85, step=None,
+        areas = bottom.stackplot(
+            epochs, [series["shares"][s] for s in sources], colors=_source_colors(sources, kinds), alpha=0.85,
+            step=None,
         )
-        bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        # labels given to the legend itself: matplotlib would leave out a name starting with "_"
+        bottom.legend(areas, [plain(s) for s in sources], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
+                      frameon=False)
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share per source")
     bottom.set_xlabel("epoch")

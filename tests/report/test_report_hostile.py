@@ -73,7 +73,7 @@ def test_summary_prints_markup_names_as_written(name):
     assert out.count(name) >= 4, out  # source, generator, rule, event, file path: each as written
 
 
-@pytest.mark.parametrize("name", [MATH, "$x^2$", "cost $5 and $6"])
+@pytest.mark.parametrize("name", [MATH, "$x^2$", "cost $5 and $6", "_aux", ""])
 def test_plots_draw_mathtext_names_as_written(name, tmp_path):
     record = record_with(name, name)
     fig = figure_real_fraction(record)
