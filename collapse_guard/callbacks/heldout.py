@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
+from collapse_guard._rng import preserved_rng
 from collapse_guard.callbacks._base import (
     CollapseMetricsProducer,
     monitored_keys,
@@ -53,6 +54,62 @@ def default_forward_fn(pl_module: LightningModule, inputs: Any) -> Tensor:
     if isinstance(out, dict) and "logits" in out:
         return out["logits"]
     return getattr(out, "logits", out)
+
+
+def _describe(obj: Any) -> str:
+    """A short description of a batch part for messages: a tensor's shape and dtype, a dict's keys, a type."""
+    if isinstance(obj, Tensor):
+        return f"Tensor of shape {tuple(obj.shape)}, {str(obj.dtype).replace('torch.', '')}"
+    if isinstance(obj, dict):
+        return f"dict with keys {sorted(map(str, obj))}"
+    return type(obj).__name__
+
+
+def _restated(err: Exception, message: str) -> Exception:
+    """``message`` (which quotes ``err``) as an exception of ``err``'s built-in type, else a ``RuntimeError``, so
+    code that catches the original type still catches it; the caller raises it ``from err``."""
+    cls = type(err) if type(err).__module__ == "builtins" else RuntimeError
+    try:
+        return cls(message)
+    except Exception:  # noqa: BLE001 - a built-in type whose constructor takes more than a message
+        return RuntimeError(message)
+
+
+def checked_logits(logits: Any, target: Any) -> tuple[Tensor, Tensor]:
+    """``(logits, target)`` when ``forward_fn`` gave ``(N, C)`` logits, ``C >= 2``, for the ``N`` targets of
+    ``batch_fn``.
+
+    Raises:
+        TypeError: ``logits`` or ``target`` is not a tensor.
+        ValueError: ``logits`` of another shape, or of one output per sample (the classification indicators
+            compare ``C >= 2`` classes).
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(
+            f"HeldOutRealCheck: `batch_fn` gave a target of type {type(target).__name__}; the target must be a "
+            "tensor of class indices: pass `batch_fn=lambda batch: (inputs, target)`."
+        )
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"HeldOutRealCheck: `forward_fn` returned {_describe(logits)}; it must return a Tensor of logits of "
+            "shape (N, C): pass `forward_fn=lambda pl_module, inputs: logits` (the default calls "
+            "`pl_module(inputs)` and takes `.logits` or `['logits']` when the output has them)."
+        )
+    n = target.reshape(-1).shape[0]
+    if (logits.ndim == 2 and logits.shape == (n, 1)) or (logits.ndim == 1 and logits.shape[0] == n):
+        raise ValueError(
+            f"HeldOutRealCheck: the model gives one output per sample (logits of shape {tuple(logits.shape)}), but "
+            "the classification indicators (accuracy, worst-class recall, effective number of classes) need logits "
+            "of at least 2 classes. For a binary classifier with one logit z = pl_module(inputs).reshape(-1, 1), pass a "
+            "`forward_fn` that returns `torch.cat([-z, z], dim=1) / 2` (their softmax is sigmoid(z))."
+        )
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ValueError(
+            f"HeldOutRealCheck: `forward_fn` returned logits of shape {tuple(logits.shape)}; they must have shape "
+            f"(N, C), where N = {n} is the batch size (the number of targets `batch_fn` gives) and C >= 2 the "
+            "number of classes: pass a `forward_fn` (and `batch_fn`) that give one row of class logits per target."
+        )
+    return logits, target
 
 
 class HeldOutRealCheck(CollapseMetricsProducer, Callback):
@@ -117,6 +174,15 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             ranks, or a rule of the Trainer's ``CollapseGuard`` reads a held-out real indicator and the held-out
             real set holds fewer than 2 classes (read once, through ``batch_fn``); at a check, when a batch cannot be split into inputs and targets (with ``on_error="raise"``).
         TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
+        Exception: at fit start, before the first training batch, a dry run puts one held-out real batch through
+            ``batch_fn``, ``forward_fn`` and the model (without gradients, in eval mode, the training mode and the
+            random state restored after, not counted as a training batch) and refuses, naming the one at fault:
+            ``batch_fn`` failing or giving a target that is not a tensor; the model failing on the inputs (its
+            error restated with the inputs' shape, of the same built-in type, chaining the original); a model
+            without ``forward`` (pass ``forward_fn=``); ``forward_fn`` returning no tensor (``TypeError``), logits
+            not of shape ``(N, C)`` for the ``N`` targets, or one output per sample (``ValueError``: the
+            indicators need ``C >= 2``). With ``on_error="warn"`` it warns instead. Under several processes every
+            rank fails together, naming the failing rank.
 
     Example::
 
@@ -216,6 +282,49 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 "stratified `holdout`)."
             )
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The dry run: one held-out real batch through ``batch_fn``, ``forward_fn`` and the model, before training."""
+        def dry_run() -> None:
+            with preserved_rng():  # reading samples and the forward pass must not move the user's random state
+                self._dry_run(trainer, pl_module)
+
+        self._measured(trainer, pl_module, "dry run at fit start", dry_run, "the checks will fail alike")
+
+    def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The first held-out real batch of this rank, collated as the check's loader collates it, through
+        ``batch_fn``, ``forward_fn`` and the model; each failure restated naming which of them to fix."""
+        loader = self._heldout_loaders(trainer.datamodule)[0]  # built here once for the fit's checks
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or len(dataset) == 0:
+            return
+        samples = [dataset[i] for i in range(min(len(dataset), loader.batch_size or 1))]
+        batch = trainer.strategy.batch_to_device(loader.collate_fn(samples))
+        try:
+            inputs, target = self.batch_fn(batch)
+        except Exception as err:  # noqa: BLE001 - restated with what to fix
+            raise _restated(err, (
+                f"HeldOutRealCheck: `batch_fn` failed on a held-out real batch ({_describe(batch)}): "
+                f"{type(err).__name__}: {err}. It must split a collated batch into (inputs, target): pass "
+                "`batch_fn=lambda batch: (inputs, target)`.")) from err
+        model = type(pl_module).__name__
+        try:
+            logits = self.forward_fn(pl_module, inputs)
+        except NotImplementedError as err:
+            if self.forward_fn is not default_forward_fn:
+                raise
+            raise NotImplementedError(
+                f"HeldOutRealCheck: the model {model} defines no `forward` ({err}), and the default `forward_fn` "
+                "calls `pl_module(inputs)`: define `forward`, or pass `forward_fn=lambda pl_module, inputs: logits` "
+                "(e.g. `pl_module.net(inputs)`)."
+            ) from err
+        except Exception as err:  # noqa: BLE001 - restated with what to fix
+            raise _restated(err, (
+                f"HeldOutRealCheck: the model {model}, called through `forward_fn`, fails on held-out real inputs "
+                f"({_describe(inputs)}, as `batch_fn` gives them): {type(err).__name__}: {err}. Pass a `batch_fn` "
+                "that gives the inputs the model takes, or a `forward_fn=lambda pl_module, inputs: logits` that "
+                "calls the model as its training_step does.")) from err
+        checked_logits(logits, target)
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             self._reset_fit_state()  # let go of the loaders (and their persistent workers)
@@ -248,7 +357,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             for batch in self._batches(trainer, loader):
                 inputs, target = self.batch_fn(batch)
                 captured.clear()
-                logits = self.forward_fn(pl_module, inputs)
+                logits, target = checked_logits(self.forward_fn(pl_module, inputs), target)
                 if name is not None:
                     if metric is None:
                         metric = self._metric(name, logits.shape[-1], logits.device)
@@ -275,6 +384,26 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         return self._loaders[1], self._loaders[2], self._loaders[3]
 
     # -- the check ------------------------------------------------------------------------------------------
+    def _measured(self, trainer: Trainer, pl_module: LightningModule, when: str, fn: Callable[[], Any],
+                  skipped: str) -> Any:
+        """``fn()`` on every rank (:func:`~collapse_guard.callbacks._base.run_collectively`), the model in eval mode
+        and without gradients, its batches not counted as training batches; the training mode restored after.
+        A failure is raised (``on_error="raise"``) or warned about, saying ``skipped``, and gives ``None``."""
+        dm = trainer.datamodule
+        paused = dm.counting_paused() if hasattr(dm, "counting_paused") else nullcontext()
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with paused, torch.no_grad():
+                return run_collectively(trainer, type(self).__name__, fn)
+        except Exception as err:  # noqa: BLE001 - raised on every rank alike, so every rank takes this branch
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(f"HeldOutRealCheck {when} failed ({type(err).__name__}: {err}); {skipped}.")
+            return None
+        finally:
+            pl_module.train(was_training)
+
     @torch.no_grad()
     def _collect(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The local passes: every metric updated on this rank's shard, nothing synced yet."""
@@ -345,23 +474,10 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         (:func:`~collapse_guard.callbacks._base.run_collectively`) before any metric syncs, so a failure on one
         rank never leaves another waiting.
         """
-        dm = trainer.datamodule
-        paused = dm.counting_paused() if hasattr(dm, "counting_paused") else nullcontext()
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with paused:
-                collected = run_collectively(trainer, type(self).__name__, lambda: self._collect(trainer, pl_module))
-        except Exception as err:  # noqa: BLE001 - raised on every rank alike, so every rank takes this branch
-            if self.on_error == "raise":
-                raise
-            rank_zero_warn(
-                f"HeldOutRealCheck at epoch {trainer.current_epoch} failed ({type(err).__name__}: {err}); "
-                "this check is skipped."
-            )
+        collected = self._measured(trainer, pl_module, f"at epoch {trainer.current_epoch}",
+                                   lambda: self._collect(trainer, pl_module), "this check is skipped")
+        if collected is None:
             return {}
-        finally:
-            pl_module.train(was_training)
         values = self._compute(collected)
         real, synth = "collapse/heldout_real/", "collapse/heldout_synthetic/"
         for key in GAP_KEYS:

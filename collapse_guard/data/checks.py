@@ -2,7 +2,7 @@
 
 Each check takes what it checks as arguments and raises a ``ValueError`` that says what is wrong and how to fix it:
 the real fraction schedule against the pools (:func:`check_schedule`), every source's sample structure and their
-collate (:func:`check_samples`, :func:`check_collate`), the held-out sets against the world size
+collate (:func:`check_samples`, :func:`check_collate`), the first synthetic samples' values (:func:`check_finite`), the held-out sets against the world size
 (:func:`check_world_size`), and held-out real data against everything trained on (:func:`verify_holdout`, which
 also reports synthetic copies of held-out real samples).
 """
@@ -21,7 +21,10 @@ from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.row_index import index_by_digest, matches
 from collapse_guard.data.sources import DataSource
 from collapse_guard.data.streams import first_sample
-from collapse_guard.data.structure import structure_mismatch
+from collapse_guard.data.structure import non_finite_part, structure_mismatch
+
+#: samples of each map-style synthetic source checked for non-finite values at set-up
+FINITE_CHECKED = 4
 
 
 def check_schedule(mixer: MixingState, epochs: Iterable[int], has_real: bool, has_synthetic: bool) -> None:
@@ -65,8 +68,14 @@ def check_samples(real_sample: Any, others: Sequence[tuple[str, Any]]) -> None:
             )
 
 
-def check_collate(collate: Optional[Callable], samples: list, names: list[str]) -> None:
+def check_collate(collate: Optional[Callable], samples: list, names: list[str], what: Optional[str] = None) -> None:
     """Collate one sample of each source (named ``names``) into one batch, as a mixed batch will.
+
+    Args:
+        collate: the collate function (``None``: PyTorch's default).
+        samples: one sample of each source.
+        names: the sources' names, for the message.
+        what: how the message starts (default: the sources named).
 
     Raises:
         ValueError: the collate function fails on them.
@@ -75,10 +84,37 @@ def check_collate(collate: Optional[Callable], samples: list, names: list[str]) 
         (collate or default_collate)(samples)
     except Exception as err:  # noqa: BLE001 - re-raised with what to fix
         raise ValueError(
-            f"samples of sources {names} cannot be collated into one batch ({type(err).__name__}: {err}). "
+            f"{what or f'samples of sources {names} cannot be collated into one batch'} "
+            f"({type(err).__name__}: {err}). "
             "Every source must yield samples of the same structure, shapes and dtypes as the real data "
             "(e.g. the same (x, y) tuple or the same dict keys)."
         ) from err
+
+
+def check_finite(sources: Sequence[DataSource]) -> None:
+    """The first samples of every synthetic source hold no NaN or infinity in a floating part.
+
+    A map-style source's first ``FINITE_CHECKED`` samples are read; a stream's first training sample alone (peeked,
+    not consumed): the rest of a stream is not checked. A cheap guard against a generator that gave non-finite
+    data, not a scan of every sample.
+
+    Raises:
+        ValueError: naming the source, the sample and its non-finite part.
+    """
+    for source in sources:
+        if source.streaming:
+            samples = [(0, first_sample(source.dataset))]
+        else:
+            samples = ((i, source.dataset[i]) for i in range(min(len(source.dataset), FINITE_CHECKED)))
+        for i, sample in samples:
+            part = non_finite_part(sample)
+            if part is not None:
+                where = "first sample" if source.streaming else f"sample #{i}"
+                raise ValueError(
+                    f"synthetic source {source.name!r} holds NaN or infinite values: its {where} has them in {part}. "
+                    "Training on them makes the loss NaN: remove or repair these samples "
+                    "(or the generator that made them) before passing the source to `synthetic`."
+                )
 
 
 def check_layout(
@@ -97,7 +133,9 @@ def check_layout(
         reserve_given: the reserve is a Dataset of its own (its samples are compared too).
 
     Raises:
-        ValueError: see :func:`check_schedule`, :func:`check_samples` and :func:`check_collate`.
+        ValueError: see :func:`check_schedule`, :func:`check_samples`, :func:`check_collate` (a given reserve's
+            first sample is collated with a real one too: reserve samples join real ones after an injection) and
+            :func:`check_finite`.
     """
     pool, synthetic = layout.real_pool, layout.synthetic
     check_schedule(mixer, epochs, len(pool) > 0, bool(layout.synthetic_pools))
@@ -105,6 +143,10 @@ def check_layout(
         real_sample = train_set[int(pool[0] if len(pool) else layout.reserve_order[0])]
         others = [("`reserve`", layout.reserve_data)] if reserve_given else []
         check_samples(real_sample, others + [(f"synthetic source {s.name!r}", s.dataset) for s in synthetic])
+        if reserve_given:  # reserve samples join real ones in the batches after an injection
+            check_collate(collate, [real_sample, first_sample(layout.reserve_data)], ["real", "reserve"],
+                          what="`reserve` yields samples that cannot be collated with the real ones")
+        check_finite(synthetic)
         if synthetic:
             samples = [train_set[int(pool[0])]] if len(pool) else []
             samples += [first_sample(s.dataset) if s.streaming else train_set[int(p[0])]
