@@ -337,6 +337,8 @@ def rules_table(runs: list[dict]) -> list[str]:
     lines = ["| default rule, alone | collapses detected | false alarms | median delay (checks) |", "|---|---|---|---|"]
     for rule in default_rules():
         name = rule.label
+        if any(name not in r["rules"] for r in runs):
+            continue  # a record written before this default rule existed (e.g. the non-finite loss rule)
         delays = [r["rules"][name] - r["onset"] for r in collapsed if r["rules"][name] is not None]
         lines.append(f"| {name} (`{rule.monitor}`, {describe_rule(rule)}) | "
                      f"{len(delays)}/{len(collapsed)} | {sum(r['rules'][name] is not None for r in healthy)}/{len(healthy)}"
