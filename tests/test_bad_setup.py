@@ -192,3 +192,33 @@ def test_non_finite_part_finds_nested_and_ignores_integers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert non_finite_part((torch.tensor([1, 2]), float("nan"))) == "sample[1] (float)"
+
+
+def test_dry_run_failing_on_another_rank_stops_this_one_naming_it():
+    """Under several processes the dry run goes through ``run_collectively``: a rank whose own dry run passed
+    raises too, naming the rank that failed and its error (a stand-in strategy plays the other rank)."""
+    from types import SimpleNamespace
+
+    class OtherRankFailed:
+        root_device = torch.device("cpu")
+
+        def batch_to_device(self, batch):
+            return batch
+
+        def reduce_boolean_decision(self, decision, all=True):
+            return True  # rank 1 failed
+
+        def reduce(self, value, reduce_op="mean"):
+            return torch.tensor(1)
+
+        def broadcast(self, obj, src=0):
+            return "ValueError: HeldOutRealCheck: `forward_fn` returned logits of shape (2, 3)" if src == 1 else obj
+
+    dm = make_mixed()
+    dm.setup("fit")
+    trainer = SimpleNamespace(world_size=2, global_rank=0, datamodule=dm, strategy=OtherRankFailed())
+    model = TinyMLP()
+    with pytest.raises(RuntimeError, match=r"HeldOutRealCheck failed on rank 1, so every rank stops: ValueError: "
+                                           r"HeldOutRealCheck: `forward_fn` returned logits of shape \(2, 3\)"):
+        HeldOutRealCheck().on_fit_start(trainer, model)
+    assert model.training  # the training mode restored after the failed dry run
