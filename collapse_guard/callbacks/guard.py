@@ -16,10 +16,11 @@ from collapse_guard.callbacks._base import (
     run_collectively,
 )
 from collapse_guard.callbacks.events import GuardEvent
+from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
     DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
 )
-from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rules, heldout_loss_rule
+from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rules
 
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
@@ -156,30 +157,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
 
     @property
     def _legacy_state_key(self) -> str:
-        # the key of checkpoints saved while ``Rule.margin`` was called ``min_delta`` (Lightning looks it up when
-        # ``state_key`` is not in the checkpoint)
-        return self._generate_state_key(rules=[_Shown(r.legacy_repr()) for r in self.rules], action=self.action)
-
-    def _older_state_keys(self) -> list[str]:
-        # the keys of checkpoints saved before ``heldout_loss_rule`` joined ``default_rules`` (its last rule): the
-        # key of the rules before it, with ``margin`` and with its old name ``min_delta``
-        if len(self.rules) < 2 or self.rules[-1] != heldout_loss_rule():
-            return []
-        older = self.rules[:-1]
-        return [self._generate_state_key(rules=older, action=self.action),
-                self._generate_state_key(rules=[_Shown(r.legacy_repr()) for r in older], action=self.action)]
-
-    def _adopt_older_state(self, checkpoint: dict) -> None:
-        """Move the state a checkpoint holds under an older key of this guard (:meth:`_older_state_keys`) to its
-        ``state_key``, with a fresh state for the rule added since."""
-        saved = checkpoint.get("callbacks") or {}
-        if self.state_key in saved or self._legacy_state_key in saved:
-            return
-        key = next((k for k in self._older_state_keys() if k in saved), None)
-        if key is not None:
-            state = dict(saved.pop(key))
-            state["rules"] = list(state["rules"]) + [RuleState(self.rules[-1]).state_dict()]
-            saved[self.state_key] = state
+        return legacy_state_key(self._generate_state_key, self.rules, self.action)
 
     @property
     def monitors(self) -> tuple[str, ...]:
@@ -438,7 +416,9 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if not guards or guards[0] is not self:  # one warning for all the guards of the Trainer
             return
         for guard in guards:  # before Lightning looks their states up (load_state_dict comes after this hook)
-            guard._adopt_older_state(checkpoint)
+            adopt_older_state(checkpoint, guard.state_key, guard._legacy_state_key,
+                              older_state_keys(guard._generate_state_key, guard.rules, guard.action),
+                              RuleState(guard.rules[-1]))
         mine = {key for g in guards for key in (g.state_key, g._legacy_state_key)}
         saved = [k for k in (checkpoint.get("callbacks") or {}) if isinstance(k, str) and k.startswith("CollapseGuard")]
         orphans = [k for k in saved if k not in mine]
@@ -454,9 +434,3 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         self.state = state_dict["state"]
         self.best_weights = state_dict.get("best_weights")
 
-
-class _Shown(str):
-    """A string whose repr is itself (a rule's old repr, inside a ``state_key``)."""
-
-    def __repr__(self) -> str:
-        return str(self)
