@@ -270,12 +270,10 @@ def oracle_o6(seeds: int = 16, M: int = 1000, generations: int = 2000, seed: int
     proportional generations ``generations`` and ``generations / 2``, since collapse runs on ``g / M``.
 
     Args:
-        seeds: independent chains, run as one vectorised computation.
-        seed: seed of the real data and of the loop.
-        M: samples per generation. generations: number of refits.
+        seeds, seed, M, generations: as :func:`oracle_o2` (chains, seed, samples per generation, refits).
 
     Returns:
-        The :class:`Figure` rows.
+        The :class:`Figure` rows: component std at gen 1 and at the end, sample std and 2-sigma tail share.
 
     Example::
 

@@ -21,7 +21,7 @@ def pytest_configure(config):
 
 CORE_TEST_FILES = {
     "test_sampler.py", "test_datamodule.py", "test_rules.py", "test_guard.py", "test_callbacks_fit.py",
-    "test_classification_indicators.py",
+    "test_classification_indicators.py", "test_heldout_features.py", "test_report.py",
 }
 
 

@@ -19,15 +19,6 @@ FEATURE_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fit_with(check, max_epochs=2, dm=None, extra=()):
     dm = dm or make_mixed(n_real=120, synth_sizes={"g1": 80})
     trainer = make_trainer(max_epochs=max_epochs, callbacks=[check, *extra])

@@ -174,3 +174,16 @@ def source_of_id(sample_id: int) -> str:
     if sample_id >= VAL_BASE:
         return "val"
     return "real"
+
+
+def pool_layout(n_real: int, synth_sizes: list[int]):
+    """Dataset indices laid out as MixedDataModule does: real (source 0), reserve (1, empty here), synthetic
+    (2, 3, ...). Returns ``(real_pool, synthetic_pools, source_of, num_sources)``."""
+    pools, offset = [], n_real
+    for n in synth_sizes:
+        pools.append(torch.arange(offset, offset + n))
+        offset += n
+    source_of = torch.zeros(offset, dtype=torch.int16)
+    for i, p in enumerate(pools):
+        source_of[p] = i + 2
+    return torch.arange(n_real), pools, source_of, 2 + len(synth_sizes)

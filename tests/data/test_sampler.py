@@ -12,24 +12,11 @@ from torch.utils.data import DistributedSampler
 
 from collapse_guard.data.sampler import MixedBatchSampler, plan_epoch, real_counts_per_batch
 
-from cg_testing import make_mixed
-
-
-def layout(n_real: int, synth_sizes: list[int]):
-    """Pools laid out as MixedDataModule does: real (source 0), reserve (1, empty here), synthetic (2, 3, ...)."""
-    real_pool = torch.arange(n_real)
-    pools, offset = [], n_real
-    for n in synth_sizes:
-        pools.append(torch.arange(offset, offset + n))
-        offset += n
-    source_of = torch.zeros(offset, dtype=torch.int16)
-    for i, p in enumerate(pools):
-        source_of[p] = i + 2
-    return real_pool, pools, source_of, 2 + len(synth_sizes)
+from cg_testing import make_mixed, pool_layout
 
 
 def plan(n_real=40, synth=(60,), f=0.4, bs=10, nb=10, seed=0, epoch=0, weights=None, world=1, rank=0):
-    real_pool, pools, source_of, ns = layout(n_real, list(synth))
+    real_pool, pools, source_of, ns = pool_layout(n_real, list(synth))
     return plan_epoch(real_pool, pools, source_of, ns, f, bs, nb, seed, epoch, weights, world, rank), source_of
 
 
@@ -286,7 +273,7 @@ def test_lightning_ddp_rebuilds_the_batch_sampler_per_rank():
     weighted=st.booleans(),
 )
 def test_plan_properties(seed, epoch, n_real, synth, f, bs, nb, world, weighted):
-    real_pool, pools, source_of, ns = layout(n_real, synth)
+    real_pool, pools, source_of, ns = pool_layout(n_real, synth)
     weights = torch.arange(1, len(synth) + 1, dtype=torch.float64) if weighted else None
     plans = [
         plan_epoch(real_pool, pools, source_of, ns, f, bs, nb, seed, epoch, weights, world, r) for r in range(world)

@@ -21,19 +21,7 @@ from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.sampler import MixedBatchSampler, plan_epoch, real_counts_per_batch
 from collapse_guard.data.sources import DataSource
 
-from cg_testing import make_mixed
-
-
-def layout(n_real: int, synth: list[int]):
-    """Dataset indices as MixedDataModule lays them out: real (source 0), reserve (1, empty), synthetic (2, ...)."""
-    pools, offset = [], n_real
-    for n in synth:
-        pools.append(torch.arange(offset, offset + n))
-        offset += n
-    source_of = torch.zeros(offset, dtype=torch.int16)
-    for i, p in enumerate(pools):
-        source_of[p] = i + 2
-    return torch.arange(n_real), pools, source_of, 2 + len(synth)
+from cg_testing import make_mixed, pool_layout
 
 
 configs = st.fixed_dictionaries({
@@ -52,7 +40,7 @@ configs = st.fixed_dictionaries({
 def plans_of(c, world=None, nb=None):
     world = c["world"] if world is None else world
     nb = c["nb"] if nb is None else nb
-    real_pool, pools, source_of, ns = layout(c["n_real"], c["synth"])
+    real_pool, pools, source_of, ns = pool_layout(c["n_real"], c["synth"])
     weights = torch.arange(1, len(c["synth"]) + 1, dtype=torch.float64) if c["weighted"] else None
     return [
         plan_epoch(real_pool, pools, source_of, ns, c["f"], c["bs"], nb, c["seed"], c["epoch"], weights, world, r)
@@ -138,7 +126,7 @@ def test_the_plan_is_a_function_of_seed_and_epoch_alone(c, other_seed):
 
 
 def mixer(n_real, synth, f, seed, samples, reserve=0):
-    real_pool, pools, source_of, ns = layout(n_real + reserve, synth)
+    real_pool, pools, source_of, ns = pool_layout(n_real + reserve, synth)
     source_of[n_real : n_real + reserve] = 1
     names = ["real", "reserve"] + [f"g{i}" for i in range(len(synth))]
     sources = [DataSource(n, None, is_real=i < 2) for i, n in enumerate(names)]

@@ -42,15 +42,6 @@ SOURCE_KEYS = {"name", "kind", "generator", "generation", "params", "size", "tra
 FILES = ["report.json", "provenance.json", "real_fraction.png", "indicators.png", "report.html"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def strict_json(path: Path) -> dict:
     """Parse ``path`` as strict JSON (NaN and Infinity are not JSON)."""
     def no_constants(name):
