@@ -53,13 +53,13 @@ def check_samples(real_sample: Any, others: Sequence[tuple[str, Any]]) -> None:
 
     Args:
         real_sample: one real training sample.
-        others: ``(label for the message, dataset)`` of every other source (its first sample is compared).
+        others: ``(label for the message, first sample)`` of every other source.
 
     Raises:
         ValueError: a source whose samples differ from the real one in structure or dtypes.
     """
-    for label, dataset in others:
-        mismatch = structure_mismatch(real_sample, first_sample(dataset))
+    for label, sample in others:
+        mismatch = structure_mismatch(real_sample, sample)
         if mismatch is not None:
             raise ValueError(
                 f"{label} yields samples unlike the real data's ({mismatch}). Its samples are mixed into the same "
@@ -91,22 +91,23 @@ def check_collate(collate: Optional[Callable], samples: list, names: list[str], 
         ) from err
 
 
-def check_finite(sources: Sequence[DataSource]) -> None:
+def check_finite(sources: Sequence[DataSource], firsts: Sequence[Any]) -> None:
     """The first samples of every synthetic source hold no NaN or infinity in a floating part.
 
-    A map-style source's first ``FINITE_CHECKED`` samples are read; a stream's first training sample alone (peeked,
-    not consumed): the rest of a stream is not checked. A cheap guard against a generator that gave non-finite
-    data, not a scan of every sample.
+    A map-style source's first ``FINITE_CHECKED`` samples are checked; a stream's first training sample alone: the
+    rest of a stream is not checked. A cheap guard against a generator that gave non-finite data, not a scan of
+    every sample.
+
+    Args:
+        sources: the synthetic sources.
+        firsts: each source's first sample (:func:`~collapse_guard.data.streams.first_sample`), already read.
 
     Raises:
         ValueError: naming the source, the sample and its non-finite part.
     """
-    for source in sources:
-        if source.streaming:
-            samples = [(0, first_sample(source.dataset))]
-        else:
-            samples = ((i, source.dataset[i]) for i in range(min(len(source.dataset), FINITE_CHECKED)))
-        for i, sample in samples:
+    for source, first in zip(sources, firsts):
+        later = range(1, 1 if source.streaming else min(len(source.dataset), FINITE_CHECKED))
+        for i, sample in [(0, first)] + [(i, source.dataset[i]) for i in later]:
             part = non_finite_part(sample)
             if part is not None:
                 where = "first sample" if source.streaming else f"sample #{i}"
@@ -141,16 +142,18 @@ def check_layout(
     check_schedule(mixer, epochs, len(pool) > 0, bool(layout.synthetic_pools))
     with preserved_rng():  # reading samples must not move the user's random state (augmenting datasets)
         real_sample = train_set[int(pool[0] if len(pool) else layout.reserve_order[0])]
-        others = [("`reserve`", layout.reserve_data)] if reserve_given else []
-        check_samples(real_sample, others + [(f"synthetic source {s.name!r}", s.dataset) for s in synthetic])
+        firsts = [first_sample(s.dataset) for s in synthetic]  # each read once, for every check below
+        reserve_first = first_sample(layout.reserve_data) if reserve_given else None
+        others = [("`reserve`", reserve_first)] if reserve_given else []
+        check_samples(real_sample, others + [(f"synthetic source {s.name!r}", f) for s, f in zip(synthetic, firsts)])
         if reserve_given:  # reserve samples join real ones in the batches after an injection
-            check_collate(collate, [real_sample, first_sample(layout.reserve_data)], ["real", "reserve"],
+            check_collate(collate, [real_sample, reserve_first], ["real", "reserve"],
                           what="`reserve` yields samples that cannot be collated with the real ones")
-        check_finite(synthetic)
+        check_finite(synthetic, firsts)
         if synthetic:
             samples = [train_set[int(pool[0])]] if len(pool) else []
-            samples += [first_sample(s.dataset) if s.streaming else train_set[int(p[0])]
-                        for s, p in zip(synthetic, layout.synthetic_pools)]
+            samples += [f if s.streaming else train_set[int(p[0])]
+                        for s, f, p in zip(synthetic, firsts, layout.synthetic_pools)]
             check_collate(collate, samples, ["real"] * min(1, len(pool)) + [s.name for s in synthetic])
 
 

@@ -124,9 +124,9 @@ def test_synthetic_weights_by_name():
 # -- checks -------------------------------------------------------------------------------------------------------
 def test_content_checks_name_what_is_wrong():
     real = id_dataset(4, 0)
-    checks.check_samples(real[0], [("`reserve`", id_dataset(2, 10))])
+    checks.check_samples(real[0], [("`reserve`", id_dataset(2, 10)[0])])
     with pytest.raises(ValueError, match="synthetic source 'g' yields samples unlike the real data's"):
-        checks.check_samples(real[0], [("synthetic source 'g'", TensorDataset(torch.zeros(2, 4)))])
+        checks.check_samples(real[0], [("synthetic source 'g'", TensorDataset(torch.zeros(2, 4))[0])])
     checks.check_collate(None, [real[0], real[1]], ["real", "g"])
     with pytest.raises(ValueError, match=r"sources \['real', 'g'\] cannot be collated"):
         checks.check_collate(None, [real[0], (torch.zeros(5), torch.tensor(0))], ["real", "g"])
