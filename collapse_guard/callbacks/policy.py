@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
-from collapse_guard.data.arguments import check_count, check_real
+from collapse_guard._numbers import check_count, check_real
 
 #: a guard's decisions, mildest first (``"ok"``: nothing to do)
 DECISIONS = ("ok",) + ACTIONS

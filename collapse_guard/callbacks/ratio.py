@@ -7,7 +7,7 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
-from collapse_guard.data.arguments import check_fraction
+from collapse_guard._numbers import check_fraction
 
 
 class RatioMonitor(CollapseMetricsProducer, Callback):

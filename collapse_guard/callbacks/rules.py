@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from collapse_guard.data.arguments import check_count, check_real
+from collapse_guard._numbers import check_count, check_real
 
 ACTIONS = ("warn", "inject", "stop")
 NON_FINITE = ACTIONS + ("ignore",)

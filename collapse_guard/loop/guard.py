@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 from collapse_guard.callbacks.events import BoundEvent
 from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook, as_rules, check_guard_arguments
 from collapse_guard.callbacks.rules import Rule, Verdict
-from collapse_guard.data.arguments import check_real
+from collapse_guard._numbers import check_real
 
 __all__ = ["DECISIONS", "GenerationDecision", "GenerationEvent", "GenerationGuard"]
 

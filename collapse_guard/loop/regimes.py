@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from collapse_guard.data.mixing import check_fraction
+from collapse_guard._numbers import check_fraction
 
 REGIMES = ("replace", "accumulate", "fresh")
 FRESH_REAL = ("fixed", "resample")
