@@ -340,7 +340,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         fired = list(decision.fired)
         detail = ""
         if action == "inject":
-            detail = self._inject(trainer, decision.real_fraction, "; ".join(v.reason for v in fired))
+            detail = self._inject(trainer, decision, "; ".join(v.reason for v in fired))
         elif decision.escalated == PERSISTS:
             detail = f"collapse persists after {self.injections} injection(s): stopping"
         elif decision.escalated == EXHAUSTED:
@@ -377,19 +377,17 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         elif self.verbose:
             rank_zero_info(message)
 
-    def _inject(self, trainer: Trainer, target: float, reason: str) -> str:
-        """Inject reserve data and raise the real fraction to ``target`` (``MixedDataModule.inject``); returns what
-        was done."""
+    def _inject(self, trainer: Trainer, decision: Decision, reason: str) -> str:
+        """Move the reserve samples and raise the real fraction the decision sized (:func:`~collapse_guard.callbacks.
+        policy.inject_size`, the one sizing both guards use) through ``MixedDataModule.inject``; returns what was
+        done."""
         dm = trainer.datamodule
         current = dm.current_real_fraction()
-        if dm.reserve_remaining > 0:
-            record = dm.inject(fraction_of_reserve=self.inject_fraction, min_real_fraction=target, reason=reason)
-        else:
-            record = dm.inject(min_real_fraction=target, reason=reason)
+        record = dm.inject(num_samples=decision.samples, min_real_fraction=decision.real_fraction, reason=reason)
         self.injections += 1
         return (
             f"injected {record['samples']} reserve samples ({record['reserve_remaining']} left), real fraction "
-            f"{current:.2f} -> {target:.2f} from next epoch"
+            f"{current:.2f} -> {decision.real_fraction:.2f} from next epoch"
         )
 
     def summary(self) -> dict:
