@@ -110,4 +110,11 @@ def test_provenance_is_the_report_manifest():
     dm = make_mixed(reserve=0.25)
     dm.setup("fit")
     dm.inject(num_samples=2, min_real_fraction=0.5, reason="r")
-    assert dm.provenance() == provenance_section(dm)
+    manifest = provenance_section(dm)
+    assert dm.provenance() == manifest
+    # what the report writes holds the injection and the reserve it moved, read from the datamodule's public state
+    (injection,) = manifest["injections"]
+    assert injection == dm.injections[0] and (injection["samples"], injection["reason"]) == (2, "r")
+    assert injection["reserve_remaining"] == dm.reserve_remaining == dm.reserve_size - 2
+    assert [s["name"] for s in manifest["sources"]] == dm.source_names
+    assert provenance_section(None) is None and provenance_section(object()) is None  # not a MixedDataModule
