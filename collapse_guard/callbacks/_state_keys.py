@@ -4,13 +4,15 @@ same guard; checkpoints saved before them still find their state through the old
 
 * ``Rule.margin`` was called ``min_delta`` (:meth:`Rule.legacy_repr <collapse_guard.callbacks.rules.Rule.legacy_repr>`);
 * :func:`~collapse_guard.callbacks.rules.heldout_loss_rule` joined :func:`~collapse_guard.default_rules` as its last
-  rule: a default guard saved before holds the state of the rules before it.
+  rule: a default guard saved before holds the state of the rules before it;
+* the default rules took the noise model of issue 14 (:func:`earlier_default_rules`): a default guard saved with
+  the earlier defaults keeps its events and injections, and its rules start their baselines afresh.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from collapse_guard.callbacks.rules import Rule, RuleState, heldout_loss_rule
+from collapse_guard.callbacks.rules import Rule, RuleState, default_rules, heldout_loss_rule
 
 #: ``Callback._generate_state_key``: ``(**kwargs) -> "<ClassName>{kwargs!r}"``
 MakeKey = Callable[..., str]
@@ -28,32 +30,56 @@ def legacy_state_key(make_key: MakeKey, rules: Sequence[Rule], action: str) -> s
     return make_key(rules=[_Shown(r.legacy_repr()) for r in rules], action=action)
 
 
-def older_state_keys(make_key: MakeKey, rules: Sequence[Rule], action: str) -> list[str]:
-    """The keys of a guard whose last rule is :func:`heldout_loss_rule` saved before that rule existed: the key of
-    the rules before it, with ``margin`` and with its old name ``min_delta`` (empty for other guards)."""
-    if len(rules) < 2 or rules[-1] != heldout_loss_rule():
-        return []
-    older = list(rules[:-1])
-    return [make_key(rules=older, action=action), legacy_state_key(make_key, older, action)]
+def earlier_default_rules() -> list[list[Rule]]:
+    """The rules of ``CollapseGuard()`` in earlier versions, newest first: before the noise model of issue 14 (the
+    first three rules in standard errors of the held-out sample, from the best single check), with and without
+    :func:`heldout_loss_rule`."""
+    before = [
+        Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, patience=2, name="heldout_real_acc"),
+        Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, patience=2, name="worst_class"),
+        Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
+    ]
+    return [before + [heldout_loss_rule()], before]
 
 
-def adopt_older_state(checkpoint: dict, key: str, legacy_key: str, older_keys: Sequence[str],
-                      added: RuleState) -> None:
-    """Move a guard's state saved under one of ``older_keys`` to ``key`` in ``checkpoint["callbacks"]``, with
-    ``added``'s (fresh) state for the rule added since; nothing when the state is under ``key`` or ``legacy_key``
-    already, or under none of them.
+def older_state_keys(make_key: MakeKey, rules: Sequence[Rule], action: str) -> list[tuple[str, list[Rule]]]:
+    """The keys under which an older version saved the state of a guard with these rules, each with the rules it
+    was saved with: a guard whose last rule is :func:`heldout_loss_rule` saved before that rule existed (the rules
+    before it), and a guard with today's default rules saved with an earlier version's defaults; each with
+    ``margin`` and with its old name ``min_delta``. Empty for other guards."""
+    candidates: list[list[Rule]] = []
+    if len(rules) >= 2 and rules[-1] == heldout_loss_rule():
+        candidates.append(list(rules[:-1]))
+    if list(rules) == default_rules():
+        candidates += earlier_default_rules()
+    return [(key, older) for older in candidates
+            for key in (make_key(rules=older, action=action), legacy_state_key(make_key, older, action))]
+
+
+def adopt_older_state(checkpoint: dict, key: str, legacy_key: str, older: Sequence[tuple[str, list[Rule]]],
+                      rules: Sequence[Rule]) -> list[str]:
+    """Move a guard's state saved under one of the ``older`` keys to ``key`` in ``checkpoint["callbacks"]``: the
+    events, injections, cooldown and state as saved; each rule's state where the saved rules hold the same rule,
+    a fresh state for the others. Nothing when the state is under ``key`` or ``legacy_key`` already, or under none
+    of the keys.
+
+    Returns:
+        The names of the rules whose state starts afresh (empty when nothing was adopted).
 
     Example::
 
         adopt_older_state(checkpoint, guard.state_key, guard._legacy_state_key,
-                          older_state_keys(guard._generate_state_key, guard.rules, guard.action),
-                          RuleState(guard.rules[-1]))
+                          older_state_keys(guard._generate_state_key, guard.rules, guard.action), guard.rules)
     """
     saved = checkpoint.get("callbacks") or {}
     if key in saved or legacy_key in saved:
-        return
-    found = next((k for k in older_keys if k in saved), None)
-    if found is not None:
-        state = dict(saved.pop(found))
-        state["rules"] = list(state["rules"]) + [added.state_dict()]
-        saved[key] = state
+        return []
+    found = next(((k, old) for k, old in older if k in saved), None)
+    if found is None:
+        return []
+    old_key, old_rules = found
+    state = dict(saved.pop(old_key))
+    by_rule = dict(zip(old_rules, state["rules"]))
+    state["rules"] = [by_rule.get(rule) or RuleState(rule).state_dict() for rule in rules]
+    saved[key] = state
+    return [rule.label for rule in rules if rule not in by_rule]

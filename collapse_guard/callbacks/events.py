@@ -2,24 +2,28 @@
 that ``GenerationEvent`` (``GenerationGuard``) shares with it."""
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Optional, Sequence
 
 
 @dataclass
 class BoundEvent:
-    """What every guard event holds: which rule fired, on what value, against which bound (:attr:`bound`, read also
-    under its old name ``threshold``, deprecated), what was done and why. Events of checkpoints saved with
+    """What every guard event holds: which rules fired, on what value, against which bound (:attr:`bound`, read also
+    under its old name ``threshold``, deprecated), what was done and why. One event per action: when several rules
+    fire at one check, one action is taken and one event lists them all. Events of checkpoints saved with
     ``threshold`` load (:meth:`from_state`).
 
     Attributes:
-        rule: the rule's name (``"remote"``: a rule fired on another rank).
-        monitor: the metric key the rule reads.
+        rule: the first fired rule's name, with the member for a family rule (``"class 3"``; ``"remote"``: a rule
+            fired on another rank).
+        monitor: the metric key that rule read (the member's key for a family rule).
         value: the metric's value at the check (NaN for a remote rule).
         bound: the bound in force (``None`` while a relative rule warms up).
         action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
-        reason: the rule's verdict and the action's detail, in words.
+        reason: every fired rule's verdict and the action's detail, in words.
+        rules: the names of every rule (family members included) that fired at this check.
     """
 
     rule: str
@@ -28,6 +32,7 @@ class BoundEvent:
     bound: Optional[float]
     action: str
     reason: str
+    rules: tuple = ()
 
     @property
     def threshold(self) -> Optional[float]:
@@ -49,7 +54,39 @@ class BoundEvent:
         """Rebuild an event from :meth:`state_dict` (a checkpoint saved with ``threshold`` included)."""
         names = {f.name for f in fields(cls)}
         state = {("bound" if k == "threshold" else k): v for k, v in state.items()}
+        state["rules"] = tuple(state.get("rules") or (state["rule"],))  # saved before ``rules`` existed: its rule
         return cls(**{k: v for k, v in state.items() if k in names})
+
+
+def event_fields(fired: Sequence, detail: str) -> dict:
+    """The fields of the one event of an action, from the verdicts that fired at the check (both guards use it).
+
+    Args:
+        fired: the fired :class:`~collapse_guard.callbacks.rule_state.Verdict` s, in rule order (empty: a rule fired
+            on another rank).
+        detail: what the action did, in words (appended to the reason).
+
+    Returns:
+        ``rule``, ``monitor``, ``value``, ``bound`` of the first fired verdict, ``rules`` (every fired rule's name,
+        each fired member of a family rule), and ``reason`` (every verdict's reason, then ``detail``).
+
+    Example::
+
+        GuardEvent(epoch=3, global_step=90, action="stop", **event_fields(decision.fired, "stopping training"))
+    """
+    if not fired:
+        reason = "a rule fired on another rank"
+        return dict(rule="remote", monitor="", value=math.nan, bound=None, rules=("remote",),
+                    reason=f"{reason}; {detail}" if detail else reason)
+    first = fired[0]
+    names = tuple(dict.fromkeys(
+        name for v in fired for name in ([f"{v.rule.label} {m}" for m in v.members] if v.members else [v.label])
+    ))
+    reason = "; ".join(v.reason for v in fired)
+    if len(names) > 1:
+        reason = f"{len(names)} rules fired ({', '.join(names)}): {reason}"
+    return dict(rule=first.label, monitor=first.monitor, value=first.value, bound=first.bound, rules=names,
+                reason=f"{reason}; {detail}" if detail else reason)
 
 
 @dataclass(kw_only=True)
@@ -64,3 +101,17 @@ class GuardEvent(BoundEvent):
 
     epoch: int
     global_step: int
+
+
+def moved(samples: int, left: int) -> str:
+    """What an injection moved, in words: ``"moved 135 reserve samples into training (135 left)"``."""
+    if not samples:
+        return "no reserve sample left to move"
+    return f"moved {samples} reserve samples into training ({left} left)"
+
+
+def fraction_change(before: float, after: float, when: str = "from the next epoch") -> str:
+    """The real fraction before and after an action, in words (``"stays"`` when only reserve data moved)."""
+    if abs(after - before) < 5e-3:
+        return f"real fraction stays {before:.2f}"
+    return f"real fraction {before:.2f} -> {after:.2f} {when}"

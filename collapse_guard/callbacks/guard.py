@@ -15,12 +15,13 @@ from collapse_guard.callbacks._base import (
     run_after_producers,
     run_collectively,
 )
-from collapse_guard.callbacks.events import GuardEvent
+from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
     DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
 )
-from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rules
+from collapse_guard.callbacks.rule_state import natural_order
+from collapse_guard.callbacks.rules import FAMILY, Rule, RuleState, Verdict, default_rules
 
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
@@ -45,13 +46,15 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
       more reserve nor a higher real fraction is left, or after ``max_injections`` injections;
     * ``"stop"``: ``trainer.should_stop = True``.
 
-    With ``restore_best=True``, ``"inject"`` and ``"stop"`` first put back the model's weights from the check at
-    which the first rule's indicator was at its best (by default the held-out real accuracy): the damage the
-    collapsing data did between that check and the detection is undone, and training goes on (``"inject"``) or
-    ends (``"stop"``, as Keras' ``EarlyStopping(restore_best_weights=True)``) from there. The optimizer's state and
+    **Best weights.** ``"stop"`` puts back the model's weights from the check at which the first rule's indicator
+    was at its best (by default the held-out real accuracy), as Keras' ``EarlyStopping(restore_best_weights=True)``:
+    a fit stopped for collapse ends with the weights from before the damage, not with the damaged ones (pass
+    ``restore_best=False`` to keep the last weights, as Lightning's ``EarlyStopping`` does). With
+    ``restore_best=True``, ``"inject"`` does so too before training goes on with fresh real data; by default
+    (``None``) ``"inject"`` keeps the current weights. The optimizer's state and
     the learning-rate schedule are not rolled back. The copy is taken on the CPU at every new best, so it costs
     one model of host memory (and is saved in checkpoints); it needs a strategy whose ``LightningModule.state_dict()``
-    holds the whole model (one device, DDP), not a sharded one (FSDP, DeepSpeed).
+    holds the whole model (one device, DDP), not a sharded one (FSDP, DeepSpeed: pass ``restore_best=False``).
 
     Every firing is a :class:`GuardEvent` (epoch, rule, value, bound, action, reason) in :attr:`events`, logged as
     ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
@@ -93,7 +96,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
             raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
             forgotten ``reserve=`` and is an error at set-up.
-        restore_best: on ``"inject"`` and ``"stop"``, put back the weights of the first rule's best check first.
+        restore_best: put back the weights of the first rule's best check: ``None`` (default) on ``"stop"`` only,
+            ``True`` on ``"inject"`` and ``"stop"``, ``False`` never (and no copy of the weights is kept).
 
     Raises:
         ValueError: for an unknown action, out-of-range numbers or numbers of the wrong kind (NaN, a bool, a str,
@@ -128,7 +132,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         strict: bool = True,
         verbose: bool = True,
         allow_fraction_only: bool = False,
-        restore_best: bool = False,
+        restore_best: Optional[bool] = None,
     ) -> None:
         check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 <= real_fraction_step <= 1.0:
@@ -139,6 +143,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
         self.verbose = verbose
         self.allow_fraction_only = allow_fraction_only
+        if restore_best is not None and not isinstance(restore_best, bool):
+            raise TypeError(f"`restore_best` must be True, False or None, got {restore_best!r}.")
         self.restore_best = restore_best
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
@@ -222,10 +228,10 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
-        readings = self._agree(trainer, readings)
-        verdicts = self._judge(trainer, readings)
-        if self.restore_best:
+        keys, readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
+        readings = self._agree(trainer, keys, readings)
+        verdicts = self._judge(trainer, keys, readings)
+        if self.restore_best is not False:
             self._keep_best(trainer, pl_module, verdicts)
         decision = self.decide(verdicts, **self._room(trainer))
         # every rank judged rank 0's readings; rank 0's decision is taken everywhere all the same
@@ -238,27 +244,47 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]), prog_bar=True)
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
-    def _read(self, trainer: Trainer) -> list[tuple[float, float, float]]:
-        """``(status, value, stderr)`` of every rule's metric at this epoch (local; no communication).
+    def _read(self, trainer: Trainer) -> tuple[list[str], list[tuple[float, float]]]:
+        """The keys the rules read at this epoch, and ``(status, value)`` of each (local; no communication).
 
         A metric of a :class:`CollapseMetricsProducer` (``HeldOutRealCheck``, ``RatioMonitor``) is fresh only at
         the epochs it was logged, so a check every few epochs is never judged twice on a stale value; any other
-        logged metric (the module's own) is fresh whenever it is in ``trainer.callback_metrics``. ``stderr`` is
-        the standard error a ``sigmas`` rule reads, when fresh (else ``nan``).
+        logged metric (the module's own) is fresh whenever it is in ``trainer.callback_metrics``. A family rule
+        (``prefix/*``) reads every member logged now, each with its standard error, and the family's own status.
         """
         producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
-        readings = []
-        for state in self.states:
-            status, value = self._read_key(trainer, producers, state.rule.monitor)
-            stderr_key = state.rule.stderr_key
-            stderr = self._read_key(trainer, producers, stderr_key)[1] if stderr_key is not None else math.nan
-            readings.append((status, value, stderr))
-        return readings
+        keys: list[str] = []
+        for rule in self.rules:
+            if rule.is_family:
+                for name in self._members(trainer, producers, rule):
+                    member = rule.member(name)
+                    keys += [k for k in (member.monitor, member.stderr_key) if k is not None]
+            keys += [k for k in (rule.monitor, rule.stderr_key) if k is not None]
+        keys = list(dict.fromkeys(keys))
+        return keys, [self._read_key(trainer, producers, key) for key in keys]
+
+    @staticmethod
+    def _members(trainer: Trainer, producers: list, rule: Rule) -> list[str]:
+        """The members of a family rule logged at this epoch (by its producer, or in ``callback_metrics``)."""
+        producer = next((p for p in producers if p.logs(rule.monitor)), None)
+        if producer is not None:
+            logged = [k for k, e in producer.__dict__.get("_logged_epoch", {}).items() if e == trainer.current_epoch]
+        else:
+            logged = list(trainer.callback_metrics)
+        return sorted({m for m in map(rule.member_of, logged) if m is not None}, key=natural_order)
 
     @staticmethod
     def _read_key(trainer: Trainer, producers: list, key: str) -> tuple[float, float]:
         metrics, epoch = trainer.callback_metrics, trainer.current_epoch
         producer = next((p for p in producers if p.logs(key)), None)
+        if key.endswith(FAMILY):  # the family's status: fresh when a member was logged now
+            prefix = key[:-1]
+            if producer is not None:
+                logged = producer.__dict__.get("_logged_epoch", {})
+                if any(k.startswith(prefix) and e == epoch for k, e in logged.items()):
+                    return (FRESH, math.nan)
+                return (MISSING if producer.ran_at(epoch) else STALE, math.nan)
+            return (FRESH if any(k.startswith(prefix) for k in metrics) else MISSING, math.nan)
         if producer is not None and producer.logged_epoch(key) != epoch:
             # it measured this epoch, but not this key: a misnamed monitor; else a check that did not run
             return (MISSING if producer.ran_at(epoch) else STALE, math.nan)
@@ -266,17 +292,17 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             return (MISSING, math.nan)
         return (FRESH, float(torch.as_tensor(metrics[key])))
 
-    def _agree(self, trainer: Trainer, readings: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
+    def _agree(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
         """Rank 0's readings on every rank, with a warning for a metric whose value differs between ranks."""
-        if trainer.world_size <= 1:
+        if trainer.world_size <= 1 or not readings:
             return readings
         local = torch.tensor(readings, dtype=torch.float64, device=trainer.strategy.root_device)
-        width = len(readings[0]) if readings else 3
+        width = len(readings[0])
         gathered = trainer.strategy.all_gather(local).cpu().reshape(trainer.world_size, len(readings), width)
         first = gathered[0]
         same = (gathered == first) | (torch.isnan(gathered) & torch.isnan(first))
         for i in torch.nonzero(~same.all(dim=2).all(dim=0)).flatten().tolist():
-            key = self.rules[i].monitor
+            key = keys[i]
             if key not in self._disagreeing:
                 self._disagreeing.add(key)
                 values = ", ".join(f"rank {r}: {gathered[r, i, 1].item():.6g}" for r in range(trainer.world_size))
@@ -290,17 +316,21 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def _disagreeing(self) -> set:
         return self.__dict__.setdefault("_disagreeing_keys", set())
 
-    def _judge(self, trainer: Trainer, readings: list[tuple[float, float, float]]) -> list[Verdict]:
+    def _judge(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, float]]) -> list[Verdict]:
         """Verdicts of the rules whose metric was measured at this epoch (the same on every rank)."""
         metrics, epoch = trainer.callback_metrics, trainer.current_epoch
+        status = {key: reading[0] for key, reading in zip(keys, readings)}
+        row = {key: reading[1] for key, reading in zip(keys, readings) if reading[0] == FRESH and "*" not in key}
         verdicts, missing = [], []
-        for state, (status, value, stderr) in zip(self.states, readings):
-            if status == STALE:
+        for state in self.states:
+            found = status.get(state.rule.monitor, MISSING)
+            if found == STALE:
                 continue
-            if status == MISSING:
+            verdict = state.judge_row(row) if found == FRESH else None
+            if verdict is None:
                 missing.append(state.rule.monitor)
                 continue
-            verdicts.append(state.judge(value, stderr))
+            verdicts.append(verdict)
         if missing and self.strict:
             logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
             raise RuntimeError(
@@ -349,29 +379,15 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if action == "stop":
             trainer.should_stop = True
             detail = detail or "stopping training"
-        if self.restore_best and action in ("inject", "stop"):
+        if action == "stop" and self.restore_best is not False or action == "inject" and self.restore_best:
             restored = self._restore(trainer.lightning_module)
             detail = f"{restored}; {detail}" if restored and detail else (restored or detail)
-        for v in fired or [None]:
-            base = v.reason if v else "a rule fired on another rank"
-            self.events.append(
-                GuardEvent(
-                    epoch=trainer.current_epoch,
-                    global_step=trainer.global_step,
-                    rule=v.rule.label if v else "remote",
-                    monitor=v.rule.monitor if v else "",
-                    value=v.value if v else math.nan,
-                    bound=v.bound if v else None,
-                    action=action,
-                    reason=f"{base}; {detail}" if detail else base,
-                )
-            )
+        self.events.append(GuardEvent(epoch=trainer.current_epoch, global_step=trainer.global_step, action=action,
+                                      **event_fields(fired, detail)))
         self.acted()
         if self.state != "stop":
             self.state = action
-        message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — "
-        message += "; ".join(v.reason for v in fired) or "a rule fired on another rank"
-        message += f"; {detail}" if detail else ""
+        message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — {self.events[-1].reason}"
         if action == "warn":
             rank_zero_warn(message)
         elif self.verbose:
@@ -385,10 +401,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         current = dm.current_real_fraction()
         record = dm.inject(num_samples=decision.samples, min_real_fraction=decision.real_fraction, reason=reason)
         self.injections += 1
-        return (
-            f"injected {record['samples']} reserve samples ({record['reserve_remaining']} left), real fraction "
-            f"{current:.2f} -> {decision.real_fraction:.2f} from next epoch"
-        )
+        return f"{moved(record['samples'], record['reserve_remaining'])}, {fraction_change(current, decision.real_fraction)}"
 
     def summary(self) -> dict:
         """What the guard did, as plain data (the report's ``guards`` entry): ``state``, ``injections``,
@@ -414,9 +427,13 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if not guards or guards[0] is not self:  # one warning for all the guards of the Trainer
             return
         for guard in guards:  # before Lightning looks their states up (load_state_dict comes after this hook)
-            adopt_older_state(checkpoint, guard.state_key, guard._legacy_state_key,
-                              older_state_keys(guard._generate_state_key, guard.rules, guard.action),
-                              RuleState(guard.rules[-1]))
+            fresh = adopt_older_state(checkpoint, guard.state_key, guard._legacy_state_key,
+                                      older_state_keys(guard._generate_state_key, guard.rules, guard.action),
+                                      guard.rules)
+            if len(fresh) > 1:  # more than a rule added since: the defaults changed
+                rank_zero_warn(f"CollapseGuard: the checkpoint holds this guard's state saved with an earlier version's "
+                               f"default rules; its events and injections are restored, and the rules {fresh} start "
+                               "their baselines afresh from the next check.")
         mine = {key for g in guards for key in (g.state_key, g._legacy_state_key)}
         saved = [k for k in (checkpoint.get("callbacks") or {}) if isinstance(k, str) and k.startswith("CollapseGuard")]
         orphans = [k for k in saved if k not in mine]

@@ -41,8 +41,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     torchmetrics ``Metric`` states, synced across ranks, logged through ``pl_module.log`` so every logger sees them:
 
     * ``collapse/heldout_real/{loss,acc,acc_stderr,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
-      ``worst_class_recall,worst_class_recall_stderr,calibration_error}``
-      (:class:`~collapse_guard.metrics.ClassificationIndicators`);
+      ``worst_class_recall,worst_class_recall_stderr,calibration_error}`` and, per class ``c`` present,
+      ``collapse/heldout_real/class_recall/<c>`` and ``class_recall_stderr/<c>`` (the default ``class`` rule judges
+      each against its own history) (:class:`~collapse_guard.metrics.ClassificationIndicators`);
     * ``collapse/heldout_synthetic/{loss,acc}`` and ``collapse/gap/{loss,acc}``: the held-out synthetic value
       minus the held-out real one. A model that does well on synthetic data and worse on real data (a positive
       accuracy gap) has learned the generator;
@@ -376,6 +377,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         """The keys this check logs in this fit (known after the datamodule's set-up)."""
         dm = trainer.datamodule
         keys = {f"collapse/heldout_real/{k}" for k in ClassificationIndicators.KEYS}
+        keys |= {f"collapse/heldout_real/{k}/*" for k in ClassificationIndicators.CLASS_KEYS}  # one key per class
         has_synthetic = self.synthetic and getattr(dm, "heldout_synthetic", None) is not None
         if has_synthetic:
             keys |= {f"collapse/{side}/{k}" for side in ("heldout_synthetic", "gap") for k in GAP_KEYS}

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from collapse_guard.callbacks.events import BoundEvent
+from collapse_guard.callbacks.events import BoundEvent, event_fields
 from collapse_guard.callbacks.policy import DECISIONS, EXHAUSTED, PERSISTS, RuleBook, as_rules, check_guard_arguments
 from collapse_guard.callbacks.rules import Rule, Verdict
 from collapse_guard._numbers import check_real
@@ -178,15 +178,15 @@ class GenerationGuard(RuleBook):
         Raises:
             KeyError: with ``strict=True``, when a monitored metric is missing (the message lists those given).
         """
-        missing = [r.monitor for r in self.rules if r.monitor not in metrics]
+        missing = [r.monitor for r in self.rules
+                   if r.monitor not in metrics and not any(r.member_of(k) is not None for k in metrics)]
         if missing and self.strict:
             raise KeyError(
                 f"GenerationGuard monitors {missing}, which generation {generation} did not record; "
                 f"recorded: {sorted(metrics)}. Fix the rule's `monitor` or add the metric to the loop."
             )
-        verdicts: list[Verdict] = [
-            state.judge(float(metrics[state.rule.monitor])) for state in self.states if state.rule.monitor in metrics
-        ]
+        judged = (state.judge_row(metrics) for state in self.states)  # a family rule judges each member
+        verdicts: list[Verdict] = [v for v in judged if v is not None]
         before = float(real_fraction)
         decision = self.decide(verdicts, before, reserve_size, reserve_remaining, self.real_fraction_floor)
         result = GenerationDecision("ok", max(self.real_fraction_floor, 0.0), verdicts=verdicts)
@@ -216,13 +216,10 @@ class GenerationGuard(RuleBook):
                 EXHAUSTED: f"the real share is already {before:.2f} (max {self.max_real_fraction:.2f}) and no reserve "
                            "is left: stopping the loop",
             }.get(decision.escalated, f"stopping the loop after generation {generation}")
-        for v in decision.fired:
-            event = GenerationEvent(
-                generation=generation, rule=v.rule.label, monitor=v.rule.monitor, value=v.value, bound=v.bound,
-                action=action, reason=f"{v.reason}; {detail}", real_fraction_before=before, real_fraction_after=after,
-            )
-            self.events.append(event)
-            result.events.append(event)
+        event = GenerationEvent(generation=generation, action=action, real_fraction_before=before,
+                                real_fraction_after=after, **event_fields(decision.fired, detail))
+        self.events.append(event)
+        result.events.append(event)
         self.acted()
         result.action = action
         result.real_fraction = self.real_fraction_floor

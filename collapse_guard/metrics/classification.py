@@ -9,6 +9,7 @@ from torchmetrics import Metric
 from collapse_guard.metrics.functional.classification import (
     binomial_standard_error,
     confusion_counts,
+    per_class_recall,
     effective_number_of_classes,
     marginal_kl_divergence,
     marginal_total_variation,
@@ -39,7 +40,9 @@ class ClassificationIndicators(Metric):
     * ``worst_class_recall_stderr``: its standard error on that class's support
       (:func:`worst_class_recall_standard_error`);
     * ``calibration_error``: expected calibration error (L1, equal-width confidence bins), ``[0, 1]``
-      (Guo et al. 2017; the same estimator as torchmetrics' ``MulticlassCalibrationError``).
+      (Guo et al. 2017; the same estimator as torchmetrics' ``MulticlassCalibrationError``);
+    * ``class_recall/<c>`` and ``class_recall_stderr/<c>``: the recall of each class ``c`` present in the targets
+      and its binomial standard error on that class's support (:data:`CLASS_KEYS`; absent classes have no key).
 
     Args:
         num_classes: number of classes ``C``.
@@ -61,6 +64,8 @@ class ClassificationIndicators(Metric):
         "loss", "acc", "acc_stderr", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl",
         "worst_class_recall", "worst_class_recall_stderr", "calibration_error",
     )
+    #: the per-class families of :meth:`compute`'s dict (``"class_recall/3"``), one key per class present
+    CLASS_KEYS = ("class_recall", "class_recall_stderr")
 
     def __init__(self, num_classes: int, n_bins: int = 15, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -102,6 +107,13 @@ class ClassificationIndicators(Metric):
         nonempty = self.bin_count > 0
         ece = (self.bin_conf[nonempty] - self.bin_correct[nonempty]).abs().sum() / n
         correct = self.confmat.diagonal().sum()
+        support = true_marginal
+        recall = per_class_recall(self.confmat)
+        recall_stderr = binomial_standard_error(self.confmat.diagonal(), support)
+        per_class = {}
+        for c in torch.nonzero(support > 0).flatten().tolist():
+            per_class[f"class_recall/{c}"] = recall[c]
+            per_class[f"class_recall_stderr/{c}"] = recall_stderr[c]
         return {
             "loss": self.loss_sum / n,
             "acc": correct.double() / n,
@@ -114,5 +126,6 @@ class ClassificationIndicators(Metric):
             "worst_class_recall": worst_class_recall(self.confmat),
             "worst_class_recall_stderr": worst_class_recall_standard_error(self.confmat),
             "calibration_error": ece,
+            **per_class,
         }
 

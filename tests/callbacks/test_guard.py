@@ -116,7 +116,7 @@ def test_inject_moves_reserve_and_raises_the_fraction_then_stops_after_max_injec
     assert h[1]["real_fraction_target"] == 0.5 and h[1]["samples"]["reserve"] > 0
     assert h[1]["real_fraction"] == pytest.approx(0.5, abs=1 / 8)
     assert h[0]["real_fraction"] == pytest.approx(0.25, abs=1 / 8)
-    assert "injected 8 reserve samples" in guard.events[0].reason and "0.25 -> 0.50" in guard.events[0].reason
+    assert "moved 8 reserve samples into training" in guard.events[0].reason and "0.25 -> 0.50" in guard.events[0].reason
     assert "after 1 injection(s)" in guard.events[1].reason
     assert guard.injections == 1 and guard.state == "stop"
 
@@ -154,8 +154,9 @@ def test_strongest_action_of_fired_rules_wins():
         trainer, *_ = fit(guard, max_epochs=3)
     assert not [w for w in rec if "CollapseGuard" in str(w.message)]  # stopped, not warned
     assert trainer.current_epoch == 1
-    # one event per fired rule, all with the action taken
-    assert [(e.rule, e.action) for e in guard.events] == [("w", "stop"), ("s", "stop")]
+    # one event for the action, listing every fired rule
+    assert [(e.rule, e.rules, e.action) for e in guard.events] == [("w", ("w", "s"), "stop")]
+    assert guard.events[0].reason.startswith("2 rules fired (w, s): ")
 
 
 # -- warn -------------------------------------------------------------------------------------------------------
@@ -356,18 +357,20 @@ def test_sigmas_rule_with_a_misnamed_stderr_key_fails_at_setup():
         fit(guard, max_epochs=1)
 
 
-def test_default_rules_are_in_units_of_the_heldout_noise():
+def test_default_rules_are_in_units_of_the_heldout_and_the_training_noise():
     rules = {r.name: r for r in default_rules()}
     assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
-    assert rules["worst_class"].stderr_key == "collapse/heldout_real/worst_class_recall_stderr"
-    assert rules["heldout_real_acc"].sigmas == rules["worst_class"].sigmas == 2.0
-    assert all(r.min_change == 0.0 for r in rules.values())
+    assert rules["class"].is_family and rules["class"].stderr_key == "collapse/heldout_real/class_recall_stderr/*"
+    assert rules["heldout_real_acc"].noise == rules["class"].noise == "combined"
+    assert rules["heldout_real_acc"].baseline == rules["class"].baseline == "level"
+    assert rules["eff_classes"].noise == "checks" and rules["eff_classes"].stderr_key is None
+    assert rules["heldout_real_acc"].min_change == rules["class"].min_change == 0.0
 
 
 def test_default_rules_take_a_practical_floor():
     rules = {r.name: r for r in default_rules(min_change=0.01)}
-    assert rules["heldout_real_acc"].min_change == rules["worst_class"].min_change == 0.01
-    assert rules["eff_classes"].min_change == 0.0  # a relative rule of its own, in a share of its best
+    assert rules["heldout_real_acc"].min_change == rules["class"].min_change == 0.01
+    assert rules["eff_classes"].min_change == default_rules()[2].min_change  # a floor of its own, in its own units
     with pytest.raises(ValueError, match="`min_change`"):
         default_rules(min_change=-0.01)
 
@@ -409,12 +412,19 @@ def test_restore_best_puts_back_the_weights_of_the_best_check(action):
         assert same_weights(recorder.at_start[3], recorder.weights[best])
 
 
-def test_restore_best_is_off_by_default_and_checkpointed():
-    guard = CollapseGuard(rules=[always("stop", patience=2)])
+def test_restore_best_is_off_when_asked_and_checkpointed():
+    guard = CollapseGuard(rules=[always("stop", patience=2)], restore_best=False)
     recorder = WeightsAtEpochEnd()
     trainer, *_ = fit(guard, max_epochs=3, order=lambda g, r, c: [recorder, r, c, g])
     assert guard.best_weights is None and "restored" not in guard.events[0].reason
     assert same_weights(trainer.lightning_module.state_dict(), recorder.weights[-1])
+    # by default a stop puts the best weights back, an inject does not
+    stopper = CollapseGuard(rules=[always("stop", patience=2)])
+    fit(stopper, max_epochs=3)
+    assert stopper.restore_best is None and "restored the weights of epoch" in stopper.events[0].reason
+    injector = CollapseGuard(rules=[always("inject", patience=2)], max_injections=1)
+    fit(injector, max_epochs=3)
+    assert injector.events[0].action == "inject" and "restored" not in injector.events[0].reason
     keeper = CollapseGuard(rules=[always("warn", patience=5)], restore_best=True)
     fit(keeper, max_epochs=2)
     state = keeper.state_dict()

@@ -111,7 +111,8 @@ def test_rule_book_decides_with_its_own_state_and_changes_nothing():
     (GenerationEvent, dict(generation=2, real_fraction_before=0.0, real_fraction_after=0.5)),
 ])
 def test_events_hold_the_bound_and_load_from_old_checkpoints(event_type, extra):
-    event = event_type(rule="acc", monitor=ACC, value=0.4, bound=0.5, action="stop", reason="r", **extra)
+    event = event_type(rule="acc", monitor=ACC, value=0.4, bound=0.5, action="stop", reason="r", rules=("acc",),
+                       **extra)
     with pytest.warns(DeprecationWarning, match="bound"):
         assert event.threshold == 0.5
     assert event_type.from_state(event.state_dict()) == event

@@ -175,7 +175,8 @@ def test_state_dict_round_trip(baseline):
     values = [0.8, 0.9, 0.7, 0.7]
     state, _ = run(rule, values)
     saved = state.state_dict()
-    assert saved == {"checks": 4, "first_values": [0.8, 0.9], "best": 0.9, "wait": 2, "last_stderr": None}
+    assert saved == {"checks": 4, "first_values": [0.8, 0.9], "best": 0.9, "wait": 2, "last_stderr": None,
+                     "values": values}
     restored = RuleState(rule)
     restored.load_state_dict(saved)
     assert restored.state_dict() == saved
@@ -212,7 +213,7 @@ def test_sigmas_bound_is_best_minus_sigmas_standard_errors():
     assert v.bound == pytest.approx(0.88) and not v.violated
     v = state.judge(0.875, stderr=0.01)
     assert v.violated and v.fired
-    assert "2 x standard error 0.0100" in v.reason and "best baseline 0.9000" in v.reason
+    assert "2 x noise 0.0100 (standard error 0.0100)" in v.reason and "best baseline 0.9000" in v.reason
 
 
 def test_sigmas_scale_with_the_noise_of_the_evaluation_set():

@@ -191,13 +191,14 @@ def test_generation_guard_without_lightning():
         d = guard.check(1, {"recall": 0.95, "ppl": 12.0}, 0.0)
     assert d.action == "warn" and d.real_fraction == 0.0 and guard.real_fraction_floor == 0.0
     d = guard.check(2, {"recall": 0.8, "ppl": 12.0}, 0.0)  # the strongest action wins
-    assert d.action == "inject" and d.real_fraction == 0.5 and len(d.events) == 2
+    assert d.action == "inject" and d.real_fraction == 0.5 and len(d.events) == 1  # one event for the action,
+    assert d.events[0].rules == ("recall", "ppl")                                    # listing both rules
     state = guard.state_dict()
     d = guard.check(3, {"recall": 0.8, "ppl": 10.0}, 0.5)  # no higher share and no reserve left
     assert d.action == "stop" and guard.stopped and "already 0.50" in d.events[0].reason
     restored = GenerationGuard(guard.rules, real_fraction_step=0.5, max_real_fraction=0.5)
     restored.load_state_dict(state)
-    assert restored.real_fraction_floor == 0.5 and len(restored.events) == 3 and not restored.stopped
+    assert restored.real_fraction_floor == 0.5 and len(restored.events) == 2 and not restored.stopped
     with pytest.raises(KeyError, match="recorded: \\['ppl'\\]"):
         restored.check(4, {"ppl": 1.0}, 0.5)
     for bad in (dict(rules=[]), dict(action="boom"), dict(real_fraction_step=0.0), dict(max_real_fraction=1.5)):
