@@ -6,6 +6,7 @@ Benchmarks print figures; they are not tests of the figures. The detection scrip
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 from pathlib import Path
@@ -129,3 +130,41 @@ def test_cost_smallest_configuration(tmp_path, capsys):
     assert "HeldOutRealCheck(features=True) (opt-in)" in printed
     assert result["machine"]["nproc"] >= 1
     assert "| fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults)" in printed
+
+
+def test_suite_smallest_configuration_and_choice(tmp_path, capsys):
+    suite = _load("suite")
+    choose = _load("choose_defaults")
+    out = tmp_path / "suite.json"
+    record = suite.main(["--quick", "--datasets", "wine", "--epochs", "3", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert out.exists()
+    assert [(r["task"], r["scenario"], r["seed"]) for r in record["runs"]] == [
+        ("wine", s, 0) for s in ("pure_real", "good_generator", "accumulate", "mode_loss", "label_noise", "offset",
+                                 "replace")]
+    for run in record["runs"]:
+        assert len(run["trajectory"]) == 3 and suite.part(run) == "untouched"
+        row = run["trajectory"][-1]
+        for key in ("test_acc", "collapse/heldout_real/acc", "collapse/heldout_real/class_recall/2",
+                    "collapse/heldout_real/class_recall_stderr/2"):
+            assert math.isfinite(row[key]), key
+    scores = record["scores"]
+    assert scores["mismatches"] == []  # the replay of the default rules gives the live guard's first firings
+    assert scores["parts"]["untouched"]["summary"]["runs"] == 7 and scores["parts"]["development"]["summary"]["runs"] == 0
+    assert "| part | caught / collapsed |" in printed
+    rescored = suite.main(["--score-from", str(out)])
+    assert rescored["scores"]["parts"] == json.loads(json.dumps(scores["parts"]))
+    # the choice refuses a record without development runs, and scores only those it has
+    with pytest.raises(SystemExit):
+        choose.main([str(out), "--json", ""])
+    for run in record["runs"]:
+        run["task"] = "digits"
+    (tmp_path / "dev.json").write_text(json.dumps(record, default=float))
+    result = choose.main([str(tmp_path / "dev.json"), "--top", "3", "--json", ""])
+    assert result["development_runs"] == 7 and len(result["top"]) >= 1
+    assert result["chosen"]["pure_real_fired"] == 0 and result["chosen"]["false_alarms"] == 0
+    from collapse_guard import default_rules
+    from collapse_guard.callbacks.rules import Rule, heldout_loss_rule
+
+    for rule in default_rules():  # the chosen rules are printed as code that builds them
+        assert eval(choose.rule_code(rule), {"Rule": Rule, "heldout_loss_rule": heldout_loss_rule}) == rule
