@@ -231,6 +231,30 @@ def test_an_old_default_guard_state_loads_into_the_new_default_guard(legacy):
     assert new.injections == 1 and new.state == "inject"
 
 
+@pytest.mark.parametrize("with_loss_rule", [True, False])
+def test_a_guard_saved_with_the_earlier_default_rules_resumes_its_events_with_fresh_rules(with_loss_rule):
+    from collapse_guard.callbacks._state_keys import earlier_default_rules
+
+    rules = earlier_default_rules()[0 if with_loss_rule else 1]
+    old = CollapseGuard(rules=rules)
+    for state in old.states:
+        state.judge(0.9, 0.01)
+    old.injections, old.state = 1, "inject"
+    checkpoint = {"callbacks": {old.state_key: old.state_dict()}, "pytorch-lightning_version": "2.6.0"}
+    new = CollapseGuard()
+    trainer = make_trainer(max_epochs=1, callbacks=[new])
+    with pytest.warns(UserWarning, match="earlier version's default rules") as caught:
+        call._call_callbacks_on_load_checkpoint(trainer, checkpoint)
+        call._call_callbacks_load_state_dict(trainer, checkpoint)
+    assert not [w for w in caught if "no guard of this Trainer has" in str(w.message)]
+    assert new.injections == 1 and new.state == "inject"
+    fresh = [s for s in new.states if s.checks == 0]
+    assert [s.rule.name for s in fresh] == ["heldout_real_acc", "class", "eff_classes"] + (
+        [] if with_loss_rule else ["heldout_real_loss"])
+    if with_loss_rule:  # the same rule then and now: its state carries over
+        assert new.states[3].checks == 1
+
+
 def test_an_unrelated_old_state_is_not_adopted():
     other = CollapseGuard(rules=[Rule(ACC, threshold=0.5)])
     checkpoint = {"callbacks": {other.state_key: other.state_dict()}, "pytorch-lightning_version": "2.6.0"}
