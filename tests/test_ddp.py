@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cg_testing, also when run as the DDP script
-from cg_testing import REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, epoch_checkpoints, hf_dataset, ids_of, make_mixed
+from cg_testing import (REAL_BASE, SYNTH_BASE, VAL_BASE, TinyMLP, epoch_checkpoints, guard_state, hf_dataset, ids_of,
+                        make_mixed)
 
 HERE = Path(__file__).resolve()
 BATCH, SAMPLES, EPOCHS = 8, 64, 4
@@ -143,7 +144,7 @@ def resumable_fit(max_epochs: int, ckpt_dir: Path | None = None, ckpt_path: Path
         ratio_history=ratio.history,
         check_history=check.history,
         events=[asdict(e) for e in guard.events],
-        guard=guard.state_dict(),
+        guard=guard_state(guard),
         mixer=dm.state_dict(),
         weights=[p.detach().flatten().tolist() for p in model.parameters()],
     )

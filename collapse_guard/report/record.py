@@ -24,10 +24,12 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
                    "restore_best"},
         "rules": [{"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline",
                    "baseline_checks", "min_change", "min_delta", "patience", "action", "non_finite",  # min_delta: Rule.margin
-                   "state": {"checks", "first_values", "best", "wait", "last_stderr"},   # RuleState.state_dict()
+                   "noise",                                                # "stderr" | "checks" | "combined"
+                   "state": {"checks", "first_values", "best", "wait", "last_stderr", "values"},  # RuleState.state_dict()
+                   "members": {member: {...the same...}},                 # family rules ("prefix/*") only
                    "baseline_value": float | null,                        # RuleState.baseline()
                    "bound": float | null}],                # RuleState.bound(last_stderr)
-        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}]}],
+        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}]}],
                                                          # threshold: GuardEvent.bound, the bound in force
       "injections": [{"epoch", "samples", "real_fraction_floor", "reserve_remaining", "reason"}],
       "provenance": null | <the provenance manifest, below>,

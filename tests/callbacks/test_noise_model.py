@@ -114,7 +114,10 @@ def test_the_default_rules_let_a_swinging_class_be_and_the_earlier_ones_did_not(
 
 def test_the_default_rules_name_a_lost_class():
     fired = replay(mode_loss_run(lost=2), default_rules())
-    assert fired and fired[0][0] == 7 and fired[0][1] == "class 2"  # patience 2: the second check of the fall
+    assert fired[0] == (6, "heldout_real_acc")  # accuracy falls 3 standard errors at the first check of the fall
+    by_class = replay(mode_loss_run(lost=2), [default_rules()[1]])
+    assert by_class and by_class[0] == (8, "class 2")  # patience 3: the third check of the fall
+    assert all(label == "class 2" for _, label in by_class)
 
 
 def test_a_family_rule_keeps_one_state_per_member_and_resumes():
@@ -146,11 +149,15 @@ def test_a_healthy_run_with_a_swinging_class_raises_no_event():
 
 
 def test_a_mode_loss_run_raises_an_event_naming_the_class():
-    guard = fit(mode_loss_run(lost=2), action="warn")
-    assert guard.events[0].epoch == 7  # "warn" fixes nothing: it fires again after each cooldown
+    # the default guard acts on accuracy first (at epoch 6), and every action restarts the other rules' patience,
+    # so the class rule is judged here without the accuracy rule
+    assert fit(mode_loss_run(lost=2), action="warn").events[0].rules == ("heldout_real_acc",)
+    guard = fit(mode_loss_run(lost=2), rules=default_rules()[1:], action="warn")
     event = guard.events[0]
-    assert event.rule == "class 2" and event.monitor == PREFIX + "class_recall/2"
-    assert "class 2" in event.reason and event.value == pytest.approx(mode_loss_run(lost=2)[7][event.monitor])
+    assert event.epoch == 8 and event.rules == ("class 2",) and event.rule == "class 2"
+    assert event.monitor == PREFIX + "class_recall/2" and "class 2: " + PREFIX + "class_recall/2 = " in event.reason
+    assert event.value == pytest.approx(mode_loss_run(lost=2)[8][event.monitor])
+    assert all(e.rules == ("class 2",) for e in guard.events)
 
 
 def test_several_rules_firing_at_one_check_make_one_event_listing_them():

@@ -118,6 +118,16 @@ class TinyMLP(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+def guard_state(guard) -> dict:
+    """``guard.state_dict()`` comparable with ``==`` and JSON-ready: the best weights' tensors (a default guard keeps
+    them for ``stop``) as lists."""
+    state = dict(guard.state_dict())
+    best = state.get("best_weights")
+    if best is not None:
+        state["best_weights"] = {**best, "weights": {k: v.tolist() for k, v in best["weights"].items()}}
+    return state
+
+
 def epoch_checkpoints(ckpt_dir: Path) -> ModelCheckpoint:
     """Lightning's ``ModelCheckpoint`` writing ``epoch={k}.ckpt`` into ``ckpt_dir`` after every epoch, all kept."""
     return ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1)

@@ -31,8 +31,8 @@ RUN_KEYS = {"current_epoch", "global_step", "max_epochs", "world_size", "should_
 RATIO_ROW_KEYS = {"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target", "samples", "shares"}
 GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events"}
 RULE_KEYS = {"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks",
-             "min_change", "min_delta", "patience", "action", "non_finite", "state", "baseline_value", "bound"}
-EVENT_KEYS = {"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason"}
+             "min_change", "min_delta", "patience", "action", "non_finite", "noise", "state", "baseline_value", "bound"}
+EVENT_KEYS = {"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}
 FINAL_KEYS = {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state", "events",
               "stopped_by_guard", "metrics"}
 PROVENANCE_KEYS = {"schema_version", "kind", "seed", "samples_total", "real_share", "sources", "heldout",
@@ -123,8 +123,8 @@ def test_report_files_follow_the_documented_schema(guarded_run):
     assert noise["state"]["last_stderr"] == pytest.approx(run.check.history[-1]["collapse/heldout_real/acc_stderr"])
     assert noise["bound"] == pytest.approx(noise["baseline_value"] - 50.0 * noise["state"]["last_stderr"])
     # schema 1 writes an event's bound (the bound in force) under its published name, threshold
-    assert guard["events"] == [{("threshold" if k == "bound" else k): v for k, v in dataclasses.asdict(e).items()}
-                               for e in run.guard.events]
+    assert guard["events"] == [{("threshold" if k == "bound" else k): list(v) if isinstance(v, tuple) else v
+                                for k, v in dataclasses.asdict(e).items()} for e in run.guard.events]
     assert [e["action"] for e in guard["events"]] == ["inject", "inject", "stop"]
     for event in guard["events"]:
         assert set(event) == EVENT_KEYS and "bound 1.0100" in event["reason"]
