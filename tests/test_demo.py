@@ -37,7 +37,7 @@ def test_quick_demo_guard_acts_and_helps(tmp_path, capsys):
         assert m["collapse/heldout_real/acc"] == g["collapse/heldout_real/acc"]
 
     saved = json.loads((tmp_path / "demo.json").read_text())
-    assert saved["fits"][2]["events"] == events
+    assert saved["fits"][2]["events"] == json.loads(json.dumps(events))  # tuples (an event's rules) as lists
     assert {s["generation"] for s in saved["synthetic"].values()} == set(record["config"]["generations"])
     out = capsys.readouterr().out
     assert "guard events:" in out and "test accuracy below real-only" in out

@@ -303,18 +303,14 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         same = (gathered == first) | (torch.isnan(gathered) & torch.isnan(first))
         for i in torch.nonzero(~same.all(dim=2).all(dim=0)).flatten().tolist():
             key = keys[i]
-            if key not in self._disagreeing:
-                self._disagreeing.add(key)
+            if key not in self.__dict__.setdefault("_disagreeing_keys", set()):
+                self.__dict__["_disagreeing_keys"].add(key)
                 values = ", ".join(f"rank {r}: {gathered[r, i, 1].item():.6g}" for r in range(trainer.world_size))
                 rank_zero_warn(
                     f"CollapseGuard: {key} differs between ranks ({values}); every rank judges rank 0's value. Log "
                     "it with `sync_dist=True` (or as a synced torchmetrics Metric) so the guard judges all the data."
                 )
         return [tuple(float(x) for x in row) for row in first.tolist()]
-
-    @property
-    def _disagreeing(self) -> set:
-        return self.__dict__.setdefault("_disagreeing_keys", set())
 
     def _judge(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, float]]) -> list[Verdict]:
         """Verdicts of the rules whose metric was measured at this epoch (the same on every rank)."""
