@@ -95,3 +95,28 @@ def checked_logits(logits: Any, target: Any) -> tuple[Tensor, Tensor]:
             "number of classes: pass a `forward_fn` (and `batch_fn`) that give one row of class logits per target."
         )
     return logits, target
+
+
+#: strategies whose ``LightningModule.state_dict()`` is a shard of the model, not the whole of it
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+
+
+def copies_best_weights(strategy: Any, restore_best: Any) -> bool:
+    """Whether ``CollapseGuard`` keeps a copy of the best check's weights under ``strategy``.
+
+    ``restore_best=None`` (the default: restore on ``"stop"``) keeps copies unless the strategy shards the model
+    (:data:`SHARDED_STRATEGIES`), where a copy of one rank's shard cannot be put back; ``False`` never keeps them.
+
+    Raises:
+        ValueError: ``restore_best=True`` under a sharded strategy (pass ``restore_best=False`` or ``None``).
+
+    Example::
+
+        >>> copies_best_weights(object(), None)
+        True
+    """
+    sharded = type(strategy).__name__ in SHARDED_STRATEGIES
+    if restore_best and sharded:
+        raise ValueError(f"CollapseGuard(restore_best=True) cannot put back the weights under {type(strategy).__name__}"
+                         ", which shards the model: pass restore_best=False (or None: restore where the strategy allows).")
+    return restore_best is not False and not sharded

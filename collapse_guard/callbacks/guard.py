@@ -15,6 +15,7 @@ from collapse_guard.callbacks._base import (
     run_after_producers,
     run_collectively,
 )
+from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
@@ -54,7 +55,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     (``None``) ``"inject"`` keeps the current weights. The optimizer's state and
     the learning-rate schedule are not rolled back. The copy is taken on the CPU at every new best, so it costs
     one model of host memory (and is saved in checkpoints); it needs a strategy whose ``LightningModule.state_dict()``
-    holds the whole model (one device, DDP), not a sharded one (FSDP, DeepSpeed: pass ``restore_best=False``).
+    holds the whole model (one device, DDP); under a sharded one (FSDP, DeepSpeed) the default keeps no copy and
+    ``restore_best=True`` is an error at set-up.
 
     Every firing is a :class:`GuardEvent` (epoch, rule, value, bound, action, reason) in :attr:`events`, logged as
     ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
@@ -182,6 +184,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             dm = require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
             self._check_reserve(dm)
         run_after_producers(trainer, self)
+        self._copies = copies_best_weights(trainer.strategy, self.restore_best)
         if self.strict:
             self._check_monitors(trainer)
 
@@ -231,7 +234,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         keys, readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
         readings = self._agree(trainer, keys, readings)
         verdicts = self._judge(trainer, keys, readings)
-        if self.restore_best is not False:
+        if getattr(self, "_copies", self.restore_best is not False):
             self._keep_best(trainer, pl_module, verdicts)
         decision = self.decide(verdicts, **self._room(trainer))
         # every rank judged rank 0's readings; rank 0's decision is taken everywhere all the same

@@ -202,3 +202,16 @@ def test_stop_puts_back_the_best_weights_by_default_and_can_opt_out():
     assert all(torch.equal(v, seen[-1][k]) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="restore_best"):
         CollapseGuard(restore_best="yes")
+
+
+def test_best_weights_are_copied_only_where_the_strategy_holds_the_whole_model():
+    from collapse_guard.callbacks._model_io import copies_best_weights
+
+    class FSDPStrategy:  # named as Lightning's: only the name is read
+        pass
+
+    assert copies_best_weights(object(), None) and copies_best_weights(object(), True)
+    assert not copies_best_weights(object(), False)
+    assert not copies_best_weights(FSDPStrategy(), None)  # the default quietly keeps no shard
+    with pytest.raises(ValueError, match="restore_best=True.*FSDPStrategy"):
+        copies_best_weights(FSDPStrategy(), True)
