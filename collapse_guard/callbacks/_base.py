@@ -40,7 +40,12 @@ class CollapseMetricsProducer:
 
     def ran_at(self, epoch: int) -> bool:
         """Whether this producer logged anything at ``epoch``."""
-        return epoch in self.__dict__.get("_logged_epoch", {}).values()
+        return bool(self.keys_logged_at(epoch))
+
+    def keys_logged_at(self, epoch: int, prefix: str = "") -> list[str]:
+        """The keys (starting with ``prefix``) this producer last logged at ``epoch``, in first-logged order."""
+        logged = self.__dict__.get("_logged_epoch", {})
+        return [k for k, e in logged.items() if e == epoch and k.startswith(prefix)]
 
     def logged_epoch(self, key: str) -> Optional[int]:
         """The epoch ``key`` was last logged at by this producer (``None``: not yet)."""

@@ -104,14 +104,26 @@ class GuardEvent(BoundEvent):
 
 
 def moved(samples: int, left: int) -> str:
-    """What an injection moved, in words: ``"moved 135 reserve samples into training (135 left)"``."""
+    """What an injection moved, in words: ``"moved 135 reserve samples into training (135 left)"``.
+
+    Args:
+        samples: reserve samples moved, ``>= 0`` (0: ``"no reserve sample left to move"``).
+        left: reserve samples not yet moved, ``>= 0``.
+    """
     if not samples:
         return "no reserve sample left to move"
     return f"moved {samples} reserve samples into training ({left} left)"
 
 
 def fraction_change(before: float, after: float, when: str = "from the next epoch") -> str:
-    """The real fraction before and after an action, in words (``"stays"`` when only reserve data moved)."""
+    """The real fraction before and after an action, in words: ``"real fraction 0.00 -> 0.50 from the next epoch"``,
+    or ``"real fraction stays 1.00"`` when only reserve data moved (a change under 0.005).
+
+    Args:
+        before: the real fraction trained at, in ``[0, 1]``.
+        after: the real fraction from now on, in ``[0, 1]``.
+        when: when ``after`` takes effect, in words.
+    """
     if abs(after - before) < 5e-3:
         return f"real fraction stays {before:.2f}"
     return f"real fraction {before:.2f} -> {after:.2f} {when}"

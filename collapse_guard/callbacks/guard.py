@@ -58,7 +58,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     holds the whole model (one device, DDP); under a sharded one (FSDP, DeepSpeed) the default keeps no copy and
     ``restore_best=True`` is an error at set-up.
 
-    Every firing is a :class:`GuardEvent` (epoch, rule, value, bound, action, reason) in :attr:`events`, logged as
+    Every action is one :class:`GuardEvent` (epoch, rule, rules, value, bound, action, reason: every rule that fired
+    at that check, the reserve moved and the real fraction before and after) in :attr:`events`, logged as
     ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
 
     A NaN or infinite indicator fires its rule at once with the rule's ``non_finite`` action, ``"stop"`` by
@@ -148,6 +149,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if restore_best is not None and not isinstance(restore_best, bool):
             raise TypeError(f"`restore_best` must be True, False or None, got {restore_best!r}.")
         self.restore_best = restore_best
+        self._copies = restore_best is not False  # whether best weights are copied (set-up asks the strategy too)
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
         self.state = "ok"
@@ -234,7 +236,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         keys, readings = run_collectively(trainer, type(self).__name__, lambda: self._read(trainer))
         readings = self._agree(trainer, keys, readings)
         verdicts = self._judge(trainer, keys, readings)
-        if getattr(self, "_copies", self.restore_best is not False):
+        if self._copies:
             self._keep_best(trainer, pl_module, verdicts)
         decision = self.decide(verdicts, **self._room(trainer))
         # every rank judged rank 0's readings; rank 0's decision is taken everywhere all the same
@@ -260,8 +262,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         for rule in self.rules:
             if rule.is_family:
                 for name in self._members(trainer, producers, rule):
-                    member = rule.member(name)
-                    keys += [k for k in (member.monitor, member.stderr_key) if k is not None]
+                    keys += [k for k in (rule.member_key(name), rule.member_stderr_key(name)) if k is not None]
             keys += [k for k in (rule.monitor, rule.stderr_key) if k is not None]
         keys = list(dict.fromkeys(keys))
         return keys, [self._read_key(trainer, producers, key) for key in keys]
@@ -270,10 +271,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def _members(trainer: Trainer, producers: list, rule: Rule) -> list[str]:
         """The members of a family rule logged at this epoch (by its producer, or in ``callback_metrics``)."""
         producer = next((p for p in producers if p.logs(rule.monitor)), None)
-        if producer is not None:
-            logged = [k for k, e in producer.__dict__.get("_logged_epoch", {}).items() if e == trainer.current_epoch]
-        else:
-            logged = list(trainer.callback_metrics)
+        logged = producer.keys_logged_at(trainer.current_epoch) if producer is not None else trainer.callback_metrics
         return sorted({m for m in map(rule.member_of, logged) if m is not None}, key=natural_order)
 
     @staticmethod
@@ -283,8 +281,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if key.endswith(FAMILY):  # the family's status: fresh when a member was logged now
             prefix = key[:-1]
             if producer is not None:
-                logged = producer.__dict__.get("_logged_epoch", {})
-                if any(k.startswith(prefix) and e == epoch for k, e in logged.items()):
+                if producer.keys_logged_at(epoch, prefix):
                     return (FRESH, math.nan)
                 return (MISSING if producer.ran_at(epoch) else STALE, math.nan)
             return (FRESH if any(k.startswith(prefix) for k in metrics) else MISSING, math.nan)

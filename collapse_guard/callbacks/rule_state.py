@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Optional
 
@@ -43,7 +44,7 @@ class Verdict:
     @property
     def monitor(self) -> str:
         """The logged key the value is of (the member's key for a family rule)."""
-        return self.rule.member(self.member).monitor if self.member is not None else self.rule.monitor
+        return self.rule.member_key(self.member) if self.member is not None else self.rule.monitor
 
 
 def natural_order(name: str) -> tuple:
@@ -202,7 +203,7 @@ class RuleState:
         for key in row:
             name = rule.member_of(key)
             if name is not None:
-                stderr_key = rule.member(name).stderr_key
+                stderr_key = rule.member_stderr_key(name)
                 stderr = row.get(stderr_key) if stderr_key is not None else None
                 readings[name] = (float(row[key]), None if stderr is None else float(stderr))
         return self.judge_members(readings) if readings else None
@@ -236,8 +237,6 @@ class RuleState:
 
     def check(self, value: float, stderr: Optional[float] = None) -> Verdict:
         """Deprecated alias of :meth:`judge`."""
-        import warnings
-
         warnings.warn("`RuleState.check` is deprecated: call `RuleState.judge`.", DeprecationWarning, stacklevel=2)
         return self.judge(value, stderr)
 

@@ -227,11 +227,19 @@ class Rule:
             return None
         return name
 
+    def member_key(self, name: str) -> str:
+        """The logged key of member ``name`` of this family (``"3"`` -> ``".../class_recall/3"``)."""
+        return self.monitor[:-1] + name
+
+    def member_stderr_key(self, name: str) -> Optional[str]:
+        """The logged key of member ``name``'s standard error (``None`` when the rule reads none)."""
+        stderr = self.stderr_key
+        return None if stderr is None else stderr[:-1] + name
+
     def member(self, name: str) -> "Rule":
         """The rule on one member of this family: its own key and standard error, named ``"<label> <member>"``."""
-        stderr = self.stderr_key
-        return replace(self, monitor=self.monitor[:-1] + name, name=f"{self.label} {name}",
-                       stderr=None if stderr is None else stderr[:-1] + name)
+        return replace(self, monitor=self.member_key(name), name=f"{self.label} {name}",
+                       stderr=self.member_stderr_key(name))
 
 
 def default_rules(min_change: float = 0.0) -> list[Rule]:
