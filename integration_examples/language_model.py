@@ -1,0 +1,280 @@
+"""A character-level language model trained on real text mixed with generated text, guarded by collapse_guard.
+
+    python integration_examples/language_model.py            # about 2 minutes on 2 CPU cores
+    python integration_examples/language_model.py --quick    # about 30 s
+
+The first half of this file is "your" code: a DataModule of real English text (the help texts that ship with
+CPython, ``pydoc_data.topics``) cut into 65-character windows, batches ``{"input_ids", "labels"}`` with the labels
+already shifted (``labels[:, t]`` is the character after ``input_ids[:, t]``), and a small causal transformer whose
+``forward(input_ids)`` returns logits ``(B, T, V)``.
+
+The second half makes generated text the way published collapse happens (a character 5-gram model fitted on the real
+training text, then refitted on its own samples generation after generation at temperature 0.7: rare words die out,
+the text narrows to a few frequent phrases) and trains four times with the same model, seed and epochs: on real text
+only; with the real share falling from 90% to 10% and the late, collapsed generation filling the rest, unguarded; the
+same guarded by ``HeldOutRealCheck()`` and ``CollapseGuard()``; and the same schedule with a healthy source (the first
+generation at temperature 1), guarded. The guard must act on the collapsed source and leave the healthy one alone.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+CONTEXT = 64
+FIRST_CHAR, VOCAB = 32, 95  # printable ASCII: characters 32..126 are tokens 0..94
+
+
+# -- your code, unchanged -------------------------------------------------------------------------------------------
+def encode(text: str) -> np.ndarray:
+    """Characters to token ids (whitespace runs become one space, anything outside printable ASCII a '?')."""
+    ids = np.frombuffer(" ".join(text.split()).encode("ascii", "replace"), dtype=np.uint8).astype(np.int64)
+    return ids - FIRST_CHAR
+
+
+def decode(ids) -> str:
+    return "".join(chr(int(i) + FIRST_CHAR) for i in ids)
+
+
+class Windows(Dataset):
+    """Token windows ``(N, CONTEXT + 1)`` as samples ``{"input_ids": w[:-1], "labels": w[1:]}``."""
+
+    def __init__(self, windows) -> None:
+        self.windows = torch.as_tensor(windows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        w = self.windows[i]
+        return {"input_ids": w[:-1], "labels": w[1:]}
+
+
+class HelpTextDataModule(pl.LightningDataModule):
+    """CPython's help texts (about 450,000 characters) in 65-character windows: train / val (512) / test (1024)."""
+
+    def __init__(self, batch_size: int = 32, val_size: int = 512, test_size: int = 1024, seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.val_size, self.test_size, self.seed = batch_size, val_size, test_size, seed
+
+    def setup(self, stage: str) -> None:
+        from pydoc_data.topics import topics
+
+        ids = encode(" ".join(topics[k] for k in sorted(topics)))
+        n = len(ids) // (CONTEXT + 1)
+        windows = np.unique(ids[: n * (CONTEXT + 1)].reshape(n, CONTEXT + 1), axis=0)  # no window twice
+        windows = windows[np.random.default_rng(self.seed).permutation(len(windows))]
+        val, test = self.val_size, self.val_size + self.test_size
+        self.val, self.test, self.train = Windows(windows[:val]), Windows(windows[val:test]), Windows(windows[test:])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=256)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test, batch_size=256)
+
+
+class CharTransformer(pl.LightningModule):
+    """A causal transformer: embedding 64, 2 layers of 4 heads, context 64; ``forward(input_ids)`` -> logits."""
+
+    def __init__(self, dim: int = 64, layers: int = 2, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.lr = lr
+        self.embed = nn.Embedding(VOCAB, dim)
+        self.position = nn.Parameter(torch.randn(CONTEXT, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, VOCAB)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(CONTEXT), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        h = self.embed(input_ids) + self.position[:t]
+        return self.head(self.blocks(h, mask=self.causal[:t, :t], is_causal=True))
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(self(batch["input_ids"]).flatten(0, 1), batch["labels"].flatten())
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss)
+        return loss
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", self.loss(batch), batch_size=len(batch["labels"]))  # the mean token loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+# -- synthetic text: generations of a character n-gram model trained on its own samples ----------------------------
+class CharNGram:
+    """A character n-gram model (counts of each context's next character), sampled many sequences at once.
+
+    ``temperature`` < 1 sharpens the counts (``count ** (1 / temperature)``): the frequent continuations win.
+    """
+
+    def __init__(self, order: int = 5) -> None:
+        self.order = order
+
+    def fit(self, windows: np.ndarray) -> "CharNGram":
+        k = self.order
+        grams = np.lib.stride_tricks.sliding_window_view(windows, k + 1, axis=1).reshape(-1, k + 1)
+        codes, self.counts = np.unique(grams @ VOCAB ** np.arange(k, -1, -1), return_counts=True)
+        self.next, context = codes % VOCAB, codes // VOCAB
+        self.contexts, self.row_start = np.unique(context, return_index=True)
+        self.row = np.repeat(np.arange(len(self.contexts)), np.diff(np.append(self.row_start, len(codes))))
+        self.starts = windows[:, :k]
+        return self
+
+    def sample(self, n: int, length: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
+        """``n`` sequences of ``length`` tokens, each begun with the first characters of a fitted sequence."""
+        w = self.counts.astype(np.float64) ** (1.0 / temperature)
+        cum = np.cumsum(w)
+        row_total = np.add.reduceat(w, self.row_start)
+        before = np.append(0.0, np.cumsum(row_total)[:-1])
+        cum = self.row + (cum - before[self.row]) / row_total[self.row]  # row r's choices lie in (r, r + 1]
+        out = np.empty((n, length), dtype=np.int64)
+        out[:, : self.order] = self.starts[rng.integers(len(self.starts), size=n)]
+        place = VOCAB ** np.arange(self.order - 1, -1, -1)
+        for t in range(self.order, length):
+            code = out[:, t - self.order: t] @ place
+            row = np.minimum(np.searchsorted(self.contexts, code), len(self.contexts) - 1)
+            unseen = self.contexts[row] != code  # a context only seen at the end of a sequence: jump anywhere
+            row[unseen] = rng.integers(len(self.contexts), size=int(unseen.sum()))
+            pick = np.searchsorted(cum, row + rng.random(n), side="right")
+            out[:, t] = self.next[np.minimum(pick, self.row_start[row] + np.bincount(self.row)[row] - 1)]
+        return out
+
+
+def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 8, seed: int = 0) -> dict:
+    """``{"healthy": ..., "collapsing": ...}`` ``SyntheticSource``s as large as the real training text.
+
+    healthy: generation 1 at temperature 1 (a 5-gram model of the real training text);
+    collapsing: generation ``collapsed_generation`` of a chain refitted on its own samples at temperature 0.7.
+    """
+    from collapse_guard import SyntheticSource
+
+    real_dm.setup("fit")
+    real = real_dm.train.windows.numpy()  # the generator sees the real training split only
+    rng = np.random.default_rng(seed)
+    healthy = CharNGram().fit(real).sample(len(real), CONTEXT + 1, 1.0, rng)
+    current = real
+    for _ in range(collapsed_generation):
+        current = CharNGram().fit(current).sample(len(real), CONTEXT + 1, 0.7, rng)
+    return {
+        "healthy": SyntheticSource(Windows(healthy), generator="char 5-gram", generation=1,
+                                   params={"temperature": 1.0}),
+        "collapsing": SyntheticSource(Windows(current), generator="char 5-gram", generation=collapsed_generation,
+                                      params={"temperature": 0.7, "regime": "replace"}),
+    }
+
+
+# -- four fits: your model and DataModule, with the lines that add collapse_guard ----------------------------------
+def real_share(epoch: int) -> float:
+    """The share of real windows in each epoch's batches: 90% for 3 epochs, then down to 10%."""
+    return max(0.1, 0.9 - 0.4 * max(0, epoch - 2))
+
+
+def trainer(epochs: int, callbacks: list, out: str) -> pl.Trainer:
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                      default_root_dir=out, num_sanity_val_steps=0)
+
+
+def fit(source, guarded: bool, epochs: int, per_epoch: int, data: dict, out: str) -> dict:
+    """One fit of ``CharTransformer`` on ``HelpTextDataModule`` mixed with ``source`` (``None``: real text only)."""
+    from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor
+
+    pl.seed_everything(0, verbose=False)
+    real_dm = HelpTextDataModule(**data)
+    dm = MixedDataModule(
+        real=real_dm,                                   # your DataModule: its batches reach training_step unchanged
+        synthetic=source,                               # {"name": SyntheticSource}, or None for real text only
+        real_fraction=real_share if source else 1.0,    # the real share of every batch, per epoch
+        holdout="val",                                  # your validation set: held out, never trained on
+        reserve=0.3,                                    # fresh real text for the guard to inject
+        samples_per_epoch=per_epoch,
+    )
+    check = HeldOutRealCheck()                          # infers a language model from the (B, T) integer labels
+    guard = CollapseGuard() if guarded else None        # the default rules of that task
+    model = CharTransformer()
+    fitted = trainer(epochs, [RatioMonitor(), check] + ([guard] if guard else []), out)
+    fitted.fit(model, datamodule=dm)
+
+    real_dm.setup("test")
+    final = {}
+    for part, loader in (("held-out", real_dm.val_dataloader()), ("test", real_dm.test_dataloader())):
+        final[part] = trainer(1, [], out).test(model, dataloaders=loader, verbose=False)[0]["test_loss"]
+    counts = dm.samples_by_source()
+    ratio = next(cb for cb in fitted.callbacks if isinstance(cb, RatioMonitor))
+    return {"ratio": ratio.history, "checks": check.history, "events": list(guard.events) if guard else None,
+            "heldout_ppl": float(np.exp(final["held-out"])), "test_ppl": float(np.exp(final["test"])),
+            "real_share": (counts.get("real", 0) + counts.get("reserve", 0)) / max(1, sum(counts.values()))}
+
+
+def print_table(fits: dict) -> None:
+    """Per fit and epoch: the real share, the held-out real loss, perplexity, token accuracy and the guard's action."""
+    print(f"{'fit':<22} {'epoch':>5} {'real %':>6} {'loss':>6} {'ppl':>6} {'acc':>6}  guard")
+    for name, f in fits.items():
+        checks = {c["epoch"]: c for c in f["checks"]}
+        acted = {}
+        for e in f["events"] or []:
+            acted.setdefault(e.epoch, []).append(e.action)
+        for row in f["ratio"]:
+            c = checks.get(row["epoch"], {})
+            state = "-" if f["events"] is None else ",".join(acted.get(row["epoch"], [])) or "ok"
+            print(f"{name:<22} {row['epoch']:>5} {100 * row['real_fraction']:>6.1f}"
+                  f" {c.get('collapse/heldout_real/loss', float('nan')):>6.3f}"
+                  f" {c.get('collapse/heldout_real/perplexity', float('nan')):>6.2f}"
+                  f" {c.get('collapse/heldout_real/token_acc', float('nan')):>6.3f}  {state}")
+        print()
+    print(f"{'fit':<22} {'held-out ppl':>12} {'test ppl':>9} {'real share':>10}  guard events")
+    for name, f in fits.items():
+        events = "not guarded" if f["events"] is None else (
+            "; ".join(f"epoch {e.epoch} {e.action} ({e.rule})" for e in f["events"]) or "none")
+        print(f"{name:<22} {f['heldout_ppl']:>12.2f} {f['test_ppl']:>9.2f} {f['real_share']:>10.2f}  {events}")
+
+
+def main(quick: bool = False, out: str = "runs/language_model") -> dict:
+    """The four fits; prints their table and returns ``{fit name: {ratio, checks, events, heldout_ppl, test_ppl,
+    real_share}}`` (``events`` is ``None`` for the unguarded fit)."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    epochs, per_epoch = (6, 640) if quick else (8, 1280)
+    data = {"val_size": 256 if quick else 512}
+    sources = synthetic_text(HelpTextDataModule(**data), collapsed_generation=8)
+    healthy, collapsing = {"gen1_t1": sources["healthy"]}, {"gen8_t07": sources["collapsing"]}
+    fits = {
+        "real only, guarded": fit(None, True, epochs, per_epoch, data, out),
+        "collapsing": fit(collapsing, False, epochs, per_epoch, data, out),
+        "collapsing, guarded": fit(collapsing, True, epochs, per_epoch, data, out),
+        "healthy, guarded": fit(healthy, True, epochs, per_epoch, data, out),
+    }
+    print()
+    print_table(fits)
+    print()
+    for name, source in (("healthy", healthy), ("collapsing", collapsing)):
+        print(f"a {name} sample: {decode(next(iter(source.values())).data.windows[0])!r}")
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    return fits
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    parser.add_argument("--out", default="runs/language_model", help="Lightning's root folder")
+    args = parser.parse_args()
+    for noise in ("does not have many workers", "LeafSpec", "no `validation_step`", "ambiguous collection"):
+        warnings.filterwarnings("ignore", f".*{noise}.*")
+    main(quick=args.quick, out=args.out)
