@@ -61,7 +61,7 @@ def test_module_without_forward_names_forward_fn():
             return self.net(batch[0][:, 1:]).sum()
 
     err = refused(HeldOutRealCheck(), NotImplementedError, r"NoForward defines no `forward`", model=NoForward())
-    assert "forward_fn=lambda pl_module, inputs: logits" in str(err)
+    assert "forward_fn=lambda pl_module, inputs: outputs" in str(err) and "loss_fn=" in str(err)
     assert isinstance(err.__cause__, NotImplementedError)
 
 

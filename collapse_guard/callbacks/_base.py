@@ -60,6 +60,20 @@ class CollapseMetricsProducer:
         """
         return None
 
+    def default_rules(self, trainer: Trainer) -> Optional[list]:
+        """The rules a ``CollapseGuard`` without ``rules`` judges this producer's metrics by (``None``: it has none;
+        ``HeldOutRealCheck``: those of its task)."""
+        return None
+
+
+def producers_default_rules(trainer: Trainer) -> Optional[list]:
+    """The default rules of the first :class:`CollapseMetricsProducer` among ``trainer.callbacks`` that has any."""
+    for cb in trainer.callbacks:
+        rules = cb.default_rules(trainer) if isinstance(cb, CollapseMetricsProducer) else None
+        if rules is not None:
+            return rules
+    return None
+
 
 class CollapseMetricsReader:
     """A callback that decides on logged metrics (``CollapseGuard``): it tells which keys it reads

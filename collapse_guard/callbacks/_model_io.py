@@ -16,6 +16,9 @@ TARGET_KEYS = ("label", "labels", "y", "target", "targets")
 def default_batch_fn(batch: Any) -> tuple[Any, Tensor]:
     """Split a batch into ``(inputs, target)``: ``(x, y, ...)`` tuples or dicts with usual key names.
 
+    A dict with ``input_ids`` and no target (a causal language model's batch, Hugging Face style) gives
+    ``(input_ids, labels)`` with the labels the inputs themselves, ``-100`` where ``attention_mask`` is 0.
+
     Raises:
         ValueError: for a batch of another structure; pass ``batch_fn`` to :class:`HeldOutRealCheck` then.
     """
@@ -26,6 +29,10 @@ def default_batch_fn(batch: Any) -> tuple[Any, Tensor]:
         y = next((batch[k] for k in TARGET_KEYS if k in batch), None)
         if x is not None and y is not None:
             return x, y
+        ids = batch.get("input_ids")
+        if isinstance(ids, Tensor) and y is None:
+            mask = batch.get("attention_mask")
+            return ids, ids if not isinstance(mask, Tensor) else ids.masked_fill(mask == 0, -100)
     raise ValueError(
         f"HeldOutRealCheck cannot tell inputs from targets in a batch of type {type(batch).__name__}"
         + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")

@@ -8,12 +8,8 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
 from collapse_guard.callbacks._base import (
-    CollapseMetricsProducer,
-    CollapseMetricsReader,
-    producer_of,
-    require_mixed_datamodule,
-    run_after_producers,
-    run_collectively,
+    CollapseMetricsProducer, CollapseMetricsReader, producer_of, producers_default_rules, require_mixed_datamodule,
+    run_after_producers, run_collectively,
 )
 from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
@@ -85,8 +81,9 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     (``every_n_train_steps``) is not replayed exactly.
 
     Args:
-        rules: the rules (a list of :class:`Rule`; one ``Rule`` alone is taken as ``[rule]``); default
-            :func:`default_rules`.
+        rules: the rules (a list of :class:`Rule`; one ``Rule`` alone is taken as ``[rule]``); default: at set-up,
+            :func:`default_rules` of the task of the Trainer's ``HeldOutRealCheck`` (classifier, language model,
+            regressor: ``HeldOutRealCheck(task=...)``), those of a classifier until then.
         action: default action of rules that name none: ``"warn"``, ``"inject"`` or ``"stop"``.
         inject_fraction: share in ``(0, 1]`` of the initial reserve moved into training per injection.
         real_fraction_step: how much an injection raises the target real fraction, in ``[0, 1]``.
@@ -140,6 +137,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 <= real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in [0, 1], got {real_fraction_step!r}.")
+        self._default_rules = rules is None  # then the rules of the fit's task, chosen at set-up
         rules = default_rules() if rules is None else as_rules(rules, type(self).__name__)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule, or None for the default rules.")
@@ -182,6 +180,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        if self._default_rules:  # those of the task of the Trainer's HeldOutRealCheck (a classifier's without one)
+            self.use_rules(producers_default_rules(trainer) or default_rules())
         if self._injects:
             dm = require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
             self._check_reserve(dm)

@@ -17,17 +17,15 @@ from collapse_guard.callbacks._base import (
     require_mixed_datamodule,
     run_collectively,
 )
-from collapse_guard.callbacks._model_io import (
-    _describe,
-    _restated,
-    checked_logits,
-    default_batch_fn,
-    default_forward_fn,
-)
+from collapse_guard.callbacks._dry_run import dry_run, first_batch, run_loss_fn, split_batch
+from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
 from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
-from collapse_guard.metrics.classification import ClassificationIndicators
+from collapse_guard.callbacks.rules import Rule, default_rules
+from collapse_guard.callbacks.tasks import Task, check_task, infer_task, make_task
+from collapse_guard.metrics.loss import LossIndicators
 
-#: indicators logged for held-out synthetic data and used for the real–synthetic gap
+#: indicators of a classifier logged for held-out synthetic data and used for the real–synthetic gap (other tasks:
+#: their ``Task.gap_keys``)
 GAP_KEYS = ("loss", "acc")
 ON_ERROR = ("warn", "raise")
 
@@ -133,6 +131,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         max_batches: Optional[int] = None,
         on_error: str = "raise",
         prog_bar: bool = True,
+        task: Optional[str] = None,
+        loss_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
     ) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"`every_n_epochs` must be a positive integer, got {every_n_epochs!r}.")
@@ -148,6 +148,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             )
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
+        check_task(task, loss_fn)
+        # what the model is (None: inferred at set-up) and the user's own per-sample loss
+        self.task, self.loss_fn = task, loss_fn
         # when a check runs, how much it reads, what a failure does, what the progress bar shows
         self.every_n_epochs, self.max_batches = every_n_epochs, max_batches
         self.on_error, self.prog_bar = on_error, prog_bar
@@ -167,8 +170,10 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
         #: ``(datamodule, held-out real, held-out synthetic, training synthetic loader)``, built at the first check
         self._loaders: Optional[tuple[Any, Any, Any, Any]] = None
-        #: one ClassificationIndicators per measured set, reset at every check rather than rebuilt
-        self._metrics: dict[str, ClassificationIndicators] = {}
+        #: one metric per measured set (and per set, the ``loss_fn`` one), reset at every check rather than rebuilt
+        self._metrics: dict[str, Any] = {}
+        #: ``(datamodule, task adapter)`` of this fit, found at set-up
+        self._task: Optional[tuple[Any, Task]] = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -188,8 +193,34 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 f"HeldOutRealCheck: `synthetic_samples={self.synthetic_samples}` is fewer than the {world} ranks that "
                 "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
             )
-        if any(key.startswith("collapse/heldout_real/") for key in monitored_keys(trainer)):
+        task = self.task_of(trainer)
+        if task.name == "classification" and any(k.startswith("collapse/heldout_real/") for k in monitored_keys(trainer)):
             self._check_classes(dm)
+
+    def task_of(self, trainer: Trainer) -> Task:
+        """The task adapter of this fit (:mod:`collapse_guard.callbacks.tasks`): ``task``, else inferred from the
+        target of the first held-out real batch (read once through ``batch_fn``, no model call): a float target is a
+        regression, an integer ``(N,)`` one a classification, an integer ``(N, T)`` one a language model's labels.
+
+        Raises:
+            Exception: ``batch_fn`` failing on that batch (restated naming it); ``TypeError``: a target that is not
+                a tensor, with no ``task`` given.
+        """
+        dm = trainer.datamodule
+        if self._task is None or self._task[0] is not dm:
+            name, inputs, target = self.task, None, None
+            if name in (None, "language_model"):
+                batch = first_batch(self._heldout_loaders(dm)[0]) if getattr(dm, "heldout_real", None) else None
+                if batch is not None:
+                    inputs, target = split_batch(self.batch_fn, batch)
+                    name = name or infer_task(inputs, target)
+            self._task = (dm, make_task(name or "classification", inputs, target))
+        return self._task[1]
+
+    def default_rules(self, trainer: Trainer) -> list[Rule]:
+        """The default rules of this fit's task (:func:`~collapse_guard.default_rules`): what ``CollapseGuard()``
+        without ``rules`` judges."""
+        return default_rules(task=self.task_of(trainer).name)
 
     def _check_classes(self, dm) -> None:
         """Classification indicators on held-out real data that a rule reads need at least two classes in it."""
@@ -204,47 +235,13 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             )
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The dry run: one held-out real batch through ``batch_fn``, ``forward_fn`` and the model, before training."""
-        def dry_run() -> None:
+        """The dry run: one held-out real batch through ``batch_fn``, ``forward_fn``, the model, the task and
+        ``loss_fn`` before training (:func:`~collapse_guard.callbacks._dry_run.dry_run`)."""
+        def run() -> None:
             with preserved_rng():  # reading samples and the forward pass must not move the user's random state
-                self._dry_run(trainer, pl_module)
+                dry_run(self, trainer, pl_module, self._heldout_loaders(trainer.datamodule)[0])
 
-        self._measured(trainer, pl_module, "dry run at fit start", dry_run, "the checks will fail alike")
-
-    def _dry_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The first held-out real batch of this rank, collated as the check's loader collates it, through
-        ``batch_fn``, ``forward_fn`` and the model; each failure restated naming which of them to fix."""
-        loader = self._heldout_loaders(trainer.datamodule)[0]  # built here once for the fit's checks
-        dataset = getattr(loader, "dataset", None)
-        if dataset is None or len(dataset) == 0:
-            return
-        samples = [dataset[i] for i in range(min(len(dataset), loader.batch_size or 1))]
-        batch = trainer.strategy.batch_to_device(loader.collate_fn(samples))
-        try:
-            inputs, target = self.batch_fn(batch)
-        except Exception as err:  # noqa: BLE001 - restated with what to fix
-            raise _restated(err, (
-                f"HeldOutRealCheck: `batch_fn` failed on a held-out real batch ({_describe(batch)}): "
-                f"{type(err).__name__}: {err}. It must split a collated batch into (inputs, target): pass "
-                "`batch_fn=lambda batch: (inputs, target)`.")) from err
-        model = type(pl_module).__name__
-        try:
-            logits = self.forward_fn(pl_module, inputs)
-        except NotImplementedError as err:
-            if self.forward_fn is not default_forward_fn:
-                raise
-            raise NotImplementedError(
-                f"HeldOutRealCheck: the model {model} defines no `forward` ({err}), and the default `forward_fn` "
-                "calls `pl_module(inputs)`: define `forward`, or pass `forward_fn=lambda pl_module, inputs: logits` "
-                "(e.g. `pl_module.net(inputs)`)."
-            ) from err
-        except Exception as err:  # noqa: BLE001 - restated with what to fix
-            raise _restated(err, (
-                f"HeldOutRealCheck: the model {model}, called through `forward_fn`, fails on held-out real inputs "
-                f"({_describe(inputs)}, as `batch_fn` gives them): {type(err).__name__}: {err}. Pass a `batch_fn` "
-                "that gives the inputs the model takes, or a `forward_fn=lambda pl_module, inputs: logits` that "
-                "calls the model as its training_step does.")) from err
-        checked_logits(logits, target)
+        self._measured(trainer, pl_module, "dry run at fit start", run, "the checks will fail alike")
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -257,32 +254,42 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 return
             yield trainer.strategy.batch_to_device(batch)
 
-    def _metric(self, name: str, num_classes: int, device: torch.device) -> ClassificationIndicators:
-        """The set's ``ClassificationIndicators``, reset: built at the first check, reused at the next ones."""
+    def _metric(self, name: str, make: Callable[[], Any], fits: Callable[[Any], bool], device: torch.device) -> Any:
+        """The set's metric, reset: built (``make()``) at the first check, reused at the next ones while it ``fits``."""
         metric = self._metrics.get(name)
-        if metric is None or metric.num_classes != num_classes or metric.device != device:
-            metric = self._metrics[name] = ClassificationIndicators(num_classes=num_classes).to(device)
+        if metric is None or not fits(metric) or metric.device != device:
+            metric = self._metrics[name] = make().to(device)
         else:
             metric.reset()
         return metric
 
     def _pass(self, pl_module: LightningModule, loader: Iterable, name: Optional[str] = None, feature_sink=None,
-              input_sink=None):
-        """Classification indicators of the set ``name`` over ``loader`` (none when ``name`` is ``None``);
-        features / inputs go to the sinks when given."""
+              input_sink=None) -> dict[str, Any]:
+        """The task's metric (``name``) and the ``loss_fn`` one (``name + "#loss_fn"``) of the set ``name`` over
+        ``loader`` (none when ``name`` is ``None``); features / inputs go to the sinks when given."""
         trainer = pl_module.trainer
-        metric: Optional[ClassificationIndicators] = None
+        task = self.task_of(trainer)
+        metrics: dict[str, Any] = {}
         # the penultimate-layer hook only when its features are wanted: it costs a module walk and a hook call
-        hooked = feature_sink is not None and self.feature_fn is None
+        hooked = feature_sink is not None and self.feature_fn is None and task.reads_outputs
         with penultimate_features(pl_module) if hooked else nullcontext([]) as captured:
             for batch in self._batches(trainer, loader):
+                if name is not None and self.loss_fn is not None:
+                    losses = run_loss_fn(self.loss_fn, pl_module, batch)
+                    if f"{name}#loss_fn" not in metrics:
+                        metrics[f"{name}#loss_fn"] = self._metric(f"{name}#loss_fn", LossIndicators, lambda m: True,
+                                                                  losses.device)
+                    metrics[f"{name}#loss_fn"].update(losses)
+                if not task.reads_outputs:
+                    continue
                 inputs, target = self.batch_fn(batch)
                 captured.clear()
-                logits, target = checked_logits(self.forward_fn(pl_module, inputs), target)
+                outputs, target = task.checked(self.forward_fn(pl_module, inputs), target)
                 if name is not None:
-                    if metric is None:
-                        metric = self._metric(name, logits.shape[-1], logits.device)
-                    metric.update(logits, target.to(logits.device))
+                    if name not in metrics:
+                        metrics[name] = self._metric(name, lambda: task.new_metric(outputs),
+                                                     lambda m: task.fits(m, outputs), outputs.device)
+                    task.update(metrics[name], outputs, target.to(outputs.device))
                 if feature_sink is not None:
                     feats = self.feature_fn(pl_module, inputs) if self.feature_fn is not None else (
                         captured[-1] if captured else None
@@ -291,7 +298,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                         feature_sink(feats)
                 if input_sink is not None:
                     input_sink(self.sample_feature_fn(inputs))
-        return metric
+        return metrics
 
     def _heldout_loaders(self, dm) -> tuple[DataLoader, Optional[DataLoader], Optional[DataLoader]]:
         """The held-out real, (capped) held-out synthetic and, for the feature indicators, training synthetic
@@ -339,15 +346,15 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             collected["features"].update(x, real=True)
 
         real_loader, synthetic_loader, training_loader = self._heldout_loaders(dm)
-        collected["heldout_real"] = self._pass(
+        collected.update(self._pass(
             pl_module,
             real_loader,
             "heldout_real",
             feature_sink=real_features if features_wanted else None,
             input_sink=real_inputs.append if self.sample_fn is not None else None,
-        )
+        ))
         if synthetic_loader is not None:
-            collected["heldout_synthetic"] = self._pass(pl_module, synthetic_loader, "heldout_synthetic")
+            collected.update(self._pass(pl_module, synthetic_loader, "heldout_synthetic"))
         feats = collected.get("features")
         if feats is not None:
             if training_loader is not None:
@@ -369,18 +376,19 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         values: dict[str, float] = {}
         for name in ("heldout_real", "heldout_synthetic", "features", "generated"):
             metric = collected.get(name)
-            if metric is not None:
-                values.update({f"collapse/{name}/{k}": float(v) for k, v in metric.compute().items()})
+            for part in (metric, collected.get(f"{name}#loss_fn")):  # the user's loss replaces the task's
+                if part is not None:
+                    values.update({f"collapse/{name}/{k}": float(v) for k, v in part.compute().items()})
         return values
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         """The keys this check logs in this fit (known after the datamodule's set-up)."""
-        dm = trainer.datamodule
-        keys = {f"collapse/heldout_real/{k}" for k in ClassificationIndicators.KEYS}
-        keys |= {f"collapse/heldout_real/{k}/*" for k in ClassificationIndicators.CLASS_KEYS}  # one key per class
+        dm, task = trainer.datamodule, self.task_of(trainer)
+        keys = {f"collapse/heldout_real/{k}" for k in task.keys}
+        keys |= {f"collapse/heldout_real/{k}/*" for k in task.family_keys}  # one key per class
         has_synthetic = self.synthetic and getattr(dm, "heldout_synthetic", None) is not None
         if has_synthetic:
-            keys |= {f"collapse/{side}/{k}" for side in ("heldout_synthetic", "gap") for k in GAP_KEYS}
+            keys |= {f"collapse/{side}/{k}" for side in ("heldout_synthetic", "gap") for k in task.gap_keys}
         if self.features and self.synthetic and any(
             s["kind"] == "synthetic" and s.get("training_pool") for s in dm.provenance()["sources"]
         ):
@@ -401,11 +409,11 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         if collected is None:
             return {}
         values = self._compute(collected)
-        real, synth = "collapse/heldout_real/", "collapse/heldout_synthetic/"
-        for key in GAP_KEYS:
+        real, synth, gap_keys = "collapse/heldout_real/", "collapse/heldout_synthetic/", self.task_of(trainer).gap_keys
+        for key in gap_keys:
             if real + key in values and synth + key in values:
                 values[f"collapse/gap/{key}"] = values[synth + key] - values[real + key]
-        return {k: v for k, v in values.items() if not k.startswith(synth) or k[len(synth):] in GAP_KEYS}
+        return {k: v for k, v in values.items() if not k.startswith(synth) or k[len(synth):] in gap_keys}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -415,8 +423,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             return
         self.last = values
         self.history.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step, **values})
+        shown = "collapse/heldout_real/" + self.task_of(trainer).prog_bar_key
         for key, value in values.items():
-            self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == "collapse/heldout_real/acc")
+            self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == shown)
 
     def summary(self) -> dict:
         """What the check measured, as plain data (the report's ``indicators``): ``every_n_epochs``, ``keys`` (every

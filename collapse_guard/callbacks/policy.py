@@ -197,6 +197,12 @@ class RuleBook:
         self.max_injections, self.cooldown = int(max_injections), int(cooldown)
         self.reset_book()
 
+    def use_rules(self, rules: Sequence[Rule]) -> None:
+        """Judge by ``rules`` from now on; a fresh book when they differ from the present ones."""
+        if list(rules) != self.rules:
+            self.rules = list(rules)
+            self.reset_book()
+
     def reset_book(self) -> None:
         """Fresh rule states, no events, no injections, no cooldown."""
         self.states = [RuleState(rule) for rule in self.rules]

@@ -242,8 +242,12 @@ class Rule:
                        stderr=self.member_stderr_key(name))
 
 
-def default_rules(min_change: float = 0.0) -> list[Rule]:
-    """The rules ``CollapseGuard()`` uses when given none.
+def default_rules(min_change: float = 0.0, task: str = "classification") -> list[Rule]:
+    """The rules ``CollapseGuard()`` uses when given none, for the task of the Trainer's ``HeldOutRealCheck``.
+
+    Another ``task`` than ``"classification"`` gives its own rules (:mod:`collapse_guard.callbacks.task_rules`):
+    ``"language_model"`` and ``"loss"``: the held-out real loss rising beyond its noise; ``"regression"``: that,
+    and the variance of the predictions falling. For a classifier:
 
     * ``heldout_real_acc``: held-out real accuracy more than 3 of its binomial standard errors below its best so
       far (``noise="stderr"``), at one check; armed after 3 checks;
@@ -279,15 +283,23 @@ def default_rules(min_change: float = 0.0) -> list[Rule]:
     Args:
         min_change: the smallest fall of held-out accuracy and of a class's recall that fires, in ``[0, 1]``
             (``Rule.min_change``; default 0: the noise alone decides). 3 units of a large held-out set in a
-            stable fit are a small fall; ``0.01`` asks for 1 point as well.
+            stable fit are a small fall; ``0.01`` asks for 1 point as well. For the other tasks, the smallest
+            rise of the held-out loss that fires, in its units.
+        task: ``"classification"`` (default), ``"language_model"``, ``"regression"`` or ``"loss"``.
 
     Raises:
-        ValueError: for a ``min_change`` that is negative or not finite.
+        ValueError: for a ``min_change`` that is negative or not finite, or an unknown ``task``.
 
     Example::
 
         guard = CollapseGuard(rules=default_rules(min_change=0.01))
     """
+    if task != "classification":
+        from collapse_guard.callbacks.task_rules import TASK_RULES
+
+        if task not in TASK_RULES:
+            raise ValueError(f"`task` must be one of {('classification', *TASK_RULES)}, got {task!r}.")
+        return TASK_RULES[task](min_change)
     return [
         Rule("collapse/heldout_real/acc", mode="max", sigmas=3.0, min_change=min_change, baseline_checks=3,
              name="heldout_real_acc"),

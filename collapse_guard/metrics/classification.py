@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from collapse_guard.metrics.functional.per_sample import mean_standard_error
 from collapse_guard.metrics.functional.classification import (
     binomial_standard_error,
     confusion_counts,
@@ -26,7 +27,8 @@ class ClassificationIndicators(Metric):
 
     ``compute()`` returns a dict of scalar tensors:
 
-    * ``loss``: mean cross-entropy in nats, ``>= 0``;
+    * ``loss``: mean cross-entropy in nats, ``>= 0``; ``loss_stderr``: its standard error by sample
+      (:func:`~collapse_guard.metrics.functional.per_sample.mean_standard_error`);
     * ``acc``: accuracy in ``[0, 1]``;
     * ``acc_stderr``: its standard error from the size of the evaluation set (:func:`binomial_standard_error`):
       the noise a rule with ``sigmas`` measures a fall in;
@@ -61,7 +63,7 @@ class ClassificationIndicators(Metric):
     full_state_update = False
     #: the keys of :meth:`compute`'s dict
     KEYS = (
-        "loss", "acc", "acc_stderr", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl",
+        "loss", "loss_stderr", "acc", "acc_stderr", "entropy", "eff_classes", "eff_classes_ratio", "label_tv", "label_kl",
         "worst_class_recall", "worst_class_recall_stderr", "calibration_error",
     )
     #: the per-class families of :meth:`compute`'s dict (``"class_recall/3"``), one key per class present
@@ -75,6 +77,7 @@ class ClassificationIndicators(Metric):
         self.n_bins = n_bins
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("loss_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("loss_sq_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("entropy_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         # bins [b_k, b_k+1) as torchmetrics', plus one bin for a confidence of exactly 1 (a saturated softmax)
         self.add_state("bin_count", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
@@ -91,7 +94,9 @@ class ClassificationIndicators(Metric):
         probs = logits.softmax(dim=-1)
         conf, preds = probs.max(dim=-1)
         self.confmat += confusion_counts(preds, target, self.num_classes)
-        self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
+        losses = F.cross_entropy(logits, target, reduction="none").double()
+        self.loss_sum += losses.sum()
+        self.loss_sq_sum += (losses * losses).sum()
         self.entropy_sum += predictive_entropy(probs).double().sum()
         edges = torch.linspace(0, 1, self.n_bins + 1, device=conf.device)
         bins = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, self.n_bins)
@@ -116,6 +121,7 @@ class ClassificationIndicators(Metric):
             per_class[f"class_recall_stderr/{c}"] = recall_stderr[c]
         return {
             "loss": self.loss_sum / n,
+            "loss_stderr": mean_standard_error(self.loss_sum, self.loss_sq_sum, self.confmat.sum()),
             "acc": correct.double() / n,
             "acc_stderr": binomial_standard_error(correct, self.confmat.sum()),
             "entropy": self.entropy_sum / n,
