@@ -88,3 +88,41 @@ def dry_run(check: Any, trainer: Any, pl_module: LightningModule, loader: Any) -
         task.checked(run_model(check.forward_fn, pl_module, inputs), target)
     if check.loss_fn is not None:
         run_loss_fn(check.loss_fn, pl_module, batch)
+
+
+def check_classes(dm: Any, batch_fn: Callable[[Any], tuple[Any, Any]]) -> None:
+    """Classification indicators on held-out real data that a rule reads need at least two classes in it.
+
+    Raises:
+        ValueError: the held-out real set holds fewer than 2 classes.
+    """
+    classes = dm.heldout_real_classes(batch_fn)
+    if len(classes) < 2:
+        raise ValueError(
+            f"HeldOutRealCheck: the held-out real set ({len(dm.heldout_real)} samples) holds "
+            f"{len(classes)} class{'' if len(classes) == 1 else 'es'} ({classes.tolist()}), but the held-out real "
+            "indicators a CollapseGuard rule monitors (worst-class recall, effective number of classes, label "
+            "marginals) compare classes and need at least 2: hold out real data of every class (a larger or "
+            "stratified `holdout`)."
+        )
+
+
+def check_sizes(check: Any, dm: Any, world: int) -> None:
+    """The held-out sets are large enough for what ``check`` (a ``HeldOutRealCheck``) computes on ``world`` ranks.
+
+    Raises:
+        ValueError: k-NN indicators over a held-out real set of no more than ``k`` samples, or fewer
+            ``synthetic_samples`` than ranks.
+    """
+    heldout = getattr(dm, "heldout_real", None)
+    if (check.features or check.sample_fn is not None) and heldout is not None and len(heldout) <= check.k:
+        raise ValueError(
+            f"HeldOutRealCheck: the held-out real set has {len(heldout)} samples but the k-NN indicators need "
+            f"more than k={check.k}. Hold out more real data, lower `k`, or pass features=False."
+        )
+    if (check.synthetic and check.synthetic_samples is not None and check.synthetic_samples < world
+            and getattr(dm, "heldout_synthetic", None) is not None):
+        raise ValueError(
+            f"HeldOutRealCheck: `synthetic_samples={check.synthetic_samples}` is fewer than the {world} ranks that "
+            "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
+        )

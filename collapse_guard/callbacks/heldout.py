@@ -17,11 +17,12 @@ from collapse_guard.callbacks._base import (
     require_mixed_datamodule,
     run_collectively,
 )
-from collapse_guard.callbacks._dry_run import dry_run, first_batch, run_loss_fn, split_batch
+from collapse_guard.callbacks._dry_run import check_classes, check_sizes, dry_run, first_batch, run_loss_fn
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
 from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
+from collapse_guard.callbacks.generated import generated_indicators, generated_keys
 from collapse_guard.callbacks.rules import Rule, default_rules
-from collapse_guard.callbacks.tasks import Task, check_task, infer_task, make_task
+from collapse_guard.callbacks.tasks import Task, check_task, task_from_batch
 from collapse_guard.metrics.loss import LossIndicators
 
 #: indicators of a classifier logged for held-out synthetic data and used for the real–synthetic gap (other tasks:
@@ -34,30 +35,47 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     r"""Runs the model on held-out real and held-out synthetic data and logs collapse indicators.
 
     At every check (the end of every ``every_n_epochs``-th training epoch) the model, in eval mode and without
-    gradients, classifies the :class:`~collapse_guard.MixedDataModule`'s held-out real data (all of it) and up to
+    gradients, reads the :class:`~collapse_guard.MixedDataModule`'s held-out real data (all of it) and up to
     ``synthetic_samples`` of its held-out synthetic data (a fixed subset, the same at every check). Indicators are
-    torchmetrics ``Metric`` states, synced across ranks, logged through ``pl_module.log`` so every logger sees them:
+    torchmetrics ``Metric`` states, synced across ranks, logged through ``pl_module.log`` so every logger sees them.
 
-    * ``collapse/heldout_real/{loss,acc,acc_stderr,entropy,eff_classes,eff_classes_ratio,label_tv,label_kl,``
-      ``worst_class_recall,worst_class_recall_stderr,calibration_error}`` and, per class ``c`` present,
+    **Any model.** What is measured depends on the ``task``, inferred at set-up from the target of the first held-out
+    real batch (:mod:`collapse_guard.callbacks.tasks`) or given; every task logs the held-out real ``loss`` and
+    ``loss_stderr`` (per sample, per sequence for language models), the held-out synthetic loss and the gap:
+
+    * ``"language_model"`` (integer labels ``(N, T)``; logits ``(N, T, V)`` or outputs carrying ``.logits``):
+      ``collapse/heldout_real/{loss,loss_stderr,perplexity,token_acc,token_acc_stderr,entropy}`` per scored token
+      (label ``-100`` not scored; labels equal to the inputs, Hugging Face's causal convention, are shifted by one),
+      standard errors by sequence (:class:`~collapse_guard.metrics.language_model.LanguageModelIndicators`); gap
+      keys ``loss``, ``token_acc``;
+    * ``"regression"`` (float targets; predictions ``(N,)``, ``(N, 1)`` or ``(N, D)``):
+      ``collapse/heldout_real/{loss,loss_stderr,mse,mae,r2,pred_var_ratio,residual_tail_mass}``
+      (:class:`~collapse_guard.metrics.regression.RegressionIndicators`); gap keys ``loss``, ``r2``;
+    * ``"loss"``: only the loss of ``loss_fn``, for any model and batch (no ``batch_fn`` or ``forward_fn`` call);
+    * ``"classification"`` (integer targets ``(N,)``; logits ``(N, C)``), the classifier indicators below.
+
+    With ``loss_fn`` the logged ``loss`` and ``loss_stderr`` are those of the user's own per-sample loss.
+    ``CollapseGuard()`` without rules judges the default rules of the task (:func:`~collapse_guard.default_rules`).
+    For a classifier:
+
+    * ``collapse/heldout_real/{loss,loss_stderr,acc,acc_stderr,entropy,eff_classes,eff_classes_ratio,label_tv,``
+      ``label_kl,worst_class_recall,worst_class_recall_stderr,calibration_error}`` and, per class ``c`` present,
       ``collapse/heldout_real/class_recall/<c>`` and ``class_recall_stderr/<c>`` (the default ``class`` rule judges
       each against its own history) (:class:`~collapse_guard.metrics.ClassificationIndicators`);
     * ``collapse/heldout_synthetic/{loss,acc}`` and ``collapse/gap/{loss,acc}``: the held-out synthetic value
       minus the held-out real one. A model that does well on synthetic data and worse on real data (a positive
       accuracy gap) has learned the generator;
     * opt-in, with ``features=True``: ``collapse/features/{precision,recall,density,coverage,frechet,mmd,``
-      ``variance_ratio,tail_mass_ratio,vendi,vendi_real,effective_rank_real}``: the model's features (by default
-      the inputs of its last ``nn.Linear``, captured by a forward hook) of up to ``feature_samples`` *training*
-      synthetic samples against those of the held-out real data (see
-      :class:`~collapse_guard.callbacks.features.FeatureIndicators`); ``vendi_real`` and ``effective_rank_real``
-      measure the diversity of the model's representation of real data. No default rule reads them, and they
-      cost about ten times the rest of the check: one more forward pass over ``feature_samples`` training
-      samples, and k-NN, Fréchet, MMD and Vendi computations over those and the held-out real features
-      (``benchmarks/cost.py``, one CPU core: 0.33 s a check with them, 0.03 s without, for 512 training synthetic
-      and 400 held-out real samples of 512 features and an MLP of 1.6 M parameters);
-    * with a ``sample_fn`` (generative models), ``collapse/generated/{...}``: the same indicators between
-      ``feature_samples`` samples of the model and the held-out real inputs, both mapped by
-      ``sample_feature_fn`` (default: flattened).
+      ``variance_ratio,tail_mass_ratio,vendi,vendi_real,effective_rank_real}``: the model's features (default: the
+      inputs of its last ``nn.Linear``) of up to ``feature_samples`` *training* synthetic samples against those of
+      the held-out real data (:class:`~collapse_guard.callbacks.features.FeatureIndicators`). No default rule reads
+      them; they cost about ten times the rest of the check (``benchmarks/cost.py``, one CPU core: 0.33 s a check
+      with them, 0.03 s without, 512 training synthetic and 400 held-out real samples, an MLP of 1.6 M parameters);
+    * with a ``sample_fn`` (generative models), ``collapse/generated/{...}`` on ``feature_samples`` samples of the
+      model: a language model's token ids against the held-out real inputs, ``distinct_1, distinct_2,
+      unigram_entropy, unigram_entropy_real, vocab_coverage`` (:class:`~collapse_guard.callbacks.generated.
+      TextSampleIndicators`); any other model's, the feature indicators above, samples and held-out real inputs
+      mapped by ``sample_feature_fn`` (default: flattened).
 
     Every check's values are kept in :attr:`history` (``{"epoch", "global_step", key: value, ...}``), saved with
     checkpoints, for reports.
@@ -69,7 +87,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
     Args:
         every_n_epochs: check every this many training epochs (``>= 1``).
         batch_fn: ``batch -> (inputs, target)``; default :func:`default_batch_fn`.
-        forward_fn: ``(pl_module, inputs) -> logits (N, C)``; default :func:`default_forward_fn`.
+        forward_fn: ``(pl_module, inputs) -> outputs`` (logits ``(N, C)``, ``(N, T, V)``, predictions); default
+            :func:`default_forward_fn`.
         synthetic: also measure held-out synthetic data and the gap.
         synthetic_samples: held-out synthetic samples measured at every check, at most: a random subset drawn
             with the datamodule's ``seed`` (the same samples at every check, so checks compare), split between
@@ -85,22 +104,29 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         max_batches: at most this many batches of each held-out set per check (``None``: all).
         on_error: ``"raise"`` (the error on the failing rank, a ``RuntimeError`` on the others) or ``"warn"``
             (skip the failed check; its metrics are not logged, so the guard does not judge it).
-        prog_bar: show held-out real accuracy in the progress bar.
+        prog_bar: show held-out real accuracy (perplexity, MSE, loss by task) in the progress bar.
+        task: ``"classification"``, ``"language_model"``, ``"regression"`` or ``"loss"``; ``None`` (default):
+            inferred at set-up (a float target: regression; an integer ``(N,)`` one: classification; an integer
+            ``(N, T)`` one: language model).
+        loss_fn: ``(pl_module, batch) -> per-sample losses (N,)`` (e.g. ``F.cross_entropy(..., reduction="none")``):
+            the logged ``loss`` / ``loss_stderr``; needed with ``task="loss"``.
 
     Raises:
-        ValueError: for out-of-range arguments; at set-up, when the held-out real set has no more than ``k``
+        ValueError: for out-of-range arguments, an unknown ``task``, ``task="loss"`` without ``loss_fn``; at set-up, when the held-out real set has no more than ``k``
             samples and feature indicators are asked for, or ``synthetic_samples`` is smaller than the number of
             ranks, or a rule of the Trainer's ``CollapseGuard`` reads a held-out real indicator and the held-out
             real set holds fewer than 2 classes (read once, through ``batch_fn``); at a check, when a batch cannot be split into inputs and targets (with ``on_error="raise"``).
-        TypeError: at set-up, when the Trainer's datamodule is not a ``MixedDataModule``.
+        TypeError: a ``loss_fn`` not callable; at set-up, when the Trainer's datamodule is not a ``MixedDataModule``,
+            or, with no ``task``, ``batch_fn`` gives a target that is not a tensor (the task cannot be inferred).
         Exception: at fit start, before the first training batch, a dry run puts one held-out real batch through
             ``batch_fn``, ``forward_fn`` and the model (without gradients, in eval mode, the training mode and the
             random state restored after, not counted as a training batch) and refuses, naming the one at fault:
             ``batch_fn`` failing or giving a target that is not a tensor; the model failing on the inputs (its
             error restated with the inputs' shape, of the same built-in type, chaining the original); a model
-            without ``forward`` (pass ``forward_fn=``); ``forward_fn`` returning no tensor (``TypeError``), logits
-            not of shape ``(N, C)`` for the ``N`` targets, or one output per sample (``ValueError``: the
-            indicators need ``C >= 2``). With ``on_error="warn"`` it warns instead. Under several processes every
+            without ``forward`` (pass ``forward_fn=``, or ``task="loss"`` with ``loss_fn``); ``forward_fn``
+            returning no tensor (``TypeError``), outputs the task cannot read (``ValueError``: a classifier's logits
+            not ``(N, C)``, ``C >= 2``, a language model's not ``(N, T, V)`` for labels ``(N, T)``, a regressor's
+            predictions not one per target); ``loss_fn`` failing or not giving ``(N,)`` losses. With ``on_error="warn"`` it warns instead. Under several processes every
             rank fails together, naming the failing rank.
 
     Example::
@@ -110,6 +136,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
         # every held-out synthetic sample, and the feature-space indicators on 1000 training synthetic samples
         check = HeldOutRealCheck(synthetic_samples=None, features=True, feature_samples=1000)
+
+        # a Hugging Face causal LM: batches {"input_ids", "attention_mask"}, outputs with .logits: nothing to pass
+        trainer = pl.Trainer(callbacks=[HeldOutRealCheck(), CollapseGuard()])  # task "language_model", its rules
     """
 
     produces = ("collapse/heldout_real/", "collapse/heldout_synthetic/", "collapse/gap/", "collapse/features/",
@@ -134,10 +163,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         task: Optional[str] = None,
         loss_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
     ) -> None:
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"`every_n_epochs` must be a positive integer, got {every_n_epochs!r}.")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+        for name, value in (("every_n_epochs", every_n_epochs), ("k", k)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if not isinstance(feature_samples, int) or feature_samples <= k:
             raise ValueError(f"`feature_samples` must be an integer > k={k}, got {feature_samples!r}.")
         if synthetic_samples is not None and (
@@ -180,59 +208,25 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             return
         self._reset_fit_state()
         dm = require_mixed_datamodule(trainer, type(self).__name__)
-        heldout = getattr(dm, "heldout_real", None)
-        if (self.features or self.sample_fn is not None) and heldout is not None and len(heldout) <= self.k:
-            raise ValueError(
-                f"HeldOutRealCheck: the held-out real set has {len(heldout)} samples but the k-NN indicators need "
-                f"more than k={self.k}. Hold out more real data, lower `k`, or pass features=False."
-            )
-        world = int(trainer.world_size)
-        if (self.synthetic and self.synthetic_samples is not None and self.synthetic_samples < world
-                and getattr(dm, "heldout_synthetic", None) is not None):
-            raise ValueError(
-                f"HeldOutRealCheck: `synthetic_samples={self.synthetic_samples}` is fewer than the {world} ranks that "
-                "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
-            )
+        check_sizes(self, dm, int(trainer.world_size))
         task = self.task_of(trainer)
         if task.name == "classification" and any(k.startswith("collapse/heldout_real/") for k in monitored_keys(trainer)):
-            self._check_classes(dm)
+            check_classes(dm, self.batch_fn)
 
     def task_of(self, trainer: Trainer) -> Task:
-        """The task adapter of this fit (:mod:`collapse_guard.callbacks.tasks`): ``task``, else inferred from the
-        target of the first held-out real batch (read once through ``batch_fn``, no model call): a float target is a
-        regression, an integer ``(N,)`` one a classification, an integer ``(N, T)`` one a language model's labels.
-
-        Raises:
-            Exception: ``batch_fn`` failing on that batch (restated naming it); ``TypeError``: a target that is not
-                a tensor, with no ``task`` given.
-        """
+        """The task adapter of this fit: ``task``, else inferred from the first held-out real batch
+        (:func:`~collapse_guard.callbacks.tasks.task_from_batch`; read once, through ``batch_fn``, no model call)."""
         dm = trainer.datamodule
         if self._task is None or self._task[0] is not dm:
-            name, inputs, target = self.task, None, None
-            if name in (None, "language_model"):
-                batch = first_batch(self._heldout_loaders(dm)[0]) if getattr(dm, "heldout_real", None) else None
-                if batch is not None:
-                    inputs, target = split_batch(self.batch_fn, batch)
-                    name = name or infer_task(inputs, target)
-            self._task = (dm, make_task(name or "classification", inputs, target))
+            read = self.task in (None, "language_model") and getattr(dm, "heldout_real", None) is not None
+            self._task = (dm, task_from_batch(self.task, first_batch(self._heldout_loaders(dm)[0]) if read else None,
+                                              self.batch_fn))
         return self._task[1]
 
     def default_rules(self, trainer: Trainer) -> list[Rule]:
         """The default rules of this fit's task (:func:`~collapse_guard.default_rules`): what ``CollapseGuard()``
         without ``rules`` judges."""
         return default_rules(task=self.task_of(trainer).name)
-
-    def _check_classes(self, dm) -> None:
-        """Classification indicators on held-out real data that a rule reads need at least two classes in it."""
-        classes = dm.heldout_real_classes(self.batch_fn)
-        if len(classes) < 2:
-            raise ValueError(
-                f"HeldOutRealCheck: the held-out real set ({len(dm.heldout_real)} samples) holds "
-                f"{len(classes)} class{'' if len(classes) == 1 else 'es'} ({classes.tolist()}), but the held-out real "
-                "indicators a CollapseGuard rule monitors (worst-class recall, effective number of classes, label "
-                "marginals) compare classes and need at least 2: hold out real data of every class (a larger or "
-                "stratified `holdout`)."
-            )
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The dry run: one held-out real batch through ``batch_fn``, ``forward_fn``, the model, the task and
@@ -297,7 +291,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                     if feats is not None:
                         feature_sink(feats)
                 if input_sink is not None:
-                    input_sink(self.sample_feature_fn(inputs))
+                    input_sink(inputs)
         return metrics
 
     def _heldout_loaders(self, dm) -> tuple[DataLoader, Optional[DataLoader], Optional[DataLoader]]:
@@ -362,12 +356,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             if not feats.pair["prdc"].synthetic_features:
                 del collected["features"]
         if self.sample_fn is not None and real_inputs:
-            samples = self.sample_feature_fn(self.sample_fn(pl_module, self.feature_samples))
-            gen = FeatureIndicators(samples.shape[-1], k=self.k, device=samples.device)
-            for x in real_inputs:
-                gen.update(x.to(samples.device), real=True)
-            gen.update(samples, real=False)
-            collected["generated"] = gen
+            collected["generated"] = generated_indicators(
+                self.task_of(trainer).name, self.sample_fn(pl_module, self.feature_samples), real_inputs, self.k,
+                self.sample_feature_fn)
         return collected
 
     @staticmethod
@@ -394,7 +385,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         ):
             keys |= {f"collapse/features/{k}" for k in FeatureIndicators.KEYS}
         if self.sample_fn is not None:
-            keys |= {f"collapse/generated/{k}" for k in FeatureIndicators.KEYS}
+            keys |= {f"collapse/generated/{k}" for k in generated_keys(task.name)}
         return keys
 
     def check(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:

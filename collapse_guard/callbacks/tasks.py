@@ -189,6 +189,24 @@ def make_task(name: str, inputs: Any = None, target: Any = None) -> Task:
     return {"classification": ClassificationTask, "regression": RegressionTask, "loss": LossTask}[name]()
 
 
+def task_from_batch(task: Optional[str], batch: Any, batch_fn: Any) -> Task:
+    """The adapter of ``task``, else of the task inferred (:func:`infer_task`) from ``batch`` (one held-out real
+    batch, split by ``batch_fn``); a classifier's when there is neither. A language model's labels shift when they
+    are the batch's inputs themselves.
+
+    Raises:
+        Exception: ``batch_fn`` failing on ``batch`` (restated naming it); ``TypeError``: with no ``task``, a target
+            that is not a tensor.
+    """
+    inputs = target = None
+    if batch is not None and task in (None, "language_model"):
+        from collapse_guard.callbacks._dry_run import split_batch
+
+        inputs, target = split_batch(batch_fn, batch)
+        task = task or infer_task(inputs, target)
+    return make_task(task or "classification", inputs, target)
+
+
 def check_task(task: Optional[str], loss_fn: Any) -> None:
     """``HeldOutRealCheck``'s ``task`` and ``loss_fn`` arguments.
 

@@ -4,7 +4,9 @@
   :class:`MaximumMeanDiscrepancy`, :class:`VarianceRatio`, :class:`TailMassRatio`;
 * diversity of one set of features: :class:`VendiScore`, :class:`EffectiveRank`;
 * text: :class:`DistinctN`, :class:`TypeTokenRatio`, :class:`UnigramEntropy`, :class:`VocabularyCoverage`;
-* classifiers: :class:`ClassificationIndicators` (when available).
+* held-out indicators of a model: :class:`ClassificationIndicators` (classifiers), :class:`LanguageModelIndicators`
+  (causal and masked language models), :class:`RegressionIndicators` (regressors), :class:`LossIndicators` (any
+  model's per-sample loss).
 """
 from collapse_guard.metrics import functional
 from collapse_guard.metrics.diversity import EffectiveRank, VendiScore
@@ -15,6 +17,9 @@ from collapse_guard.metrics.feature import (
     TailMassRatio,
     VarianceRatio,
 )
+from collapse_guard.metrics.language_model import LanguageModelIndicators
+from collapse_guard.metrics.loss import LossIndicators
+from collapse_guard.metrics.regression import RegressionIndicators
 from collapse_guard.metrics.text import DistinctN, TypeTokenRatio, UnigramEntropy, VocabularyCoverage
 
 __all__ = [
@@ -30,6 +35,9 @@ __all__ = [
     "TypeTokenRatio",
     "UnigramEntropy",
     "VocabularyCoverage",
+    "LanguageModelIndicators",
+    "LossIndicators",
+    "RegressionIndicators",
 ]
 
 try:  # owned elsewhere; may not exist yet

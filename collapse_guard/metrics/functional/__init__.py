@@ -36,6 +36,9 @@ from collapse_guard.metrics.functional.diversity import (
     vendi_score,
     vendi_score_from_eigenvalues,
 )
+from collapse_guard.metrics.functional.language_model import perplexity, sequence_token_statistics
+from collapse_guard.metrics.functional.per_sample import mean_standard_error, ratio_standard_error
+from collapse_guard.metrics.functional.regression import prediction_variance_ratio, r2_score, residual_tail_mass
 from collapse_guard.metrics.functional.knn import coverage, density, knn_precision, knn_radii, knn_recall, prdc
 from collapse_guard.metrics.functional.text import (
     distinct_n,
@@ -68,4 +71,12 @@ __all__ = [
     "unigram_entropy",
     "vocabulary_coverage",
     *baseline.__all__,
+    # language models, regression, any per-sample loss
+    "perplexity",
+    "sequence_token_statistics",
+    "prediction_variance_ratio",
+    "r2_score",
+    "residual_tail_mass",
+    "mean_standard_error",
+    "ratio_standard_error",
 ]
