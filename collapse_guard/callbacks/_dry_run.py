@@ -67,7 +67,7 @@ def run_loss_fn(loss_fn: Callable[[LightningModule, Any], Any], pl_module: Light
         raise _restated(err, (
             f"HeldOutRealCheck: `loss_fn` failed on a held-out real batch ({_describe(batch)}): "
             f"{type(err).__name__}: {err}. It must return the per-sample losses of the batch, shape (N,).")) from err
-    if not isinstance(losses, Tensor) or losses.ndim > 2 or (losses.ndim == 2 and losses.shape[1] != 1) \
+    if not isinstance(losses, Tensor) or losses.ndim not in (1, 2) or (losses.ndim == 2 and losses.shape[1] != 1) \
             or losses.numel() == 0:
         raise ValueError(
             f"HeldOutRealCheck: `loss_fn` returned {_describe(losses)}; it must return one loss per sample (per "

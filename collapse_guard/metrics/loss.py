@@ -36,7 +36,7 @@ class LossIndicators(Metric):
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, losses: Tensor) -> None:
-        if not isinstance(losses, Tensor) or losses.ndim > 2 or (losses.ndim == 2 and losses.shape[1] != 1):
+        if not isinstance(losses, Tensor) or losses.ndim not in (1, 2) or (losses.ndim == 2 and losses.shape[1] != 1):
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ValueError(f"per-sample losses must have shape (N,), got {shape}.")
         x = losses.detach().reshape(-1).double()
