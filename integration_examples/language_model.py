@@ -157,8 +157,9 @@ class CharNGram:
         return out
 
 
-def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 8, seed: int = 0) -> dict:
-    """``{"healthy": ..., "collapsing": ...}`` ``SyntheticSource``s as large as the real training text.
+def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 12, samples: int = 2000,
+                   seed: int = 0) -> dict:
+    """``{"healthy": ..., "collapsing": ...}`` ``SyntheticSource``s of ``samples`` windows each.
 
     healthy: generation 1 at temperature 1 (a 5-gram model of the real training text);
     collapsing: generation ``collapsed_generation`` of a chain refitted on its own samples at temperature 0.7.
@@ -168,10 +169,11 @@ def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 8, s
     real_dm.setup("fit")
     real = real_dm.train.windows.numpy()  # the generator sees the real training split only
     rng = np.random.default_rng(seed)
-    healthy = CharNGram().fit(real).sample(len(real), CONTEXT + 1, 1.0, rng)
+    healthy = CharNGram().fit(real).sample(samples, CONTEXT + 1, 1.0, rng)
     current = real
-    for _ in range(collapsed_generation):
-        current = CharNGram().fit(current).sample(len(real), CONTEXT + 1, 0.7, rng)
+    for g in range(collapsed_generation):  # each generation as large as the real training text, the last `samples`
+        n = samples if g == collapsed_generation - 1 else len(real)
+        current = CharNGram().fit(current).sample(n, CONTEXT + 1, 0.7, rng)
     return {
         "healthy": SyntheticSource(Windows(healthy), generator="char 5-gram", generation=1,
                                    params={"temperature": 1.0}),
@@ -181,9 +183,15 @@ def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 8, s
 
 
 # -- four fits: your model and DataModule, with the lines that add collapse_guard ----------------------------------
-def real_share(epoch: int) -> float:
-    """The share of real windows in each epoch's batches: 90% for 3 epochs, then down to 10%."""
-    return max(0.1, 0.9 - 0.4 * max(0, epoch - 2))
+#: epochs, windows an epoch, epochs at 90% real text before the real share falls to 10%, held-out windows,
+#: windows of each synthetic source
+FULL = {"epochs": 14, "per_epoch": 640, "warmup": 6, "val_size": 512, "samples": 2000}
+QUICK = {"epochs": 10, "per_epoch": 320, "warmup": 6, "val_size": 256, "samples": 1000}
+
+
+def real_share(warmup: int):
+    """The share of real windows in each epoch's batches: 90% for ``warmup`` epochs, then down to 10%."""
+    return lambda epoch: max(0.1, 0.9 - 0.4 * max(0, epoch - warmup + 1))
 
 
 def trainer(epochs: int, callbacks: list, out: str) -> pl.Trainer:
@@ -192,7 +200,7 @@ def trainer(epochs: int, callbacks: list, out: str) -> pl.Trainer:
                       default_root_dir=out, num_sanity_val_steps=0)
 
 
-def fit(source, guarded: bool, epochs: int, per_epoch: int, data: dict, out: str) -> dict:
+def fit(source, guarded: bool, epochs: int, per_epoch: int, warmup: int, data: dict, out: str) -> dict:
     """One fit of ``CharTransformer`` on ``HelpTextDataModule`` mixed with ``source`` (``None``: real text only)."""
     from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor
 
@@ -201,7 +209,7 @@ def fit(source, guarded: bool, epochs: int, per_epoch: int, data: dict, out: str
     dm = MixedDataModule(
         real=real_dm,                                   # your DataModule: its batches reach training_step unchanged
         synthetic=source,                               # {"name": SyntheticSource}, or None for real text only
-        real_fraction=real_share if source else 1.0,    # the real share of every batch, per epoch
+        real_fraction=real_share(warmup) if source else 1.0,  # the real share of every batch, per epoch
         holdout="val",                                  # your validation set: held out, never trained on
         reserve=0.3,                                    # fresh real text for the guard to inject
         samples_per_epoch=per_epoch,
@@ -251,21 +259,26 @@ def main(quick: bool = False, out: str = "runs/language_model") -> dict:
     real_share}}`` (``events`` is ``None`` for the unguarded fit)."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    epochs, per_epoch = (6, 640) if quick else (8, 1280)
-    data = {"val_size": 256 if quick else 512}
-    sources = synthetic_text(HelpTextDataModule(**data), collapsed_generation=8)
-    healthy, collapsing = {"gen1_t1": sources["healthy"]}, {"gen8_t07": sources["collapsing"]}
+    settings = QUICK if quick else FULL
+    run = (settings["epochs"], settings["per_epoch"], settings["warmup"])
+    data = {"val_size": settings["val_size"]}
+    sources = synthetic_text(HelpTextDataModule(**data), collapsed_generation=12, samples=settings["samples"])
+    healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
     fits = {
-        "real only, guarded": fit(None, True, epochs, per_epoch, data, out),
-        "collapsing": fit(collapsing, False, epochs, per_epoch, data, out),
-        "collapsing, guarded": fit(collapsing, True, epochs, per_epoch, data, out),
-        "healthy, guarded": fit(healthy, True, epochs, per_epoch, data, out),
+        "real only, guarded": fit(None, True, *run, data, out),
+        "collapsing": fit(collapsing, False, *run, data, out),
+        "collapsing, guarded": fit(collapsing, True, *run, data, out),
+        "healthy, guarded": fit(healthy, True, *run, data, out),
     }
     print()
     print_table(fits)
     print()
-    for name, source in (("healthy", healthy), ("collapsing", collapsing)):
-        print(f"a {name} sample: {decode(next(iter(source.values())).data.windows[0])!r}")
+    real = HelpTextDataModule(**data)
+    real.setup("fit")
+    for name, windows in (("real", real.train.windows), ("healthy", sources["healthy"].data.windows),
+                          ("collapsing", sources["collapsing"].data.windows)):
+        words = decode(windows[:1000].flatten()).split()
+        print(f"{name:>10}: {len(set(words)):>4} distinct words in 1000 windows, e.g. {decode(windows[1])!r}")
     print(f"\n{time.perf_counter() - start:.0f} s")
     return fits
 
