@@ -18,16 +18,21 @@ def first_batch(loader: Any) -> Optional[Any]:
     return loader.collate_fn([dataset[i] for i in range(min(len(dataset), loader.batch_size or 1))])
 
 
+def _restating(fn: Callable[..., Any], *args: Any, name: str, hint: str) -> Any:
+    """``fn(*args)``; a failure restated as ``name`` failing on a held-out real batch (the last argument), with
+    ``hint`` saying what to pass."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - restated with what to fix
+        raise _restated(err, f"HeldOutRealCheck: `{name}` failed on a held-out real batch ({_describe(args[-1])}): "
+                             f"{type(err).__name__}: {err}. {hint}") from err
+
+
 def split_batch(batch_fn: Callable[[Any], tuple[Any, Any]], batch: Any) -> tuple[Any, Any]:
     """``batch_fn(batch)``; its failure restated with the batch's structure and what to pass."""
-    try:
-        inputs, target = batch_fn(batch)
-    except Exception as err:  # noqa: BLE001 - restated with what to fix
-        raise _restated(err, (
-            f"HeldOutRealCheck: `batch_fn` failed on a held-out real batch ({_describe(batch)}): "
-            f"{type(err).__name__}: {err}. It must split a collated batch into (inputs, target): pass "
-            "`batch_fn=lambda batch: (inputs, target)`, or for a model without targets `task='loss'` with "
-            "`loss_fn=lambda pl_module, batch: per_sample_losses`.")) from err
+    inputs, target = _restating(batch_fn, batch, name="batch_fn", hint=(
+        "It must split a collated batch into (inputs, target): pass `batch_fn=lambda batch: (inputs, target)`, or "
+        "for a model without targets `task='loss'` with `loss_fn=lambda pl_module, batch: per_sample_losses`."))
     return inputs, target
 
 
@@ -61,12 +66,8 @@ def run_loss_fn(loss_fn: Callable[[LightningModule, Any], Any], pl_module: Light
     """
     from torch import Tensor
 
-    try:
-        losses = loss_fn(pl_module, batch)
-    except Exception as err:  # noqa: BLE001 - restated with what to fix
-        raise _restated(err, (
-            f"HeldOutRealCheck: `loss_fn` failed on a held-out real batch ({_describe(batch)}): "
-            f"{type(err).__name__}: {err}. It must return the per-sample losses of the batch, shape (N,).")) from err
+    losses = _restating(loss_fn, pl_module, batch, name="loss_fn",
+                        hint="It must return the per-sample losses of the batch, shape (N,).")
     if not isinstance(losses, Tensor) or losses.ndim not in (1, 2) or (losses.ndim == 2 and losses.shape[1] != 1) \
             or losses.numel() == 0:
         raise ValueError(
