@@ -136,3 +136,21 @@ def test_classifier_loss_has_its_standard_error():
 def test_ratio_standard_error_of_one_sequence_is_zero():
     one = torch.tensor(1.0)
     assert float(ratio_standard_error(one, one, one, one, one, torch.tensor(1))) == 0.0
+
+
+@pytest.mark.parametrize("make, data", [
+    (LanguageModelIndicators, lambda: lm_batch(n=10)),
+    (RegressionIndicators, lambda: (torch.randn(40, 3) * 0.5, torch.randn(40, 3))),
+    (LossIndicators, lambda: (torch.rand(40),)),
+], ids=["language_model", "regression", "loss"])
+def test_two_ranks_merged_give_the_values_of_the_whole_set(make, data):
+    """What DDP's sync does with the states (``sum`` and ``cat``), by torchmetrics' own ``merge_state``."""
+    args = data()
+    half = args[0].shape[0] // 2
+    whole, rank0, rank1 = make(), make(), make()
+    whole.update(*args)
+    rank0.update(*(a[:half] for a in args))
+    rank1.update(*(a[half:] for a in args))
+    rank0.merge_state(rank1)
+    for key, value in whole.compute().items():
+        assert float(rank0.compute()[key]) == pytest.approx(float(value), rel=1e-9, abs=1e-12), key
