@@ -132,8 +132,8 @@ class CharNGram:
         grams = np.lib.stride_tricks.sliding_window_view(windows, k + 1, axis=1).reshape(-1, k + 1)
         codes, self.counts = np.unique(grams @ VOCAB ** np.arange(k, -1, -1), return_counts=True)
         self.next, context = codes % VOCAB, codes // VOCAB
-        self.contexts, self.row_start = np.unique(context, return_index=True)
-        self.row = np.repeat(np.arange(len(self.contexts)), np.diff(np.append(self.row_start, len(codes))))
+        self.contexts, self.row_start, self.row_len = np.unique(context, return_index=True, return_counts=True)
+        self.row = np.repeat(np.arange(len(self.contexts)), self.row_len)  # codes are sorted: rows are contiguous
         self.starts = windows[:, :k]
         return self
 
@@ -153,7 +153,7 @@ class CharNGram:
             unseen = self.contexts[row] != code  # a context only seen at the end of a sequence: jump anywhere
             row[unseen] = rng.integers(len(self.contexts), size=int(unseen.sum()))
             pick = np.searchsorted(cum, row + rng.random(n), side="right")
-            out[:, t] = self.next[np.minimum(pick, self.row_start[row] + np.bincount(self.row)[row] - 1)]
+            out[:, t] = self.next[np.clip(pick, self.row_start[row], self.row_start[row] + self.row_len[row] - 1)]
         return out
 
 

@@ -199,7 +199,7 @@ def main(quick: bool = False, out: str = "runs/regression_diabetes") -> dict:
     real_share}}`` (``events`` is ``None`` for the unguarded fit)."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    epochs = 14 if quick else 24
+    epochs = 12 if quick else 16
     sources = synthetic_regression(DiabetesDataModule(), collapsed_generation=12)
     healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
     fits = {
