@@ -25,9 +25,6 @@ from collapse_guard.callbacks.rules import Rule, default_rules
 from collapse_guard.callbacks.tasks import Task, check_task, task_from_batch
 from collapse_guard.metrics.loss import LossIndicators
 
-#: indicators of a classifier logged for held-out synthetic data and used for the real–synthetic gap (other tasks:
-#: their ``Task.gap_keys``)
-GAP_KEYS = ("loss", "acc")
 ON_ERROR = ("warn", "raise")
 
 
