@@ -1,6 +1,6 @@
 """A character-level language model trained on real text mixed with generated text, guarded by collapse_guard.
 
-    python integration_examples/language_model.py            # about 2 minutes on 2 CPU cores
+    python integration_examples/language_model.py            # about 80 s on 2 CPU cores
     python integration_examples/language_model.py --quick    # about 30 s
 
 The first half of this file is "your" code: a DataModule of real English text (the help texts that ship with
@@ -10,10 +10,11 @@ already shifted (``labels[:, t]`` is the character after ``input_ids[:, t]``), a
 
 The second half makes generated text the way published collapse happens (a character 5-gram model fitted on the real
 training text, then refitted on its own samples generation after generation at temperature 0.7: rare words die out,
-the text narrows to a few frequent phrases) and trains four times with the same model, seed and epochs: on real text
-only; with the real share falling from 90% to 10% and the late, collapsed generation filling the rest, unguarded; the
-same guarded by ``HeldOutRealCheck()`` and ``CollapseGuard()``; and the same schedule with a healthy source (the first
-generation at temperature 1), guarded. The guard must act on the collapsed source and leave the healthy one alone.
+the text narrows to a few frequent phrases, "the same as the same as") and trains four times with the same model,
+seed and epochs: on real text only, guarded; with the real share falling from 90% to 10% after 6 epochs and
+generation 12 filling the rest, unguarded; the same guarded by ``HeldOutRealCheck()`` and ``CollapseGuard()``; and
+the same schedule with a healthy source (the first generation at temperature 1), guarded. The guard must act on the
+collapsed source and leave the healthy one and the real-only fit alone.
 """
 from __future__ import annotations
 
