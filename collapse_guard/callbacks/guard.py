@@ -8,8 +8,8 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
 from collapse_guard.callbacks._base import (
-    CollapseMetricsProducer, CollapseMetricsReader, producer_of, producers_default_rules, require_mixed_datamodule,
-    run_after_producers, run_collectively,
+    CollapseMetricsProducer, CollapseMetricsReader, missing_metrics_message, producer_of, producers_default_rules,
+    require_mixed_datamodule, run_after_producers, run_collectively,
 )
 from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
@@ -314,7 +314,6 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
 
     def _judge(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, float]]) -> list[Verdict]:
         """Verdicts of the rules whose metric was measured at this epoch (the same on every rank)."""
-        metrics, epoch = trainer.callback_metrics, trainer.current_epoch
         status = {key: reading[0] for key, reading in zip(keys, readings)}
         row = {key: reading[1] for key, reading in zip(keys, readings) if reading[0] == FRESH and "*" not in key}
         verdicts, missing = [], []
@@ -328,12 +327,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
                 continue
             verdicts.append(verdict)
         if missing and self.strict:
-            logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
-            raise RuntimeError(
-                f"CollapseGuard monitors {missing}, which no callback or module logged by epoch {epoch}. "
-                f"Logged now: {logged}. Add HeldOutRealCheck()/RatioMonitor() to the Trainer's callbacks, or fix "
-                "the rule's `monitor` (or pass strict=False to skip rules whose metric is missing)."
-            )
+            raise RuntimeError(missing_metrics_message(type(self).__name__, missing, trainer))
         return verdicts
 
     def _keep_best(self, trainer: Trainer, pl_module: LightningModule, verdicts: list[Verdict]) -> None:

@@ -187,6 +187,20 @@ def test_rule_on_a_never_logged_metric_raises_listing_logged_keys():
     assert ACC in message and "strict=False" in message
 
 
+def test_a_metric_the_module_logs_in_its_own_epoch_end_hook_is_refused_with_the_reason():
+    """Lightning calls the callbacks' ``on_train_epoch_end`` before the module's: the guard says so."""
+    class LogsLate(TinyMLP):
+        def on_train_epoch_end(self):
+            self.log("late_metric", 1.0)
+
+    guard = CollapseGuard(rules=[Rule("late_metric", mode="min", threshold=2.0, action="warn")])
+    trainer = make_trainer(max_epochs=2, callbacks=[RatioMonitor(), HeldOutRealCheck(), guard])
+    with pytest.raises(RuntimeError, match="late_metric") as err:
+        trainer.fit(LogsLate(), datamodule=make_mixed())
+    message = str(err.value)
+    assert "LogsLate defines its own `on_train_epoch_end`" in message and "on_epoch=True" in message
+
+
 def test_non_strict_guard_skips_missing_metrics():
     guard = CollapseGuard(rules=[Rule("collapse/nothing", threshold=0.5, action="stop")], strict=False)
     trainer, *_ = fit(guard, max_epochs=2)
