@@ -129,6 +129,9 @@ def synthetic_regression(real_dm: DiabetesDataModule, collapsed_generation: int 
 
 
 # -- four fits: your model and DataModule, with the lines that add collapse_guard ----------------------------------
+FULL, QUICK = {"epochs": 16}, {"epochs": 14}
+
+
 def real_share(epoch: int) -> float:
     """The share of real samples in each epoch's batches: 90% for 8 epochs, then down to 10%."""
     return max(0.1, 0.9 - 0.4 * max(0, epoch - 7))
@@ -199,7 +202,7 @@ def main(quick: bool = False, out: str = "runs/regression_diabetes") -> dict:
     real_share}}`` (``events`` is ``None`` for the unguarded fit)."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    epochs = 12 if quick else 16
+    epochs = (QUICK if quick else FULL)["epochs"]
     sources = synthetic_regression(DiabetesDataModule(), collapsed_generation=12)
     healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
     fits = {

@@ -61,10 +61,11 @@ def test_language_model_example(tmp_path, capsys):
 
 
 def test_regression_example(tmp_path, capsys):
-    fits = load("regression_diabetes").main(quick=True, out=str(tmp_path))
+    example = load("regression_diabetes")
+    fits = example.main(quick=True, out=str(tmp_path))
     assert "held-out mse" in capsys.readouterr().out
     check_fits(fits, ("collapse/heldout_real/loss", "collapse/heldout_real/mse", "collapse/heldout_real/r2",
-                      "collapse/heldout_real/pred_var_ratio"), epochs=14)
+                      "collapse/heldout_real/pred_var_ratio"), example.QUICK["epochs"])
     unguarded, guarded = fits["collapsing"], fits["collapsing, guarded"]
     # the collapsing labels pulled the predictions towards the mean: variance ratio down, held-out MSE up
     first = {k: unguarded["checks"][7][f"collapse/heldout_real/{k}"] for k in ("mse", "pred_var_ratio")}
