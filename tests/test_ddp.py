@@ -58,6 +58,15 @@ def fit_parts(fail: str = ""):
             raise ZeroDivisionError("a held-out check that fails on rank 1 only")
         return default_batch_fn(batch)
 
+    if fail == "setup":  # a set-up check of the datamodule that fails on rank 1 only
+        built = dm._build
+
+        def build_failing_on_rank1(real_dataset):
+            if dm.trainer.global_rank == 1:
+                raise ValueError("a set-up check that fails on rank 1 only")
+            return built(real_dataset)
+
+        dm._build = build_failing_on_rank1
     guard = FailingGuard(rules=rules, action="inject", inject_fraction=0.5, real_fraction_step=0.5, cooldown=1,
                          verbose=False)
     return dm, RatioMonitor(), HeldOutRealCheck(batch_fn=batch_fn), guard, TinyMLP(), holder
@@ -208,7 +217,7 @@ def stream_resume_fits(out: Path) -> dict:
 
 def run_rank(out: Path, scenario: str) -> None:
     """``main``: a full fit, then, in the same two processes, one where the guard fails on rank 1.
-    ``check``: one fit where HeldOutRealCheck fails on rank 1.
+    ``check``: one fit where HeldOutRealCheck fails on rank 1, one where the datamodule's set-up does.
     ``resume``: fits stopped at ``STOPS`` and resumed from their checkpoints, and the uninterrupted one."""
     import torch
 
@@ -222,7 +231,7 @@ def run_rank(out: Path, scenario: str) -> None:
         return
     if scenario == "check":
         record: dict = {}
-        failing_fits(record, ["check"])
+        failing_fits(record, ["check", "setup"])
         (out / f"rank{record['rank']}.json").write_text(json.dumps(record))
         return
 
@@ -367,13 +376,18 @@ def test_heldout_loaders_are_sharded_by_rank_without_processes():
     assert shards[1] == full[1::3]
 
 
-def test_a_heldout_check_failing_on_one_rank_stops_every_rank(tmp_path):
+def test_a_heldout_check_or_a_setup_check_failing_on_one_rank_stops_every_rank(tmp_path):
     proc = launch(tmp_path, "check", timeout=60)
     assert proc.returncode == 0, proc.stderr[-4000:]
     a, b = [json.loads((tmp_path / f"rank{r}.json").read_text())["failures"]["check"] for r in range(2)]
     assert b["outcome"] == "ZeroDivisionError: a held-out check that fails on rank 1 only", b
     assert a["outcome"].startswith("RuntimeError") and "HeldOutRealCheck failed on rank 1" in a["outcome"], a
     assert a["epoch"] == b["epoch"] == 1
+    a, b = [json.loads((tmp_path / f"rank{r}.json").read_text())["failures"]["setup"] for r in range(2)]
+    assert b["outcome"] == "ValueError: a set-up check that fails on rank 1 only", b
+    assert a["outcome"] == ("RuntimeError: MixedDataModule set-up failed on rank 1, so every rank stops: "
+                            "ValueError: a set-up check that fails on rank 1 only"), a
+    assert a["epoch"] == b["epoch"] == 0
 
 
 def assert_replays(got, want, where: str = "") -> None:

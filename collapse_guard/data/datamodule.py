@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from collapse_guard._collective import run_collectively
 from collapse_guard._compat import LightningDataModule, is_datamodule
 from collapse_guard.data import checks, loaders, splits, wiring
 from collapse_guard.data.arguments import check_mixing_arguments
@@ -168,15 +169,27 @@ class MixedDataModuleMixin(MixingRecordsMixin):
             self.real_datamodule.prepare_data()
 
     def setup(self, stage: str) -> None:
-        """Resolve sources, split held-out real, reserve and held-out synthetic data, and check the collate."""
+        """Resolve sources, split held-out real, reserve and held-out synthetic data, and check the collate.
+
+        Under several processes the checks run on every rank together
+        (:func:`~collapse_guard._collective.run_collectively`): a check failing on one rank raises its error there and,
+        on every other rank, a ``RuntimeError`` naming that rank and the error, instead of leaving them waiting.
+        """
         dm = self.real_datamodule
         if dm is not None:
             dm.trainer = self.trainer
         if self.mixer is not None:
             return
-        real_dataset, self._options = loaders.real_training_data(
-            self.real, self.collate_fn, self.batch_size, self.num_workers, DEFAULT_BATCH_SIZE)
-        self._build(real_dataset)
+
+        def build() -> None:
+            real_dataset, self._options = loaders.real_training_data(
+                self.real, self.collate_fn, self.batch_size, self.num_workers, DEFAULT_BATCH_SIZE)
+            self._build(real_dataset)
+
+        if self._trainer_attached:  # under several processes a failing check stops every rank, naming the rank
+            run_collectively(self.trainer, "MixedDataModule set-up", build)
+        else:
+            build()
 
     def _build(self, real_dataset: Dataset) -> None:
         """Lay the sources out (:mod:`~collapse_guard.data.splits`), build the mixer, run the content checks."""
