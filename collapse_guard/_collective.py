@@ -39,8 +39,8 @@ def run_collectively(trainer: Any, who: str, fn: Callable[[], T]) -> T:
         result = fn()
     except Exception as err:  # noqa: BLE001 - re-raised below, after every rank knows
         error = err
-    if trainer.world_size > 1:
-        strategy = trainer.strategy
+    strategy = getattr(trainer, "strategy", None)  # none: a stand-in for a Trainer, no process group to agree in
+    if trainer.world_size > 1 and strategy is not None:
         if strategy.reduce_boolean_decision(error is not None, all=False):
             mine = trainer.global_rank if error is not None else trainer.world_size
             first = int(strategy.reduce(torch.tensor(mine, device=strategy.root_device), reduce_op="min"))
