@@ -10,7 +10,13 @@ from typing import Optional, Sequence
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``collapse-guard`` console script."""
-    parser = argparse.ArgumentParser(prog="collapse-guard", description=__doc__)
+    from collapse_guard import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="collapse-guard",
+        description="collapse_guard's command line: run the demo on real digits, or re-render a saved collapse report.",
+    )
+    parser.add_argument("--version", action="version", version=f"collapse-guard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="three fits on real digits: real only, mixed, mixed with the guard")
     demo.add_argument("--out", default="runs/demo", help="folder for the JSON record (default: runs/demo)")

@@ -1,13 +1,21 @@
-"""The terminal summary of a report record: ``rich`` tables of the data mix, the rules and the guard events.
+"""The terminal summary of a report record: tables of the data mix, the rules and the guard events.
+
+With ``rich`` installed (``pip install collapse-guard[report]``) they print as ``rich`` tables; without it, as plain
+text. ``rich`` is optional on purpose: with ``rich`` importable Lightning makes ``RichProgressBar`` its default
+progress bar, and installing this package must not change the user's Lightning defaults.
 
 Every string from the record (source and rule names, generators, paths) reaches ``rich`` escaped, so a name like
 ``[/bold]`` prints as itself instead of being read as markup.
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Optional
 
 from collapse_guard.report.html import fmt
+
+#: one table: ``(title, [(column, justify)], [(cells, style)])``
+Table = tuple[str, list[tuple[str, str]], list[tuple[list[str], Optional[str]]]]
 
 
 def short(key: str) -> str:
@@ -16,78 +24,99 @@ def short(key: str) -> str:
 
 
 def cells(*values: Any) -> list[str]:
-    """Each value as table text (:func:`fmt`) with its ``rich`` markup escaped."""
-    from rich.markup import escape
-
-    return [escape(fmt(v)) for v in values]
+    """Each value as table text (:func:`fmt`)."""
+    return [fmt(v) for v in values]
 
 
-def summary_tables(record: dict) -> list[Any]:
-    """The ``rich`` renderables of the summary: a headline, the sources, the rules, the events."""
-    from rich.table import Table
-    from rich.text import Text
-
+def headline(record: dict) -> list[tuple[str, Optional[str]]]:
+    """The first line(s) of the summary as ``(text, rich style)`` parts: status, last epoch, real fraction, guard."""
     final = record.get("final", {})
     status = record.get("status", "?")
-    headline = Text.assemble(
+    parts = [
         ("collapse_guard report: ", "bold"),
         (status, "bold green" if status == "completed" else "bold red"),
-        f" — last epoch {fmt(final.get('epoch'))}, real fraction {fmt(final.get('real_fraction'), 3)} "
-        f"(cumulative {fmt(final.get('real_fraction_cumulative'), 3)}), ",
+        (f" — last epoch {fmt(final.get('epoch'))}, real fraction {fmt(final.get('real_fraction'), 3)} "
+         f"(cumulative {fmt(final.get('real_fraction_cumulative'), 3)}), ", None),
         ("guard " + (final.get("guard_state") or "absent"),
          "bold" if final.get("guard_state") in (None, "ok") else "bold yellow"),
-        f", {fmt(final.get('events'))} event(s)",
-    )
+        (f", {fmt(final.get('events'))} event(s)", None),
+    ]
     if record.get("error"):
-        headline.append(f"\nerror: {record['error']}", style="red")
-    out: list[Any] = [headline]
+        parts.append((f"\nerror: {record['error']}", "red"))
+    return parts
 
+
+def tables(record: dict) -> list[Table]:
+    """The tables of the summary, as plain data: the sources, the rules, the events (those the record has)."""
+    out: list[Table] = []
     prov = record.get("provenance")
     if prov:
-        sources = Table(title="Training data", title_justify="left")
-        for name, justify in (("source", "left"), ("kind", "left"), ("generator", "left"), ("gen", "right"),
-                              ("samples", "right"), ("share", "right")):
-            sources.add_column(name, justify=justify)
-        for s in prov["sources"]:
-            sources.add_row(*cells(s["name"], s["kind"], s.get("generator"), s.get("generation"), s.get("samples")),
-                            fmt(s.get("share"), 3),
-                            style="green" if s["kind"] == "real" else None)
-        out.append(sources)
-
+        rows = [(cells(s["name"], s["kind"], s.get("generator"), s.get("generation"), s.get("samples"))
+                 + [fmt(s.get("share"), 3)], "green" if s["kind"] == "real" else None) for s in prov["sources"]]
+        out.append(("Training data", [("source", "left"), ("kind", "left"), ("generator", "left"), ("gen", "right"),
+                                      ("samples", "right"), ("share", "right")], rows))
     rules = [(g, r) for g in record.get("guards", []) for r in g.get("rules", [])]
     if rules:
         last = ((record.get("indicators") or {}).get("history") or [{}])[-1]
-        metrics = final.get("metrics", {})
-        table = Table(title="Guard rules", title_justify="left")
-        for name, justify in (("rule (monitor)", "left"), ("last value", "right"),
-                              ("bound", "right"), ("wait", "right"), ("fired", "right")):
-            table.add_column(name, justify=justify)
-        table.columns[0].overflow = "fold"
+        metrics = record.get("final", {}).get("metrics", {})
+        rows = []
         for guard, r in rules:
             fired = sum(e["rule"] == r["name"] for e in guard.get("events", []))
             value = last.get(r["monitor"], metrics.get(r["monitor"]))
             label = short(r["monitor"]) if r["name"] == r["monitor"] else f"{r['name']} ({short(r['monitor'])})"
-            table.add_row(*cells(label, value, r.get("bound"), f"{r.get('state', {}).get('wait', 0)}/{r['patience']}",
-                                 fired),
-                          style="yellow" if fired else None)
-        out.append(table)
-
+            rows.append((cells(label, value, r.get("bound"), f"{r.get('state', {}).get('wait', 0)}/{r['patience']}",
+                               fired), "yellow" if fired else None))
+        out.append(("Guard rules", [("rule (monitor)", "left"), ("last value", "right"), ("bound", "right"),
+                                    ("wait", "right"), ("fired", "right")], rows))
     events = [e for g in record.get("guards", []) for e in g.get("events", [])]
     if events:
-        table = Table(title="Guard events", title_justify="left")
-        for name, justify in (("epoch", "right"), ("rule", "left"), ("action", "left"), ("value", "right"),
-                              ("bound", "right")):
+        rows = [(cells(e["epoch"], e["rule"], e["action"], e["value"], e["threshold"]),
+                 "red" if e["action"] == "stop" else "yellow") for e in events]
+        out.append(("Guard events", [("epoch", "right"), ("rule", "left"), ("action", "left"), ("value", "right"),
+                                     ("bound", "right")], rows))
+    return out
+
+
+def summary_tables(record: dict) -> list[Any]:
+    """The ``rich`` renderables of the summary (needs ``rich``): a headline, the sources, the rules, the events."""
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    out: list[Any] = [Text.assemble(*[(text, style or "") for text, style in headline(record)])]
+    for title, columns, rows in tables(record):
+        table = RichTable(title=title, title_justify="left")
+        for name, justify in columns:
             table.add_column(name, justify=justify)
-        for e in events:
-            table.add_row(*cells(e["epoch"], e["rule"], e["action"], e["value"], e["threshold"]),
-                          style="red" if e["action"] == "stop" else "yellow")
+        table.columns[0].overflow = "fold"
+        for row, style in rows:
+            table.add_row(*[escape(c) for c in row], style=style)
         out.append(table)
     return out
 
 
+def plain_summary(record: dict) -> str:
+    """The summary as plain text: the headline, then each table with its columns aligned."""
+    lines = ["".join(text for text, _ in headline(record))]
+    for title, columns, rows in tables(record):
+        grid = [[name for name, _ in columns]] + [row for row, _ in rows]
+        widths = [max(len(r[i]) for r in grid) for i in range(len(columns))]
+        lines += ["", title]
+        for row in grid:
+            lines.append("  ".join(c.ljust(w) if j == "left" else c.rjust(w)
+                                   for c, w, (_, j) in zip(row, widths, columns)).rstrip())
+    return "\n".join(lines)
+
+
 def print_summary(record: dict, console: Optional[Any] = None, files: Optional[dict] = None) -> None:
-    """Print the summary to ``console`` (default: a ``rich.console.Console`` on standard output), then the files
-    written, when given."""
+    """Print the summary to ``console`` (default: a ``rich.console.Console`` on standard output with ``rich``
+    installed, else plain text on standard output), then the files written, when given."""
+    if console is None and importlib.util.find_spec("rich") is None:
+        print(plain_summary(record))
+        for name, path in (files or {}).items():
+            if path is not None:
+                print(f"  {name}: {path}")
+        return
     from rich.console import Console
 
     console = console or Console()
