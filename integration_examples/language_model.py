@@ -11,7 +11,7 @@ already shifted (``labels[:, t]`` is the character after ``input_ids[:, t]``), a
 The second half makes generated text the way published collapse happens (a character 5-gram model fitted on the real
 training text, then refitted on its own samples generation after generation at temperature 0.7: rare words die out,
 the text narrows to a few frequent phrases, "the same as the same as") and trains four times with the same model,
-seed and epochs: on real text only, guarded; with the real share falling from 90% to 10% after 6 epochs and
+seed and epochs: on real text only, guarded; with the real share dropping from 90% to 10% after 6 epochs and
 generation 12 filling the rest, unguarded; the same guarded by ``HeldOutRealCheck()`` and ``CollapseGuard()``; and
 the same schedule with a healthy source (the first generation at temperature 1), guarded. The guard must act on the
 collapsed source and leave the healthy one and the real-only fit alone.
@@ -184,15 +184,15 @@ def synthetic_text(real_dm: HelpTextDataModule, collapsed_generation: int = 12, 
 
 
 # -- four fits: your model and DataModule, with the lines that add collapse_guard ----------------------------------
-#: epochs, windows an epoch, epochs at 90% real text before the real share falls to 10%, held-out windows,
+#: epochs, windows an epoch, epochs at 90% real text before the real share drops to 10%, held-out and test windows,
 #: windows of each synthetic source
-FULL = {"epochs": 14, "per_epoch": 640, "warmup": 6, "val_size": 512, "samples": 2000}
-QUICK = {"epochs": 10, "per_epoch": 320, "warmup": 6, "val_size": 256, "samples": 1000}
+FULL = {"epochs": 14, "per_epoch": 640, "warmup": 6, "val_size": 512, "test_size": 1024, "samples": 2000}
+QUICK = {"epochs": 10, "per_epoch": 320, "warmup": 6, "val_size": 256, "test_size": 512, "samples": 1000}
 
 
 def real_share(warmup: int):
-    """The share of real windows in each epoch's batches: 90% for ``warmup`` epochs, then down to 10%."""
-    return lambda epoch: max(0.1, 0.9 - 0.4 * max(0, epoch - warmup + 1))
+    """The share of real windows in each epoch's batches: 90% for ``warmup`` epochs, then 10%."""
+    return lambda epoch: 0.9 if epoch < warmup else 0.1
 
 
 def trainer(epochs: int, callbacks: list, out: str) -> pl.Trainer:
@@ -262,7 +262,7 @@ def main(quick: bool = False, out: str = "runs/language_model") -> dict:
     start = time.perf_counter()
     settings = QUICK if quick else FULL
     run = (settings["epochs"], settings["per_epoch"], settings["warmup"])
-    data = {"val_size": settings["val_size"]}
+    data = {"val_size": settings["val_size"], "test_size": settings["test_size"]}
     sources = synthetic_text(HelpTextDataModule(**data), collapsed_generation=12, samples=settings["samples"])
     healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
     fits = {
