@@ -37,7 +37,8 @@ class CollapseReport(Callback):
     what every rank holds, with no collective, so it cannot hang the other ranks. A failure while writing (a
     plotting error, a full disk) is a warning (:class:`~collapse_guard.report.ReportWarning`) and the other parts
     are still written: a report never ends the fit, nor touches its checkpoints or data. ``collapse-guard report
-    DIRPATH`` re-renders plots, page and summary from ``report.json``.
+    DIRPATH`` re-renders plots, page and summary from ``report.json``. Under ``Trainer(fast_dev_run=...)`` nothing
+    is written, as Lightning then writes no logs or checkpoints.
 
     Args:
         dirpath: folder of the report. Default: ``<trainer.log_dir>/collapse_report``, i.e. under the first
@@ -117,12 +118,12 @@ class CollapseReport(Callback):
         """Build the record from the Trainer's callbacks and datamodule and write the report (rank zero only).
 
         Returns:
-            What was written and what failed, or ``None`` on other ranks.
+            What was written and what failed, or ``None`` on other ranks and under ``fast_dev_run``.
 
         Raises:
             Exception: only with ``on_error="raise"``, the first error of a step.
         """
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         on_error = on_error or self.on_error
         folder = self._folder(trainer)

@@ -328,3 +328,12 @@ def test_non_finite_values_are_strict_json_and_read_back():
 def test_bad_on_error_is_rejected():
     with pytest.raises(ValueError, match="on_error"):
         CollapseReport(on_error="ignore")
+
+
+def test_fast_dev_run_writes_no_report(tmp_path):
+    """As Lightning writes no logs or checkpoints under ``fast_dev_run``."""
+    report = CollapseReport(dirpath=tmp_path / "report")
+    trainer = make_trainer(max_epochs=3, callbacks=[RatioMonitor(), HeldOutRealCheck(), report], fast_dev_run=True,
+                           default_root_dir=tmp_path)
+    trainer.fit(TinyMLP(), datamodule=make_mixed())
+    assert trainer.global_step == 1 and report.record is None and not (tmp_path / "report").exists()
