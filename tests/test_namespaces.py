@@ -232,3 +232,20 @@ def test_import_collapse_guard_does_not_import_lightning():
             "print(any(m == 'lightning' or m.startswith('lightning.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_datamodule_of_one_namespace_in_a_trainer_of_the_other_names_the_fix():
+    """Lightning's own error is ``ValueError: Expected a parent``, from deep inside the fit."""
+    L = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from collapse_guard import MixedDataModule as PlMixed
+
+    from cg_testing import make_mixed
+
+    dm = make_mixed()
+    assert isinstance(dm, PlMixed)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    with pytest.raises(TypeError, match=r"from collapse_guard.lightning import MixedDataModule"):
+        trainer.fit(BoringModel(), datamodule=dm)

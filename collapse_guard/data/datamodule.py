@@ -27,6 +27,7 @@ from collapse_guard.data import checks, loaders, splits, wiring
 from collapse_guard.data.arguments import check_mixing_arguments
 from collapse_guard.data.from_column import from_provenance_column
 from collapse_guard.data.mixing import MixingState, RealFraction
+from collapse_guard.data.attach import TrainerNamespaceMixin
 from collapse_guard.data.records import MixingRecordsMixin
 from collapse_guard.data.sampler import MixedBatchSampler
 from collapse_guard.data.sources import SyntheticSource, resolve_synthetic
@@ -41,7 +42,7 @@ SourceData = Union[Dataset, SyntheticSource, LightningDataModule, Any]
 SyntheticData = Optional[Union[Dataset, Mapping[str, SourceData], Any]]
 
 
-class MixedDataModuleMixin(MixingRecordsMixin):
+class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
     """Wraps the user's real data and synthetic sources; every training batch is drawn at a target real fraction.
 
     The model sees batches in exactly the format the user's own data produced: the collate function, batch size
