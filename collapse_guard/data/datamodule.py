@@ -285,11 +285,24 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         return self.heldout_real_dataloader(shard=False)
 
     def test_dataloader(self) -> Any:
+        return self._delegated("test")
+
+    def predict_dataloader(self) -> Any:
+        return self._delegated("predict")
+
+    def _delegated(self, stage: str) -> Any:
+        """The real DataModule's own ``test`` / ``predict`` loader (it is set up for that stage first).
+
+        Raises:
+            NotImplementedError: ``real`` is no LightningDataModule (pass the loader to ``trainer.test`` /
+                ``trainer.predict`` yourself).
+        """
         dm = self.real_datamodule
         if dm is None:
-            raise NotImplementedError("`real` is not a LightningDataModule: it has no test set to delegate to.")
-        dm.setup("test")
-        return dm.test_dataloader()
+            raise NotImplementedError(f"`real` is not a LightningDataModule: it has no {stage} set to delegate to; pass "
+                                      f"the loader to `trainer.{stage}(model, dataloaders=...)`.")
+        dm.setup(stage)
+        return getattr(dm, f"{stage}_dataloader")()
 
     def _in_order(self, dataset: Optional[Dataset], batch_size: Optional[int], shard: Optional[bool]) -> Any:
         """``dataset`` sharded between ranks (unless ``shard=False``), in order; ``None`` for no dataset."""

@@ -432,3 +432,42 @@ def test_no_real_training_samples_left_is_an_error_even_with_a_reserve():
     dm = MixedDataModule(real, {"g": synthetic}, real_fraction=0.5, holdout=0.5, reserve=0.99)
     with pytest.raises(ValueError, match="no real training"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("stage", ["test", "predict"])
+def test_test_and_predict_pass_through_to_the_real_datamodule(stage):
+    """``trainer.test`` / ``trainer.predict`` with the wrapper read the user's own loaders, untouched."""
+    from collapse_guard import MixedDataModule
+    from cg_testing import TinyMLP, id_dataset, make_trainer, RealDM
+
+    class WithTestAndPredict(RealDM):
+        def test_dataloader(self):
+            return DataLoader(id_dataset(12, 7000), batch_size=4)
+
+        def predict_dataloader(self):
+            return DataLoader(id_dataset(10, 8000), batch_size=5)
+
+    class Predicts(TinyMLP):
+        def test_step(self, batch, batch_idx):
+            self.log("test_seen", float(batch[0].shape[0]), reduce_fx="sum")
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+    dm = MixedDataModule(WithTestAndPredict(), {"g": id_dataset(20, 9000, label=0)}, real_fraction=0.5)
+    trainer = make_trainer(max_epochs=1)
+    model = Predicts()
+    if stage == "test":
+        assert trainer.test(model, datamodule=dm, verbose=False)[0]["test_seen"] == 12
+    else:
+        out = trainer.predict(model, datamodule=dm)
+        assert [o.shape[0] for o in out] == [5, 5]
+
+
+def test_predict_without_a_real_datamodule_says_what_to_pass():
+    from collapse_guard import MixedDataModule
+    from cg_testing import id_dataset
+
+    dm = MixedDataModule(id_dataset(40, 1000), {"g": id_dataset(20, 9000, label=0)}, real_fraction=0.5, holdout=0.25)
+    with pytest.raises(NotImplementedError, match=r"trainer.predict\(model, dataloaders=...\)"):
+        dm.predict_dataloader()
