@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_info, rank_zero_warn
+from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
     CollapseMetricsProducer, CollapseMetricsReader, missing_metrics_message, producer_of, producers_default_rules,
     require_mixed_datamodule, run_after_producers, run_collectively,
@@ -92,7 +92,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             of training to show).
         strict: raise when a monitored metric is never logged (at set-up for the ``collapse/`` metrics whose
             callback tells its keys in advance, else at the first check that should have logged it).
-        verbose: print every event.
+        verbose: report every event as a warning (``rank_zero_warn``); with ``False`` only ``"warn"`` events are.
         allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
             raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
             forgotten ``reserve=`` and is an error at set-up.
@@ -378,10 +378,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if self.state != "stop":
             self.state = action
         message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — {self.events[-1].reason}"
-        if action == "warn":
+        if action == "warn" or self.verbose:  # every event at warning level (a warning guard's even when not verbose)
             rank_zero_warn(message)
-        elif self.verbose:
-            rank_zero_info(message)
 
     def _inject(self, trainer: Trainer, decision: Decision, reason: str) -> str:
         """Move the reserve samples and raise the real fraction the decision sized (:func:`~collapse_guard.callbacks.
