@@ -11,6 +11,7 @@ from collapse_guard.callbacks._base import (
     CollapseMetricsProducer, CollapseMetricsReader, missing_metrics_message, producer_of, producers_default_rules,
     require_mixed_datamodule, run_after_producers, run_collectively,
 )
+from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
@@ -380,6 +381,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         message = f"CollapseGuard epoch {trainer.current_epoch}: {action} — {self.events[-1].reason}"
         if action == "warn" or self.verbose:  # every event at warning level (a warning guard's even when not verbose)
             rank_zero_warn(message)
+        if trainer.is_global_zero:
+            log_text(trainer.loggers, "collapse/guard/events", message, trainer.global_step)
 
     def _inject(self, trainer: Trainer, decision: Decision, reason: str) -> str:
         """Move the reserve samples and raise the real fraction the decision sized (:func:`~collapse_guard.callbacks.

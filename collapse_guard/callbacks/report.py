@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
+from collapse_guard.callbacks._logger_io import log_report
 from collapse_guard.callbacks.guard import CollapseGuard
 from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
@@ -30,7 +31,11 @@ class CollapseReport(Callback):
     * ``real_fraction.png`` and ``indicators.png``: the real fraction and the indicators over training, guard
       events marked (matplotlib's Agg canvas; no display, no ``pyplot`` state);
     * ``report.html``: one self-contained page with all of it (plots as base64 data URIs, no external CSS/JS);
-    * a ``rich`` summary table on the terminal.
+    * a summary table on the terminal (``rich`` tables with ``rich`` installed, plain text without).
+
+    The Trainer's loggers get what each keeps beyond scalars (:mod:`collapse_guard.callbacks._logger_io`):
+    TensorBoard the plots as figures, MLflow the report's files as run artifacts (``collapse_report/``), Weights &
+    Biases the plots as images; ``CollapseGuard`` hands them each event's text as it happens.
 
     Any of the callbacks may be missing (a fit without a guard gets a report without rules and events; a fit
     without a ``MixedDataModule``, one without provenance). Only global rank zero writes and prints; it reads only
@@ -148,6 +153,7 @@ class CollapseReport(Callback):
         self.result = write_report(
             record, folder, plots=self.plots, html=self.html, summary=self.summary, on_error=on_error
         )
+        log_report(trainer.loggers, folder, record, trainer.global_step)
         return self.result
 
     @staticmethod
