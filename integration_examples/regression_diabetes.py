@@ -1,7 +1,7 @@
 """A regressor trained on real data mixed with generated data, guarded by collapse_guard.
 
     python integration_examples/regression_diabetes.py            # about 12 s on 2 CPU cores
-    python integration_examples/regression_diabetes.py --quick    # about 10 s
+    python integration_examples/regression_diabetes.py --quick    # about 12 s
 
 The first half of this file is "your" code: a DataModule of scikit-learn's diabetes data (442 real patients, 10
 features, disease progression a year later; standardised by the training split) with batches ``(x, y)``, ``x`` of shape
