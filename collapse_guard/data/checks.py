@@ -2,9 +2,10 @@
 
 Each check takes what it checks as arguments and raises a ``ValueError`` that says what is wrong and how to fix it:
 the real fraction schedule against the pools (:func:`check_schedule`), every source's sample structure and their
-collate (:func:`check_samples`, :func:`check_collate`), the first synthetic samples' values (:func:`check_finite`), the held-out sets against the world size
-(:func:`check_world_size`), and held-out real data against everything trained on (:func:`verify_holdout`, which
-also reports synthetic copies of held-out real samples).
+collate (:func:`check_samples`, :func:`check_collate`), the first synthetic samples' values (:func:`check_finite`),
+the held-out sets against the world size (:func:`check_world_size`), and held-out real data against everything
+trained on (:func:`verify_holdout`, which also reports synthetic copies of held-out real samples: at set-up, or for
+a large source without bulk access as the first epoch reads it, :func:`first_epoch_scan`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch.utils.data import Dataset, default_collate
 
 from collapse_guard._compat import rank_zero_warn
 from collapse_guard._rng import preserved_rng
-from collapse_guard.data.digests import sample_digests
+from collapse_guard.data.digests import has_bulk_access, sample_digests
+from collapse_guard.data.first_epoch import FirstEpochScan, deferred_record
 from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.row_index import index_by_digest, matches
 from collapse_guard.data.sources import DataSource
@@ -25,6 +27,8 @@ from collapse_guard.data.structure import non_finite_part, structure_mismatch
 
 #: samples of each map-style synthetic source checked for non-finite values at set-up
 FINITE_CHECKED = 4
+#: a synthetic source without bulk access of at least this many samples is checked at the first epoch
+DEFER_MIN_ROWS = 20_000
 
 
 def check_schedule(mixer: MixingState, epochs: Iterable[int], has_real: bool, has_synthetic: bool) -> None:
@@ -177,19 +181,65 @@ def check_world_size(world_size: int, heldout_real: Dataset, heldout_synthetic: 
 
 
 def _source_copies(heldout: Any, source: DataSource, pool: Tensor, start: int, key: Optional[Callable]) -> dict:
-    """How many samples of one synthetic source are copies of held-out real ones (a stream cannot be scanned)."""
+    """How many samples of one synthetic source are copies of held-out real ones (a stream cannot be scanned; a large
+    source without bulk access is scanned as the first epoch reads it, see :func:`defers`)."""
     if source.streaming:
         return {"size": None, "streaming": True, "duplicates": None, "in_training": None,
                 "heldout_real_matched": None, "examples": []}
+    if defers(source, key):
+        return deferred_record(len(source))
     hits = matches(heldout, sample_digests(source.dataset, key=key))
-    training = set((pool - start).tolist())
+    training = torch.zeros(len(source), dtype=torch.bool)
+    training[pool - start] = True
+    positions = torch.tensor([i for i, _ in hits], dtype=torch.long)
     return {
         "size": len(source),
         "duplicates": len(hits),
-        "in_training": sum(i in training for i, _ in hits),
+        "in_training": int(training[positions].sum()) if hits else 0,
         "heldout_real_matched": len({h for _, h in hits}),
         "examples": [[int(i), int(h)] for i, h in hits[:5]],
     }
+
+
+def defers(source: DataSource, key: Optional[Callable]) -> bool:
+    """Whether ``source``'s copies of held-out real data are looked for at the first epoch, not at set-up: a
+    map-style source of at least ``DEFER_MIN_ROWS`` samples without bulk access (or with a ``key``), which set-up
+    would read one sample at a time (:func:`~collapse_guard.data.digests.has_bulk_access`)."""
+    if source.streaming or len(source) < DEFER_MIN_ROWS:
+        return False
+    return key is not None or not has_bulk_access(source.dataset)
+
+
+def first_epoch_scan(heldout_real: Dataset, report: dict, synthetic: Sequence[DataSource],
+                     spans: Sequence[tuple[int, int]], key: Optional[Callable] = None, rank: int = 0,
+                     world_size: int = 1) -> Optional[FirstEpochScan]:
+    """The :class:`~collapse_guard.data.first_epoch.FirstEpochScan` of the sources :func:`verify_holdout` deferred.
+
+    Args:
+        heldout_real: the held-out real data.
+        report: :func:`verify_holdout`'s report (its deferred records are updated as the first epoch finds copies).
+        synthetic: the synthetic sources.
+        spans: ``(start, stop)`` of every synthetic source's indices.
+        key: what of a sample to hash, as given to :func:`verify_holdout`.
+        rank: this process's rank.
+        world_size: the number of processes.
+
+    Returns:
+        The scan, or ``None`` when no source was deferred.
+
+    Example::
+
+        scan = first_epoch_scan(held, report, layout.synthetic, layout.spans)
+        loader = DataLoader(scan.wrap(train_set, num_workers=0), batch_sampler=sampler) if scan else ...
+    """
+    records = report.get("sources", {})
+    deferred = [(s.name, start, stop) for s, (start, stop) in zip(synthetic, spans)
+                if records.get(s.name, {}).get("deferred")]
+    if not deferred:
+        return None
+    with preserved_rng():
+        heldout = dict(index_by_digest(sample_digests(heldout_real, key=key)))
+    return FirstEpochScan(heldout, deferred, records, key=key, rank=rank, world_size=world_size)
 
 
 def _leak_error(what: str, real_idx: Tensor, in_train: list, in_reserve: list) -> ValueError:
@@ -221,7 +271,9 @@ def verify_holdout(
     """Held-out real data must not be training or reserve data; synthetic copies of it are counted.
 
     Compares content digests (:func:`~collapse_guard.data.digests.sample_digests`) without moving the global random
-    generators.
+    generators. Real training and reserve data are always compared here (an error must come before training); a
+    synthetic source :func:`defers` to the first epoch gets a record with ``"deferred": True`` and ``None`` counts,
+    which :func:`first_epoch_scan` fills in as the first epoch reads its samples.
 
     Args:
         heldout_real: the held-out real data.
@@ -236,7 +288,8 @@ def verify_holdout(
 
     Returns:
         The contamination report: ``{"checked": True, "heldout_real": n, "sources": {name: {"size", "duplicates",
-        "in_training", "heldout_real_matched", "examples"}}}``.
+        "in_training", "heldout_real_matched", "examples"}}}`` (a deferred source's record also has ``"deferred"``
+        and ``"scanned"``, the samples read so far).
 
     Raises:
         ValueError: a held-out real sample is also a real training or reserve sample.

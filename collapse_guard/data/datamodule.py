@@ -25,6 +25,7 @@ from collapse_guard._collective import run_collectively
 from collapse_guard._compat import LightningDataModule, is_datamodule
 from collapse_guard.data import checks, loaders, splits, wiring
 from collapse_guard.data.arguments import check_mixing_arguments
+from collapse_guard.data.first_epoch import FirstEpochScan
 from collapse_guard.data.from_column import from_provenance_column
 from collapse_guard.data.mixing import MixingState, RealFraction
 from collapse_guard.data.attach import TrainerNamespaceMixin
@@ -81,13 +82,21 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         collate_fn: collate function; default: the real DataModule's training loader's.
         verify_holdout: at :meth:`setup`, compare the content of every held-out real sample with the real
             training pool, the reserve and the synthetic sources (a digest of every tensor, array, number and
-            string of each sample; one pass over the data, row-wise for ``TensorDataset``). A held-out real sample
-            found in the real training data or the reserve is an error; synthetic samples identical to held-out
-            real ones (a generator that memorised them) are warned about and recorded in :attr:`contamination`.
+            string of each sample). A held-out real sample found in the real training data or the reserve is an
+            error; synthetic samples identical to held-out real ones (a generator that memorised them) are warned
+            about and recorded in :attr:`contamination`. Data with bulk access is read a block of rows at a time
+            (see :mod:`collapse_guard.data.bulk`): a ``TensorDataset``, a numpy / memory-mapped array, a
+            ``StackDataset`` over arrays, a ``Dataset`` with a ``row_arrays()`` method returning the arrays its
+            samples are rows of, a Hugging Face dataset of numeric columns; anything else sample by sample. A
+            synthetic source of 20,000 samples or more without bulk access is not read at set-up: its samples are
+            hashed as the first training epoch reads them (in the DataLoader workers), and copies found then are
+            warned about at the end of that epoch and recorded in :attr:`contamination` (``"deferred": True``).
+            Large datasets' digests are cached in the process (a resume or a second fit does not recompute them).
             ``False`` skips the check; a callable ``sample -> part`` hashes only that part of each sample (e.g.
-            ``lambda s: s[0]`` for the inputs). Samples are hashed as ``dataset[i]`` returns them: a dataset that
-            augments at random in ``__getitem__`` defeats the check (it never moves the global random generators).
-            Streaming sources are not scanned (``contamination`` marks them ``"streaming": True``).
+            ``lambda s: s[0]`` for the inputs; every dataset is then read sample by sample). Samples are hashed as
+            ``dataset[i]`` returns them: a dataset that augments at random in ``__getitem__`` defeats the check (it
+            never moves the global random generators). Streaming sources are not scanned (``contamination`` marks
+            them ``"streaming": True``).
         stream_heldout_samples: held-out samples read off each streaming source at :meth:`setup` (at most
             ``2 * stream_heldout_samples / synthetic_holdout`` samples are read to find them).
 
@@ -153,6 +162,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self.verify_holdout, self.stream_heldout_samples = verify_holdout, stream_heldout_samples
         self.contamination: dict = {"checked": False}
+        self._scan: Optional[FirstEpochScan] = None
         self.mixer: Optional[MixingState] = None
         self._pending_state: Optional[dict] = None
         self._counting = True
@@ -231,6 +241,9 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
                 self.heldout_real, layout.datasets[0], layout.real_pool, layout.reserve_data, layout.synthetic,
                 layout.synthetic_pools, layout.spans, key=key, holdout_label=label)
             checks.warn_heldout_copies(self.contamination)
+            world, rank = self._world()
+            self._scan = checks.first_epoch_scan(self.heldout_real, self.contamination, layout.synthetic,
+                                                 layout.spans, key=key, rank=rank, world_size=world)
 
     @property
     def _trainer_attached(self) -> bool:
@@ -272,7 +285,10 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
                                     rank=trainer.global_rank if trainer else 0,
                                     epoch_fn=lambda: loaders.epoch_to_run(trainer))
         wiring.continue_streams(self.mixer, self._world()[1], self._options.num_workers)
-        return self._options.loader(self.train_set, batch_sampler=sampler)
+        scan = self._scan
+        dataset = scan.wrap(self.train_set, self._options.num_workers) if scan is not None and scan.active \
+            else self.train_set  # a large source without bulk access: checked as the first epoch reads it
+        return self._options.loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> Any:
         """The real DataModule's own validation loader when there is one, else the held-out real data.
@@ -369,8 +385,16 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self._counting and self._trainer_attached and self.trainer.training and self.mixer is not None:
             self.mixer.count_next_batch()
+            if self._scan is not None:
+                self._scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches)
         dm = self.real_datamodule
         return dm.on_after_batch_transfer(batch, dataloader_idx) if dm is not None else batch
+
+    def teardown(self, stage: str) -> None:
+        """End the first-epoch scan of :attr:`contamination` if the fit stopped within its first epoch."""
+        if self._scan is not None and stage == "fit":
+            self._scan.finish()
+        super().teardown(stage)
 
     @contextmanager
     def counting_paused(self) -> Iterator[None]:

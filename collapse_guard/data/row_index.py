@@ -1,9 +1,9 @@
 """Which samples of one data set are copies of another's: a digest index and the matches against it.
 
 :func:`index_by_digest` maps every digest to the first sample that has it; :func:`matches` looks the digests of
-other samples up in it. Two ``TensorDataset`` s (their digests a :class:`~collapse_guard.data.digests.TensorRowDigests`)
-are compared without computing any digest: by 64-bit fingerprints of the rows' canonical values (a vectorised sum,
-several times faster than hashing), then by the canonical bytes of every pair of rows whose fingerprints agree.
+other samples up in it. Two datasets with bulk access (a ``TensorDataset``, arrays, an Arrow-backed Hugging Face
+dataset: their digests a :class:`~collapse_guard.data.digests.RowDigests`) are compared without computing any
+digest: by 64-bit fingerprints of the rows' canonical values (a vectorised sum, several times faster than hashing), then by the canonical bytes of every pair of rows whose fingerprints agree.
 Equal rows always have equal fingerprints and a collision costs only that comparison, so the result is exact: the
 same pairs as comparing digests.
 """
@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from collapse_guard.data.digests import TensorRowDigests
+from collapse_guard.data.digests import RowDigests, TensorRowDigests
 
 
 def _first_index(digests: Sequence[bytes]) -> dict[bytes, int]:
@@ -25,10 +25,10 @@ def _first_index(digests: Sequence[bytes]) -> dict[bytes, int]:
 
 
 class TensorRowIndex(Mapping):
-    """:func:`index_by_digest` of a :class:`TensorRowDigests`: digest -> first row with that digest, as a mapping
+    """:func:`index_by_digest` of a :class:`RowDigests` (of any dataset with bulk access, despite the name): digest -> first row with that digest, as a mapping
     (built from every digest when first read as one), and :meth:`matches` against other rows without digests."""
 
-    def __init__(self, rows: TensorRowDigests) -> None:
+    def __init__(self, rows: RowDigests) -> None:
         self.rows = rows
         self._mapping: Optional[dict[bytes, int]] = None
         self._sorted: Optional[tuple[np.ndarray, np.ndarray]] = None
@@ -53,7 +53,7 @@ class TensorRowIndex(Mapping):
     def __repr__(self) -> str:
         return f"TensorRowIndex({self.rows!r})"
 
-    def matches(self, other: TensorRowDigests, chunk: int = 1024) -> list[tuple[int, int]]:
+    def matches(self, other: RowDigests, chunk: int = 1024) -> list[tuple[int, int]]:
         """``(position in other, first indexed row with the same content)`` for every row of ``other`` that has
         one, in order: the candidates by fingerprint, confirmed by comparing canonical bytes."""
         mine = self.rows
@@ -94,8 +94,8 @@ class TensorRowIndex(Mapping):
 
 
 def index_by_digest(digests: Sequence[bytes]) -> Mapping[bytes, int]:
-    """Digest -> first index with that digest (a :class:`TensorRowIndex` for a :class:`TensorRowDigests`)."""
-    if isinstance(digests, TensorRowDigests):
+    """Digest -> first index with that digest (a :class:`TensorRowIndex` for a :class:`RowDigests`)."""
+    if isinstance(digests, RowDigests):
         return TensorRowIndex(digests)
     return _first_index(digests)
 
@@ -103,7 +103,7 @@ def index_by_digest(digests: Sequence[bytes]) -> Mapping[bytes, int]:
 def matches(heldout: Mapping[bytes, int], digests: Sequence[bytes]) -> list[tuple[int, int]]:
     """``(position in digests, held-out index)`` for every digest that is also a held-out sample's.
 
-    Two ``TensorDataset`` s (a :class:`TensorRowIndex` and a :class:`TensorRowDigests`) are compared by row
+    Two datasets with bulk access (a :class:`TensorRowIndex` and a :class:`RowDigests`) are compared by row
     fingerprints and canonical bytes, without computing digests; any other pair digest by digest.
 
     Args:
@@ -118,7 +118,7 @@ def matches(heldout: Mapping[bytes, int], digests: Sequence[bytes]) -> list[tupl
         leaks = matches(index_by_digest(sample_digests(heldout_ds)), sample_digests(train_ds))
         assert not leaks, f"{len(leaks)} training samples are copies of held-out ones, e.g. {leaks[:3]}"
     """
-    if isinstance(heldout, TensorRowIndex) and isinstance(digests, TensorRowDigests):
+    if isinstance(heldout, TensorRowIndex) and isinstance(digests, RowDigests):
         return heldout.matches(digests)
     return [(i, heldout[d]) for i, d in enumerate(digests) if d in heldout]
 

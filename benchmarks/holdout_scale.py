@@ -1,0 +1,159 @@
+"""Held-out check at scale (issue 16): ``MixedDataModule`` set-up against one plain ``DataLoader`` pass.
+
+For each kind of synthetic source, 1M rows of 32 float32 and an int64 label, mixed with 100k real rows of the same
+kind (``holdout=0.1``: 10k held-out real rows, ``reserve=0``, ``synthetic_holdout=0.1``, batches of 256):
+
+* ``tensor``: a ``TensorDataset``;
+* ``memmap``: an ``np.memmap`` behind a plain ``Dataset`` whose ``__getitem__`` reads a row (opaque: no bulk access,
+  so set-up hashes the real data only and the synthetic digests are taken as the first epoch reads the samples);
+* ``memmap_rows``: the same ``Dataset`` with a ``row_arrays()`` method returning its memmaps (bulk access);
+* ``hf``: an Arrow-backed Hugging Face ``datasets.Dataset`` built with ``Dataset.from_dict`` from numpy, format
+  ``"torch"``.
+
+It prints, for each kind, the set-up time (``dm.setup("fit")``, digest cache cleared: a first fit in a fresh
+process), the set-up time of a second ``MixedDataModule`` over the same data (the in-process cache: a resume or a
+second fit), the time of one plain ``DataLoader`` pass over the synthetic source (batch 256, 0 workers, default
+collate), and the ratio set-up / pass (goal at most 0.25). ``--epoch`` also times one epoch of the mixed training
+loader (1.1M samples, 0 workers) with and without the first-epoch scan of an opaque source. Wall-clock seconds,
+best of ``--repeats``; ``torch.set_num_threads(1)``.
+
+Usage::
+
+    python benchmarks/holdout_scale.py                       # 1M synthetic, 100k real, every kind (~2 min)
+    python benchmarks/holdout_scale.py --synthetic 20000 --real 2000 --repeats 1   # smoke size
+    python benchmarks/holdout_scale.py --kinds memmap --epoch  # the first-epoch scan's cost too
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from collapse_guard import MixedDataModule
+from collapse_guard.data import digest_cache
+
+DIM, BATCH = 32, 256
+KINDS = ("tensor", "memmap", "memmap_rows", "hf")
+
+
+class MemmapRows(Dataset):
+    """A plain ``Dataset`` over memory-mapped arrays: ``__getitem__`` reads one row (no bulk access)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(np.array(self.x[i])), torch.tensor(int(self.y[i]))
+
+
+class MemmapWithRows(MemmapRows):
+    """The same, declaring its arrays (``row_arrays``): digests are read off them in bulk."""
+
+    def row_arrays(self):
+        return self.x, self.y
+
+
+def arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, DIM), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64)
+
+
+def memmaps(folder: str, name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for part, a in (("x", x), ("y", y)):
+        path = os.path.join(folder, f"{name}_{part}.npy")
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=a.shape)
+        mm[:] = a
+        mm.flush()
+        out.append(np.load(path, mmap_mode="r"))
+    return out[0], out[1]
+
+
+def make(kind: str, n_real: int, n_synth: int, folder: str):
+    """``(real, synthetic)`` datasets of ``kind``."""
+    real_xy, synth_xy = arrays(n_real, 0), arrays(n_synth, 1)
+    if kind == "tensor":
+        return tuple(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)) for x, y in (real_xy, synth_xy))
+    if kind in ("memmap", "memmap_rows"):
+        cls = MemmapRows if kind == "memmap" else MemmapWithRows
+        return cls(*memmaps(folder, f"{kind}_real", *real_xy)), cls(*memmaps(folder, f"{kind}_synth", *synth_xy))
+    if kind == "hf":
+        import datasets
+
+        datasets.disable_progress_bars()
+        return tuple(datasets.Dataset.from_dict({"x": x, "label": y}).with_format("torch")
+                     for x, y in (real_xy, synth_xy))
+    raise ValueError(kind)
+
+
+def plain_pass(dataset) -> float:
+    start = time.perf_counter()
+    for _ in DataLoader(dataset, batch_size=BATCH, num_workers=0):
+        pass
+    return time.perf_counter() - start
+
+
+def mixed(real, synth) -> MixedDataModule:
+    return MixedDataModule(real, {"gen": synth}, real_fraction=0.5, holdout=0.1, reserve=0.0,
+                           synthetic_holdout=0.1, batch_size=BATCH, num_workers=0, seed=0)
+
+
+def timed_setup(real, synth, clear: bool) -> tuple[float, MixedDataModule]:
+    if clear:
+        digest_cache.clear_cache()
+    dm = mixed(real, synth)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup("fit")
+    return time.perf_counter() - start, dm
+
+
+def epoch_pass(dm: MixedDataModule) -> float:
+    start = time.perf_counter()
+    for batch in dm.train_dataloader():
+        dm.on_after_batch_transfer(batch, 0)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--synthetic", type=int, default=1_000_000)
+    parser.add_argument("--real", type=int, default=100_000)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epoch", action="store_true", help="also time one epoch of the training loader")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"# {args.real} real rows, {args.synthetic} synthetic rows of {DIM} float32 + int64 label; "
+          f"best of {args.repeats}; load: {os.getloadavg()}")
+    print(f"{'kind':<12} {'set-up s':>9} {'cached s':>9} {'pass s':>8} {'ratio':>7}  contamination")
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in args.kinds.split(","):
+            real, synth = make(kind, args.real, args.synthetic, folder)
+            setup = min(timed_setup(real, synth, clear=True)[0] for _ in range(args.repeats))
+            again, dm = timed_setup(real, synth, clear=False)
+            passed = min(plain_pass(synth) for _ in range(args.repeats))
+            record = dm.contamination["sources"]["gen"]
+            print(f"{kind:<12} {setup:9.2f} {again:9.2f} {passed:8.2f} {setup / passed:7.3f}  "
+                  f"{ {k: record.get(k) for k in ('duplicates', 'deferred')} }", flush=True)
+            if args.epoch:
+                scanned = epoch_pass(dm)
+                _, off = timed_setup(real, synth, clear=False)
+                off._scan = None
+                print(f"{'':<12} one training epoch: {scanned:.2f} s with the first-epoch scan, "
+                      f"{epoch_pass(off):.2f} s without", flush=True)
+            del real, synth, dm
+
+
+if __name__ == "__main__":
+    main()

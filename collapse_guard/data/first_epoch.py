@@ -1,0 +1,185 @@
+"""Synthetic copies of held-out real data, found as the first training epoch reads an opaque source's samples.
+
+A large synthetic source without bulk access (a ``Dataset`` whose ``__getitem__`` is all there is, see
+:mod:`collapse_guard.data.bulk`) is not read at set-up: reading every row one by one costs most of a DataLoader
+pass. Its digests are taken instead where the first training epoch reads its samples anyway: the training
+``DataLoader`` iterates a :class:`ScanningDataset`, which hashes every sample of such a source it returns (in the
+DataLoader's worker processes when there are any) and looks the digest up among the held-out real ones. What it
+finds goes back to the main process (directly, or through a pipe from the workers) and into the contamination
+report; at the end of the first epoch a warning names each source with copies and their counts.
+
+Under several processes every rank scans the samples it reads (its share of the epoch) and reports them itself.
+"""
+from __future__ import annotations
+
+import bisect
+import multiprocessing
+import warnings
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from torch.utils.data import Dataset, get_worker_info
+
+from collapse_guard.data.canonical import sample_digest
+
+EXAMPLES = 5  # (sample, held-out sample) pairs kept per source
+
+
+def deferred_record(size: int) -> dict:
+    """The contamination record of a source scanned at the first epoch, before that epoch (counts unknown)."""
+    return {"size": size, "deferred": True, "scanned": 0, "duplicates": None, "in_training": None,
+            "heldout_real_matched": None, "examples": []}
+
+
+class FirstEpochScan:
+    """What the first training epoch checks and what it found (main-process side) for the deferred sources.
+
+    Args:
+        heldout: digest -> first held-out real index with it.
+        sources: ``(name, start, stop)`` of every deferred source's indices in the training set.
+        records: name -> the source's contamination record (updated in place, see :func:`deferred_record`).
+        key: what of a sample to hash (``None``: all of it), as at set-up.
+        rank: this process's rank (named in the warning when ``world_size > 1``).
+        world_size: the number of processes.
+    """
+
+    def __init__(self, heldout: Mapping[bytes, int], sources: Sequence[tuple[str, int, int]],
+                 records: Mapping[str, dict], key: Optional[Callable[[Any], Any]] = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.heldout = dict(heldout)
+        self.names = [s[0] for s in sources]
+        self.starts = [s[1] for s in sources]
+        self.stops = [s[2] for s in sources]
+        self.records = records
+        self.key, self.rank, self.world_size = key, rank, world_size
+        self.reads = [0] * len(sources)
+        self.hits: list[dict[int, int]] = [{} for _ in sources]
+        self.active = True
+        self.batches = 0
+        self.epoch: Optional[int] = None
+        self._queue: Any = None
+        self._flag: Any = None
+
+    # -- the reading side (main process or DataLoader worker) ---------------------------------------------------
+    def source_of(self, index: int) -> int:
+        """The position of the deferred source holding training-set ``index``, or -1."""
+        s = bisect.bisect_right(self.starts, index) - 1
+        return s if s >= 0 and index < self.stops[s] else -1
+
+    def check(self, indices: Sequence[int], samples: Sequence[Any]) -> None:
+        """Hash the samples of deferred sources among ``samples`` (read at ``indices``), record or send the finds."""
+        if not self.active or (self._flag is not None and not self._flag.value):
+            return
+        reads = [0] * len(self.names)
+        hits = []
+        for index, sample in zip(indices, samples):
+            s = self.source_of(int(index))
+            if s < 0:
+                continue
+            reads[s] += 1
+            held = self.heldout.get(sample_digest(sample if self.key is None else self.key(sample)))
+            if held is not None:
+                hits.append((s, int(index) - self.starts[s], held))
+        if not any(reads):
+            return
+        if self._queue is not None and get_worker_info() is not None:
+            self._queue.put((reads, hits))  # a synchronous write: in the pipe before the batch leaves the worker
+        else:
+            self._merge(reads, hits)
+
+    # -- the main-process side ----------------------------------------------------------------------------------
+    def wrap(self, dataset: Dataset, num_workers: int) -> "ScanningDataset":
+        """``dataset`` read through the scan, for a training loader with ``num_workers`` workers."""
+        if num_workers > 0 and self._queue is None:
+            self._queue, self._flag = multiprocessing.SimpleQueue(), multiprocessing.RawValue("b", 1)
+        return ScanningDataset(dataset, self)
+
+    def _merge(self, reads: Sequence[int], hits: Sequence[tuple[int, int, int]]) -> None:
+        for s, n in enumerate(reads):
+            self.reads[s] += n
+        for s, position, held in hits:
+            self.hits[s].setdefault(position, held)
+        for s, name in enumerate(self.names):
+            found = self.hits[s]
+            record = self.records[name]
+            record.update(scanned=self.reads[s], duplicates=len(found), in_training=len(found),
+                          heldout_real_matched=len(set(found.values())),
+                          examples=[[p, h] for p, h in sorted(found.items())[:EXAMPLES]])
+
+    def drain(self) -> None:
+        """Merge what the workers sent."""
+        while self._queue is not None and not self._queue.empty():
+            self._merge(*self._queue.get())
+
+    def after_batch(self, epoch: int, batches_per_epoch: Any) -> None:
+        """A training batch reached the model: merge the finds; at the end of the first epoch, :meth:`finish`.
+
+        Args:
+            epoch: the Trainer's current epoch.
+            batches_per_epoch: the Trainer's training batches an epoch (``inf`` when unknown).
+        """
+        if not self.active:
+            return
+        if self.epoch is None:
+            self.epoch = epoch
+        if epoch != self.epoch:
+            self.finish()
+            return
+        self.batches += 1
+        self.drain()
+        if self.batches >= batches_per_epoch:
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop scanning (workers too), merge the last finds and warn about the sources with copies."""
+        if not self.active:
+            return
+        self.drain()
+        self.active = False
+        if self._flag is not None:
+            self._flag.value = 0
+        dirty = {n: len(h) for n, h in zip(self.names, self.hits) if h}
+        if not dirty:
+            return
+        where = f" on rank {self.rank}" if self.world_size > 1 else ""
+        read = {n: r for n, r, h in zip(self.names, self.reads, self.hits) if h}
+        warnings.warn(
+            f"first training epoch{where}: synthetic samples identical to held-out real samples: {dirty} (samples "
+            f"per source, among {read} read; "
+            f"{sum(len(set(h.values())) for h in self.hits)} held-out real samples have a copy). These sources are "
+            "too large to read at set-up without bulk access, so they were checked as the first epoch read them. A "
+            "generator that memorised held-out data makes every held-out check look better than it is: remove these "
+            "samples from the synthetic sources or hold out other real data. Details in "
+            "`MixedDataModule.contamination`.", UserWarning, stacklevel=2)
+
+    def __getstate__(self) -> dict:  # what a worker needs: no found samples, no records
+        state = dict(self.__dict__)
+        state.update(records={}, hits=[{} for _ in self.names])
+        return state
+
+
+class ScanningDataset(Dataset):
+    """A training set read through a :class:`FirstEpochScan`: the same samples, hashed on the way.
+
+    Args:
+        dataset: the training set.
+        scan: the scan.
+    """
+
+    def __init__(self, dataset: Dataset, scan: FirstEpochScan) -> None:
+        self.dataset, self.scan = dataset, scan
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.dataset[index]
+        self.scan.check([index], [sample])
+        return sample
+
+    def __getitems__(self, indices: list) -> list:
+        samples = [self.dataset[i] for i in indices]
+        self.scan.check(indices, samples)
+        return samples
+
+
+__all__ = ["FirstEpochScan", "ScanningDataset", "deferred_record"]
