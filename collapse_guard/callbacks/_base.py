@@ -63,6 +63,23 @@ class CollapseMetricsProducer:
         return None
 
 
+#: the progress-bar names of the keys shown there: short, so a progress bar does not cut them (``collapse/real_fr…``)
+PROGRESS_BAR_NAMES = {
+    "collapse/real_fraction": "real_frac",
+    "collapse/heldout_real/acc": "heldout_acc",
+    "collapse/heldout_real/perplexity": "heldout_ppl",
+    "collapse/heldout_real/mse": "heldout_mse",
+    "collapse/heldout_real/loss": "heldout_loss",
+    "collapse/guard/state": "guard",
+}
+
+
+def show_in_progress_bar(pl_module: LightningModule, key: str, value: Any) -> None:
+    """Show ``key``'s value in the progress bar under its short name (:data:`PROGRESS_BAR_NAMES`), not in the loggers
+    (they get the full key)."""
+    pl_module.log(PROGRESS_BAR_NAMES.get(key, key), value, prog_bar=True, logger=False)
+
+
 def producers_default_rules(trainer: Trainer) -> Optional[list]:
     """The default rules of the first :class:`CollapseMetricsProducer` among ``trainer.callbacks`` that has any."""
     for cb in trainer.callbacks:

@@ -9,7 +9,7 @@ import torch
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
     CollapseMetricsProducer, CollapseMetricsReader, missing_metrics_message, producer_of, producers_default_rules,
-    require_mixed_datamodule, run_after_producers, run_collectively,
+    require_mixed_datamodule, run_after_producers, run_collectively, show_in_progress_bar,
 )
 from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
@@ -247,7 +247,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             self.cooldown_left -= 1
         elif chosen > 0:
             self._act(trainer, DECISIONS[chosen], decision)
-        pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]), prog_bar=True)
+        pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]))
+        show_in_progress_bar(pl_module, "collapse/guard/state", float(STATE_CODES[self.state]))
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
     def _read(self, trainer: Trainer) -> tuple[list[str], list[tuple[float, float]]]:

@@ -16,6 +16,7 @@ from collapse_guard.callbacks._base import (
     monitored_keys,
     require_mixed_datamodule,
     run_collectively,
+    show_in_progress_bar,
 )
 from collapse_guard.callbacks._dry_run import check_classes, check_sizes, dry_run, first_batch, run_loss_fn
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
@@ -101,7 +102,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         max_batches: at most this many batches of each held-out set per check (``None``: all).
         on_error: ``"raise"`` (the error on the failing rank, a ``RuntimeError`` on the others) or ``"warn"``
             (skip the failed check; its metrics are not logged, so the guard does not judge it).
-        prog_bar: show held-out real accuracy (perplexity, MSE, loss by task) in the progress bar.
+        prog_bar: show held-out real accuracy (perplexity, MSE, loss by task) in the progress bar, as
+            ``heldout_acc`` (``heldout_ppl``, ``heldout_mse``, ``heldout_loss``).
         task: ``"classification"``, ``"language_model"``, ``"regression"`` or ``"loss"``; ``None`` (default):
             inferred at set-up (a float target: regression; an integer ``(N,)`` one: classification; an integer
             ``(N, T)`` one: language model).
@@ -413,7 +415,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         self.history.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step, **values})
         shown = "collapse/heldout_real/" + self.task_of(trainer).prog_bar_key
         for key, value in values.items():
-            self.log_metric(trainer, pl_module, key, value, prog_bar=self.prog_bar and key == shown)
+            self.log_metric(trainer, pl_module, key, value)
+        if self.prog_bar and shown in values:
+            show_in_progress_bar(pl_module, shown, values[shown])
 
     def summary(self) -> dict:
         """What the check measured, as plain data (the report's ``indicators``): ``every_n_epochs``, ``keys`` (every

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
-from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule
+from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, show_in_progress_bar
 from collapse_guard._numbers import check_fraction
 
 
@@ -30,7 +30,7 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
     Args:
         min_real_fraction: warn when an epoch's real fraction falls below this, in ``[0, 1]`` (``None``: never).
         per_source: also log each source's share.
-        prog_bar: show ``collapse/real_fraction`` in the progress bar.
+        prog_bar: show ``collapse/real_fraction`` in the progress bar, as ``real_frac``.
 
     Raises:
         ValueError: if ``min_real_fraction`` is outside ``[0, 1]``.
@@ -89,9 +89,9 @@ class RatioMonitor(CollapseMetricsProducer, Callback):
         }
         self.history.append(record)
         for key in ("real_fraction", "real_fraction_cumulative", "real_fraction_target"):
-            self.log_metric(
-                trainer, pl_module, f"collapse/{key}", record[key], prog_bar=self.prog_bar and key == "real_fraction"
-            )
+            self.log_metric(trainer, pl_module, f"collapse/{key}", record[key])
+        if self.prog_bar:
+            show_in_progress_bar(pl_module, "collapse/real_fraction", record["real_fraction"])
         if self.per_source:
             for name, n in zip(names, epoch.tolist()):
                 self.log_metric(trainer, pl_module, f"collapse/share/{name}", n / float(epoch.sum()))
