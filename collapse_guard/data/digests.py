@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from collapse_guard.data import digest_cache
 from collapse_guard.data.bulk import bulk_view, unwrap_subsets
 from collapse_guard.data.canonical import DIGEST_SIZE, _array_tag, _canonical_tensor, _digest, canonical, sample_digest
+from collapse_guard.data.stacked import stack_rows
 
 FINGERPRINT_SEED = 0x5EED_C0DE  # the fingerprint coefficients: any fixed value (fingerprints never leave a process)
 VERIFIED_ROWS = 8  # rows of a bulk view checked against dataset[i]
@@ -254,6 +255,20 @@ def _read(base: Dataset, order: np.ndarray, key: Optional[Callable]) -> list[byt
     return _one_by_one(base, order.tolist(), key)
 
 
+def _stacked(base: Dataset) -> Optional[RowDigests]:
+    """The :class:`RowDigests` of ``base``'s samples read once and stacked (:func:`~collapse_guard.data.stacked.
+    stack_rows`), checked against the digests of the first samples; ``None`` when they cannot be stacked."""
+    n = len(base)
+    progress = digest_cache.Progress(f"{n} samples of {type(base).__name__}", n)
+    found = stack_rows(lambda i: base[i], n, progress.update)
+    if found is None:
+        return None
+    columns, signature, firsts = found
+    whole = RowDigests(columns, None, signature)
+    same = whole._digests_at(np.arange(len(firsts))) == [sample_digest(s) for s in firsts]
+    return whole if same else None
+
+
 def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[Callable]) -> list[bytes]:
     """Digests without bulk access. A large base dataset (under its ``Subset`` s) has a table of its rows' digests
     cached by its type, length and content sample, filled as rows are asked for: the held-out rows, then the
@@ -267,6 +282,11 @@ def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[C
         return _read(base, order, None)
     sample = digest_cache.content_sample(lambda p: b"".join(sample_digest(base[int(i)]) for i in p), n)
     ident = ("hf", base._fingerprint, repr(base.format)) if _is_hf(base) else (type(base).__qualname__,)
+    if not _is_hf(base):  # read once, stacked into columns, hashed in bulk
+        whole = digest_cache.cached(("stacked", ident, n, sample, _coefficients(4).tobytes()), "stacked",
+                                    lambda: _stacked(base))
+        if whole is not None:
+            return whole.view(rows)
     table: list[Optional[bytes]] = digest_cache.cached(("opaque", ident, n, sample), "opaque", lambda: [None] * n)
     wanted = order.tolist()
     missing = sorted({i for i in wanted if table[i] is None})
