@@ -93,7 +93,8 @@ def choose(runs: list[dict], kind: str, top: int) -> dict:
     epochs = [choose_defaults.fire_epochs(runs, g) for g in grids]
     scores = choose_defaults.grid_scores(runs, *epochs)
     combos = list(itertools.product(*(range(len(g)) for g in grids)))
-    quiet = np.array([np.sum([quietness(grids[k][i]) for k, i in enumerate(c)], axis=0) for c in combos])
+    q = [np.array([quietness(rule) for rule in g]) for g in grids]  # per grid: (settings, keys)
+    quiet = (q[0][:, None, None, :] + q[1][None, :, None, :] + q[2][None, None, :, :]).reshape(len(combos), -1)
     order = choose_defaults.rank(scores, [quiet[:, j] for j in range(quiet.shape[1])])
     allowed = int(choose_defaults.MAX_FALSE_ALARMS * scores["healthy"] + 1e-9)
 

@@ -30,6 +30,13 @@ Usage::
     python benchmarks/cost.py            # 5 repetitions of 8 3-epoch fits (4 variants twice), 7 of the loader (about 4 min)
     python benchmarks/cost.py --quick    # 2 repetitions of 2-epoch fits
     python benchmarks/cost.py --synthetic 2000 --epochs 1 --repeats 1 --loader-repeats 1   # the smoke size
+    python benchmarks/cost.py --task language_model   # the character GRU of benchmarks/_tasks.py (issue 15, ~4 min)
+    python benchmarks/cost.py --task language_model --lm-samples 256 --lm-synthetic 600 --epochs 1 --repeats 1  # smoke
+
+The language-model variant (``--task language_model``; RESULTS.md, section 6): the suite's ``CharGRU`` on the
+``pydoc`` text (seed 0) mixed at real fraction 0.3 with 6000 windows of the good 5-gram, 8192 windows an epoch,
+the held-out real set of the suite (256 windows), ``HeldOutRealCheck()``'s 512 held-out synthetic windows: the
+guarded fit against the same fit without callbacks, in palindromic order, the per-check breakdown alone.
 """
 from __future__ import annotations
 
@@ -209,14 +216,15 @@ def mixed_dm(data: dict, args) -> MixedDataModule:
                            real_fraction=args.real_fraction, holdout="val", reserve=0.2, seed=0)
 
 
-def fit(variant: str, data: dict, args, profile: Profile) -> dict:
+def fit(variant: str, data: dict, args, profile: Profile, make_dm=mixed_dm, make_model=None) -> dict:
+    """One fit of ``variant`` (``make_dm(data, args)`` and ``make_model()``: the digits' MixedDataModule and MLP)."""
     torch.manual_seed(0)
     timer = EpochTimer()
     if variant == "plain":
         dm = PlainMix(ConcatDataset([data["train"], data["synthetic"]]), args.batch_size)
         callbacks = [timer]
     else:
-        dm = mixed_dm(data, args)
+        dm = make_dm(data, args)
         callbacks = [timer]
         if variant == "guarded":
             callbacks += [RatioMonitor(), HeldOutRealCheck(), CollapseGuard(verbose=False)]
@@ -227,7 +235,7 @@ def fit(variant: str, data: dict, args, profile: Profile) -> dict:
     trainer = Trainer(callbacks=callbacks, **kwargs)
     profile.variant = variant if variant in PROFILED else None
     t0, c0 = time.perf_counter(), time.process_time()
-    trainer.fit(MLP(), datamodule=dm)
+    trainer.fit((make_model or MLP)(), datamodule=dm)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     profile.variant = None
     return {"seconds": seconds, "cpu_seconds": cpu, "epoch_seconds": timer.seconds}
@@ -251,6 +259,13 @@ def loaders(data: dict, args):
                        collate_fn=mixed.collate_fn)
     plain_batches = len(plain)
     return mixed, plain, n_batches, plain_batches
+
+
+def ratios(fits: dict, a: str, b: str, key: str) -> dict:
+    """Per repetition: the sum of ``a``'s two fits over the sum of ``b``'s; their median."""
+    sums = {v: [fits[v][i][key] + fits[v][i + 1][key] for i in range(0, len(fits[v]), 2)] for v in (a, b)}
+    values = [x / y for x, y in zip(sums[a], sums[b])]
+    return {"median": float(np.median(values)), "all": values}
 
 
 def run(args) -> dict:
@@ -283,13 +298,7 @@ def run(args) -> dict:
     finally:
         profile.unpatch()
 
-    def ratios(a: str, b: str, key: str) -> dict:
-        """Per repetition: the sum of ``a``'s two fits over the sum of ``b``'s."""
-        sums = {v: [fits[v][i][key] + fits[v][i + 1][key] for i in range(0, len(fits[v]), 2)] for v in (a, b)}
-        values = [x / y for x, y in zip(sums[a], sums[b])]
-        return {"median": float(np.median(values)), "all": values}
-
-    fit_ratios = {f"{a}/{b}": {"cpu": ratios(a, b, "cpu_seconds"), "wall": ratios(a, b, "seconds")}
+    fit_ratios = {f"{a}/{b}": {"cpu": ratios(fits, a, b, "cpu_seconds"), "wall": ratios(fits, a, b, "seconds")}
                   for a, b in (("guarded", "mixed"), ("guarded_features", "mixed"), ("mixed", "plain"),
                                ("guarded", "plain"))}
 
@@ -335,6 +344,79 @@ def run(args) -> dict:
         "seconds": time.perf_counter() - t_start,
         "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": load_average()},
     }
+
+
+# -- the language-model variant (issue 15) ----------------------------------------------------------------------
+def text_dm(data, args) -> MixedDataModule:
+    return MixedDataModule(real=SplitsDataModule(data.tensors, args.lm_batch_size), synthetic={"ngram": data.synthetic},
+                           real_fraction=args.real_fraction, holdout="val", reserve=0.2,
+                           samples_per_epoch=args.lm_samples, seed=0)
+
+
+def run_language_model(args) -> dict:
+    """The suite's character GRU (``_tasks.CharGRU``) on ``pydoc`` (seed 0) mixed with the good 5-gram's windows:
+    the fit with ``RatioMonitor()``, ``HeldOutRealCheck()`` and ``CollapseGuard()`` (the task inferred) against the
+    same fit without them, in palindromic order (guarded, mixed, mixed, guarded) per repetition."""
+    import _tasks
+    from collapse_guard.metrics.language_model import LanguageModelIndicators
+
+    quiet()
+    torch.set_num_threads(1)
+    load_before, t_start = load_average(), time.perf_counter()
+    data = _tasks.TextData("pydoc", 0)
+    data.synthetic = _tasks.window_dataset(_tasks.CharNGram(5).fit(*data.train).sample(args.lm_synthetic,
+                                                                                      np.random.default_rng(1))[0])
+    dm = text_dm(data, args)
+    dm.setup("fit")
+    args.batches = len(dm.train_dataloader())
+    config = {"model": f"CharGRU ({sum(p.numel() for p in _tasks.CharGRU().parameters()):,} parameters), Adam 5e-3",
+              "windows": f"{_tasks.WINDOW} characters", "real_train": len(data.tensors["train"]),
+              "heldout_real": len(data.tensors["val"]), "synthetic": len(data.synthetic),
+              "heldout_synthetic": len(dm.heldout_synthetic) if dm.heldout_synthetic is not None else 0,
+              "samples_per_epoch": dm.epoch_size, "batch_size": args.lm_batch_size, "batches_per_epoch": args.batches,
+              "epochs": args.epochs, "real_fraction": args.real_fraction, "repeats": args.repeats,
+              "torch_threads": torch.get_num_threads()}
+    profile = Profile().patch()
+    profile._wrap(LanguageModelIndicators, "compute", "language-model indicators: compute")
+    fits: dict[str, list[dict]] = {"guarded": [], "mixed": []}
+    try:
+        for _ in range(args.repeats):
+            for variant in ("guarded", "mixed", "mixed", "guarded"):
+                fits[variant].append(fit(variant, data, args, profile, text_dm, _tasks.CharGRU))
+    finally:
+        profile.unpatch()
+    checks = max(1, sum(len(f["epoch_seconds"]) for f in fits["guarded"]))
+    epoch = float(np.median([s for f in fits["mixed"] for s in f["epoch_seconds"]]))
+    seconds = profile.seconds["guarded"]
+    return {"task": "language_model", "config": config, "fits": fits,
+            "fit_ratios": {"guarded/mixed": {c: ratios(fits, "guarded", "mixed", k)
+                                             for c, k in (("cpu", "cpu_seconds"), ("wall", "seconds"))}},
+            "training_epoch_seconds_median": epoch,
+            "breakdown": {k: {"seconds_per_check": v / checks, "share_of_training_epoch": v / checks / epoch}
+                          for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])
+                          if not k.startswith("MixedDataModule.setup")},
+            "seconds": time.perf_counter() - t_start,
+            "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": load_average()}}
+
+
+def report_language_model(r: dict) -> str:
+    c, ratio, m = r["config"], r["fit_ratios"]["guarded/mixed"], r["machine"]
+    lines = [f"Language model: {c['model']}; {c['samples_per_epoch']:,} windows of {c['windows']} an epoch "
+             f"({c['batches_per_epoch']} batches of {c['batch_size']}), real fraction {c['real_fraction']}; held-out "
+             f"real {c['heldout_real']} windows, held-out synthetic {c['heldout_synthetic']}; {c['epochs']} epochs a "
+             f"fit, {c['repeats']} repetitions (guarded, mixed, mixed, guarded), {c['torch_threads']} torch thread.", "",
+             "| measure | CPU-time ratio (runs) | wall-time ratio (runs) | goal | met (CPU) |", "|---|---|---|---|---|",
+             f"| fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults, task inferred) / same fit without "
+             f"them | {ratio['cpu']['median']:.3f} ({_runs(ratio['cpu']['all'])}) | {ratio['wall']['median']:.3f} "
+             f"({_runs(ratio['wall']['all'])}) | ≤ 1.03 | {'yes' if ratio['cpu']['median'] <= 1.03 else 'no'} |", "",
+             f"CPU seconds of the training part of an epoch (median, without callbacks): "
+             f"{r['training_epoch_seconds_median']:.2f}. Per check (CPU seconds; share of that epoch):", ""]
+    lines += [f"- {k}: {v['seconds_per_check']:.3f} ({100 * v['share_of_training_epoch']:.2f}%)"
+              for k, v in r["breakdown"].items()]
+    lines += ["", f"wall time {r['seconds']:.0f} s; {m['nproc']} cores, {m['cpu']}, load average before "
+              f"{m['loadavg_before']}, after {m['loadavg_after']}; torch {m['torch']}, Lightning {m['lightning']}; "
+              f"collapse_guard {m['collapse_guard']}."]
+    return "\n".join(lines)
 
 
 def _runs(values: list[float]) -> str:
@@ -413,13 +495,22 @@ def main(argv=None) -> dict:
     p.add_argument("--loader-repeats", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--real-fraction", type=float, default=0.3)
-    p.add_argument("--json", default="runs/bench/cost.json", help="where to write the full record ('': nowhere)")
+    p.add_argument("--json", default=None, help="where to write the full record (default runs/bench/cost.json, "
+                   "runs/bench/cost_language_model.json with --task language_model; '': nowhere)")
+    p.add_argument("--task", default="classification", choices=("classification", "language_model"),
+                   help="the digits MLP (default) or the suite's character GRU on pydoc (issue 15)")
+    p.add_argument("--lm-samples", type=int, default=8192, help="language model: windows an epoch")
+    p.add_argument("--lm-synthetic", type=int, default=6000, help="language model: 5-gram windows")
+    p.add_argument("--lm-batch-size", type=int, default=32)
     args = p.parse_args(argv)
-    args.epochs = args.epochs or (2 if args.quick else 3)
+    lm = args.task == "language_model"
+    args.epochs = args.epochs or (1 if args.quick and lm else 2 if args.quick or lm else 3)
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.loader_repeats = args.loader_repeats or (5 if args.quick else 7)
-    result = run(args)
-    print(report(result))
+    if args.json is None:
+        args.json = "runs/bench/cost_language_model.json" if lm else "runs/bench/cost.json"
+    result = run_language_model(args) if lm else run(args)
+    print(report_language_model(result) if lm else report(result))
     write_record(result, args.json)
     return result
 

@@ -19,7 +19,8 @@ Usage::
     python benchmarks/suite_tasks.py --margins --jobs 2                # the margins: pure_real at seeds 100-102
     python benchmarks/suite_tasks.py --seeds 100,101,102 --no-guard --json runs/bench/tasks_check.json  # generators
     python benchmarks/suite_tasks.py --score-from runs/bench/suite_tasks.json [--rules 'EXPR' --task regression]
-    python benchmarks/suite_tasks.py --quick --datasets diabetes --epochs 3 --json ''   # the smoke test's size
+    python benchmarks/suite_tasks.py --quick --datasets pydoc,diabetes --epochs 3 --samples-per-epoch 128 \
+        --scenarios pure_real,replace,label_chain --json ''       # the smoke test's size
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def observe_run(spec: _tasks.TaskSpec, data, scenario: str, seed: int, cfg: dict
     synthetic, fraction = _tasks.build_scenario(spec.kind, scenario, data, seed)
     torch.manual_seed(seed)
     dm = MixedDataModule(real=spec.real_dm(data), synthetic=synthetic, real_fraction=fraction, holdout="val",
-                         reserve=cfg["reserve"], samples_per_epoch=spec.samples_per_epoch, seed=seed)
+                         reserve=cfg["reserve"], samples_per_epoch=cfg.get("samples_per_epoch") or spec.samples_per_epoch,
+                         seed=seed)
     probe = LossProbe(spec.kind, data.tensors["test"])
     watch = CollapseGuard(action="warn", verbose=False) if guard else None
     callbacks = [RatioMonitor(), HeldOutRealCheck(), probe, watch] if guard else [probe]
@@ -262,6 +264,7 @@ def main(argv=None) -> dict:
     p.add_argument("--margins", action="store_true", help="pure_real at seeds 100-102: the ground truth's margins")
     p.add_argument("--no-guard", action="store_true", help="fit without collapse_guard's callbacks (the generators)")
     p.add_argument("--epochs", type=int, default=CONFIG["epochs"])
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="instead of the task's (the smoke test)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--json", default=None, help="the record (default runs/bench/suite_tasks.json; '': nowhere)")
     p.add_argument("--score-from", default=None, metavar="JSON", help="re-score a saved record; run nothing")
@@ -275,7 +278,7 @@ def main(argv=None) -> dict:
         scenarios = ("pure_real",) if args.margins else tuple(
             args.scenarios.split(",") if args.scenarios else dict.fromkeys(s for k in KINDS for s in _tasks.SCENARIOS[k]))
         groups = [(d, int(s)) for d in args.datasets.split(",") if d for s in seeds.split(",")]
-        cfg, guard, t0 = dict(CONFIG, epochs=args.epochs), not (args.no_guard or args.margins), time.perf_counter()
+        cfg, guard, t0 = dict(CONFIG, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch), not (args.no_guard or args.margins), time.perf_counter()
         record = {"config": cfg, "guard": guard, "runs": fit_all(groups, cfg, scenarios, guard, args.jobs)}
         record.update(seconds=time.perf_counter() - t0, jobs=args.jobs, machine=machine_info(),
                       margins={d: _tasks.margin(d) for d in dict.fromkeys(g[0] for g in groups)},
