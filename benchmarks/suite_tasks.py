@@ -95,9 +95,9 @@ def observe_run(spec: _tasks.TaskSpec, data, scenario: str, seed: int, cfg: dict
 
     synthetic, fraction = _tasks.build_scenario(spec.kind, scenario, data, seed)
     torch.manual_seed(seed)
+    per_epoch = cfg.get("samples_per_epoch") or spec.samples_per_epoch
     dm = MixedDataModule(real=spec.real_dm(data), synthetic=synthetic, real_fraction=fraction, holdout="val",
-                         reserve=cfg["reserve"], samples_per_epoch=cfg.get("samples_per_epoch") or spec.samples_per_epoch,
-                         seed=seed)
+                         reserve=cfg["reserve"], samples_per_epoch=per_epoch, seed=seed)
     probe = LossProbe(spec.kind, data.tensors["test"])
     watch = CollapseGuard(action="warn", verbose=False) if guard else None
     callbacks = [RatioMonitor(), HeldOutRealCheck(), probe, watch] if guard else [probe]
@@ -275,10 +275,11 @@ def main(argv=None) -> dict:
         record = json.loads(Path(args.score_from).read_text())
     else:
         seeds = args.seeds or ("0" if args.quick else ",".join(map(str, MARGIN_SEEDS if args.margins else SEEDS)))
-        scenarios = ("pure_real",) if args.margins else tuple(
-            args.scenarios.split(",") if args.scenarios else dict.fromkeys(s for k in KINDS for s in _tasks.SCENARIOS[k]))
+        every = dict.fromkeys(s for k in KINDS for s in _tasks.SCENARIOS[k])
+        scenarios = ("pure_real",) if args.margins else tuple(args.scenarios.split(",") if args.scenarios else every)
         groups = [(d, int(s)) for d in args.datasets.split(",") if d for s in seeds.split(",")]
-        cfg, guard, t0 = dict(CONFIG, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch), not (args.no_guard or args.margins), time.perf_counter()
+        cfg = dict(CONFIG, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch)
+        guard, t0 = not (args.no_guard or args.margins), time.perf_counter()
         record = {"config": cfg, "guard": guard, "runs": fit_all(groups, cfg, scenarios, guard, args.jobs)}
         record.update(seconds=time.perf_counter() - t0, jobs=args.jobs, machine=machine_info(),
                       margins={d: _tasks.margin(d) for d in dict.fromkeys(g[0] for g in groups)},

@@ -87,3 +87,4 @@ def test_cost_language_model_smallest_configuration(tmp_path, capsys):
     assert "HeldOutRealCheck (total)" in result["breakdown"]
     assert "language-model indicators: compute" in result["breakdown"]
     assert "| fit, RatioMonitor + HeldOutRealCheck + CollapseGuard (defaults, task inferred)" in printed
+    assert cost.attributable(fits) > 1.0 and "(attributable)" in printed  # the checks cost CPU outside the epochs
