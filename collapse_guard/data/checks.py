@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, default_collate
 
 from collapse_guard._compat import rank_zero_warn
 from collapse_guard._rng import preserved_rng
-from collapse_guard.data.digests import has_bulk_access, sample_digests
+from collapse_guard.data.digests import RowDigests, has_bulk_access, sample_digests, stacked_digests
 from collapse_guard.data.first_epoch import FirstEpochScan, deferred_record
 from collapse_guard.data.mixing import MixingState
 from collapse_guard.data.row_index import index_by_digest, matches
@@ -238,8 +238,10 @@ def first_epoch_scan(heldout_real: Dataset, report: dict, synthetic: Sequence[Da
     if not deferred:
         return None
     with preserved_rng():
-        heldout = dict(index_by_digest(sample_digests(heldout_real, key=key)))
-    return FirstEpochScan(heldout, deferred, records, key=key, rank=rank, world_size=world_size)
+        digests = sample_digests(heldout_real, key=key)
+        rows = digests if isinstance(digests, RowDigests) else stacked_digests(heldout_real, key=key)
+        heldout = dict(index_by_digest(digests))
+    return FirstEpochScan(heldout, deferred, records, key=key, rank=rank, world_size=world_size, heldout_rows=rows)
 
 
 def _leak_error(what: str, real_idx: Tensor, in_train: list, in_reserve: list) -> ValueError:

@@ -255,12 +255,24 @@ def _read(base: Dataset, order: np.ndarray, key: Optional[Callable]) -> list[byt
     return _one_by_one(base, order.tolist(), key)
 
 
-def _stacked(base: Dataset) -> Optional[RowDigests]:
-    """The :class:`RowDigests` of ``base``'s samples read once and stacked (:func:`~collapse_guard.data.stacked.
-    stack_rows`), checked against the digests of the first samples; ``None`` when they cannot be stacked."""
-    n = len(base)
-    progress = digest_cache.Progress(f"{n} samples of {type(base).__name__}", n)
-    found = stack_rows(lambda i: base[i], n, progress.update)
+def stacked_digests(dataset: Dataset, key: Optional[Callable[[Any], Any]] = None) -> Optional[RowDigests]:
+    """The :class:`RowDigests` of ``dataset``'s samples (or of ``key(sample)``) read once and stacked into columns
+    (:func:`~collapse_guard.data.stacked.stack_rows`), checked against the digests of the first samples.
+
+    Args:
+        dataset: a map-style dataset.
+        key: what of a sample to hash (``None``: all of it).
+
+    Returns:
+        The digests, or ``None`` when the samples cannot be stacked (other structures, non-numeric parts, too large).
+
+    Example::
+
+        rows = stacked_digests(heldout_ds)  # rows.fingerprints() screens other rows in bulk
+    """
+    n = len(dataset)
+    progress = digest_cache.Progress(f"{n} samples of {type(dataset).__name__}", n)
+    found = stack_rows((lambda i: dataset[i]) if key is None else (lambda i: key(dataset[i])), n, progress.update)
     if found is None:
         return None
     columns, signature, firsts = found
@@ -270,9 +282,10 @@ def _stacked(base: Dataset) -> Optional[RowDigests]:
 
 
 def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[Callable]) -> list[bytes]:
-    """Digests without bulk access. A large base dataset (under its ``Subset`` s) has a table of its rows' digests
-    cached by its type, length and content sample, filled as rows are asked for: the held-out rows, then the
-    training rows, each read once (with a ``key``: never cached)."""
+    """Digests without bulk access. A large base dataset (under its ``Subset`` s, asked for 5% of its rows or more) is
+    read once, stacked into columns and hashed in bulk (:func:`stacked_digests`), cached by its type, length and content
+    sample; else (samples that cannot be stacked, a Hugging Face dataset) it has a cached table of its rows' digests,
+    filled as rows are asked for, each row read once. With a ``key``: sample by sample, never cached."""
     if key is not None:
         return _read(dataset, np.arange(len(dataset)) if idx is None else idx, key)
     base, rows = unwrap_subsets(dataset, idx)
@@ -282,9 +295,9 @@ def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[C
         return _read(base, order, None)
     sample = digest_cache.content_sample(lambda p: b"".join(sample_digest(base[int(i)]) for i in p), n)
     ident = ("hf", base._fingerprint, repr(base.format)) if _is_hf(base) else (type(base).__qualname__,)
-    if not _is_hf(base):  # read once, stacked into columns, hashed in bulk
+    if not _is_hf(base) and len(order) * 20 >= n:  # read once, stacked into columns, hashed in bulk
         whole = digest_cache.cached(("stacked", ident, n, sample, _coefficients(4).tobytes()), "stacked",
-                                    lambda: _stacked(base))
+                                    lambda: stacked_digests(base))
         if whole is not None:
             return whole.view(rows)
     table: list[Optional[bytes]] = digest_cache.cached(("opaque", ident, n, sample), "opaque", lambda: [None] * n)
@@ -346,4 +359,5 @@ def sample_digests(
     return _opaque_digests(dataset, idx, key)
 
 
-__all__ = ["DIGEST_SIZE", "RowDigests", "TensorRowDigests", "has_bulk_access", "sample_digest", "sample_digests"]
+__all__ = ["DIGEST_SIZE", "RowDigests", "TensorRowDigests", "has_bulk_access", "sample_digest", "sample_digests",
+           "stacked_digests"]

@@ -4,7 +4,9 @@ A large synthetic source without bulk access (a ``Dataset`` whose ``__getitem__`
 :mod:`collapse_guard.data.bulk`) is not read at set-up: reading every row one by one costs most of a DataLoader
 pass. Its digests are taken instead where the first training epoch reads its samples anyway: the training
 ``DataLoader`` iterates a :class:`ScanningDataset`, which hashes every sample of such a source it returns (in the
-DataLoader's worker processes when there are any) and looks the digest up among the held-out real ones. What it
+DataLoader's worker processes when there are any) and looks the digest up among the held-out real ones. A batch of
+samples made of arrays of one shape is first stacked and fingerprinted in bulk against the held-out rows'
+fingerprints (:class:`~collapse_guard.data.digests.RowDigests`): only the few candidates are hashed. What it
 finds goes back to the main process (directly, or through a pipe from the workers) and into the contamination
 report; at the end of the first epoch a warning names each source with copies and their counts.
 
@@ -17,9 +19,12 @@ import multiprocessing
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 from torch.utils.data import Dataset, get_worker_info
 
-from collapse_guard.data.canonical import sample_digest
+from collapse_guard.data.canonical import _encode, sample_digest
+from collapse_guard.data.digests import RowDigests
+from collapse_guard.data.stacked import _column, _flat
 
 EXAMPLES = 5  # (sample, held-out sample) pairs kept per source
 
@@ -35,6 +40,8 @@ class FirstEpochScan:
 
     Args:
         heldout: digest -> first held-out real index with it.
+        heldout_rows: the held-out rows as :class:`~collapse_guard.data.digests.RowDigests` (their fingerprints
+            screen whole batches), or ``None`` (every sample of a deferred source is hashed).
         sources: ``(name, start, stop)`` of every deferred source's indices in the training set.
         records: name -> the source's contamination record (updated in place, see :func:`deferred_record`).
         key: what of a sample to hash (``None``: all of it), as at set-up.
@@ -44,8 +51,10 @@ class FirstEpochScan:
 
     def __init__(self, heldout: Mapping[bytes, int], sources: Sequence[tuple[str, int, int]],
                  records: Mapping[str, dict], key: Optional[Callable[[Any], Any]] = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, heldout_rows: Optional[RowDigests] = None) -> None:
         self.heldout = dict(heldout)
+        self.signature = heldout_rows.signature if heldout_rows is not None else None
+        self.fingerprints = np.unique(heldout_rows.fingerprints()) if heldout_rows is not None else None
         self.names = [s[0] for s in sources]
         self.starts = [s[1] for s in sources]
         self.stops = [s[2] for s in sources]
@@ -71,20 +80,42 @@ class FirstEpochScan:
             return
         reads = [0] * len(self.names)
         hits = []
-        for index, sample in zip(indices, samples):
-            s = self.source_of(int(index))
-            if s < 0:
-                continue
+        mine = [(s, int(index), sample) for index, sample in zip(indices, samples)
+                for s in [self.source_of(int(index))] if s >= 0]
+        parts = [sample if self.key is None else self.key(sample) for _, _, sample in mine]
+        maybe = self._candidates(parts)
+        for k, (s, index, _) in enumerate(mine):
             reads[s] += 1
-            held = self.heldout.get(sample_digest(sample if self.key is None else self.key(sample)))
+            if maybe is not None and not maybe[k]:
+                continue
+            held = self.heldout.get(sample_digest(parts[k]))
             if held is not None:
-                hits.append((s, int(index) - self.starts[s], held))
+                hits.append((s, index - self.starts[s], held))
         if not any(reads):
             return
         if self._queue is not None and get_worker_info() is not None:
             self._queue.put((reads, hits))  # a synchronous write: in the pipe before the batch leaves the worker
         else:
             self._merge(reads, hits)
+
+    def _candidates(self, parts: list) -> Optional[np.ndarray]:
+        """Which of ``parts`` may be held-out copies, screened in bulk by row fingerprints; ``None`` when they are
+        not arrays of one structure (each is then hashed)."""
+        if self.fingerprints is None or not parts:
+            return None
+        keys = tuple(sorted(parts[0], key=str)) if isinstance(parts[0], dict) else None
+        rows = [_flat(part, keys) for part in parts]
+        if rows[0] is None:
+            return None
+        shapes = [(leaf.dtype, leaf.shape) for leaf in rows[0]]
+        if any(r is None or [(leaf.dtype, leaf.shape) for leaf in r] != shapes for r in rows):
+            return None
+        sig: list[str] = []
+        _encode(parts[0], sig, [])
+        if "".join(sig) != self.signature:
+            return np.zeros(len(parts), dtype=bool)  # another structure: no copy of a held-out sample
+        columns = [_column([r[j] for r in rows]) for j in range(len(shapes))]
+        return np.isin(RowDigests(columns, None, self.signature).fingerprints(), self.fingerprints)
 
     # -- the main-process side ----------------------------------------------------------------------------------
     def wrap(self, dataset: Dataset, num_workers: int) -> "ScanningDataset":

@@ -20,7 +20,7 @@ from torch import Tensor
 from collapse_guard.data.canonical import _encode, _numeric_list
 
 #: at most this many bytes of stacked columns (in the samples' own dtypes); larger datasets are hashed one by one
-STACK_BUDGET_BYTES = 1 << 29
+STACK_BUDGET_BYTES = 1 << 28
 
 
 def _leaves(obj: Any, out: list, shape: list) -> bool:
@@ -49,6 +49,22 @@ def _leaves(obj: Any, out: list, shape: list) -> bool:
     else:
         return False
     return True
+
+
+def _flat(sample: Any, keys: Optional[tuple]) -> Optional[list]:
+    """The leaves of a sample that is one array, a tuple / list of arrays, or a dict of arrays (``keys`` sorted):
+    the common case, checked without recursion; ``None`` for any other sample."""
+    if isinstance(sample, (Tensor, np.ndarray)):
+        return [sample]
+    if keys is not None:
+        if type(sample) is not dict or len(sample) != len(keys):
+            return None
+        leaves = [sample.get(k) for k in keys]
+    elif isinstance(sample, (tuple, list)):
+        leaves = list(sample)
+    else:
+        return None
+    return leaves if all(isinstance(leaf, (Tensor, np.ndarray)) for leaf in leaves) else None
 
 
 def _column(parts: list) -> Optional[Any]:
@@ -94,12 +110,19 @@ def stack_rows(read: Callable[[int], Any], n: int, progress: Optional[Callable[[
     _encode(first, sig, [])
     columns: list[list] = [[leaf] for leaf in leaves]
     firsts = [first]
+    keys = tuple(sorted(first, key=str)) if isinstance(first, dict) else None
+    flat = _flat(first, keys) is not None
+    shapes = [(leaf.dtype, leaf.shape) for leaf in leaves] if flat else None
     for i in range(1, n):
         sample = read(i)
-        got: list = []
-        got_shape: list = []
-        if not _leaves(sample, got, got_shape) or got_shape != shape:
-            return None
+        if flat:  # one array, or a tuple or dict of arrays
+            got = _flat(sample, keys)
+            if got is None or len(got) != len(shapes) or [(g.dtype, g.shape) for g in got] != shapes:
+                return None
+        else:
+            got, got_shape = [], []
+            if not _leaves(sample, got, got_shape) or got_shape != shape:
+                return None
         for column, leaf in zip(columns, got):
             column.append(leaf)
         if i < 8:

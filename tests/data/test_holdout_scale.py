@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from collapse_guard import MixedDataModule
-from collapse_guard.data import checks, digest_cache
+from collapse_guard.data import checks, digest_cache, first_epoch
 from collapse_guard.data.digests import RowDigests, sample_digest, sample_digests
 from collapse_guard.data.row_index import index_by_digest, matches
 from collapse_guard.data.sources import DataSource
@@ -210,6 +210,8 @@ def test_an_opaque_source_is_checked_as_the_first_epoch_reads_it(monkeypatch, nu
         dm.setup("fit")
     record = dm.contamination["sources"]["g"]
     assert record["deferred"] and record["duplicates"] is None and synth.reads <= 8  # the set-up checks' samples
+    hashed = []
+    monkeypatch.setattr(first_epoch, "sample_digest", lambda s: hashed.append(1) or sample_digest(s))
     trainer = make_trainer(max_epochs=2, limit_val_batches=0)
     with pytest.warns(UserWarning, match=r"first training epoch: synthetic samples identical to held-out real "
                                          r"samples: \{'g': 3\}") as caught:
@@ -219,6 +221,8 @@ def test_an_opaque_source_is_checked_as_the_first_epoch_reads_it(monkeypatch, nu
     assert record["duplicates"] == 3 and record["in_training"] == 3 and record["heldout_real_matched"] == 2
     assert record["examples"] == [[7, 0], [8, 0], [100, 5]] and record["scanned"] >= 120
     assert not dm._scan.active
+    if num_workers == 0:  # batches screened by row fingerprints: only the copies (read 2 or 3 times each) hashed
+        assert record["scanned"] == 300 and len(hashed) <= 9
 
 
 def test_real_training_data_against_heldout_stays_a_set_up_error(monkeypatch):
@@ -232,3 +236,12 @@ def test_real_training_data_against_heldout_stays_a_set_up_error(monkeypatch):
     MixedDataModule(real_no_copy, {"g": Rows(*arrays(100, seed=5))}, holdout=held, batch_size=8).setup("fit")
     with pytest.raises(ValueError, match=r"3 in the real training data \(held-out #0 = real #3"):
         MixedDataModule(real, {"g": Rows(*arrays(100, seed=5))}, holdout=held, batch_size=8).setup("fit")
+
+
+def test_long_hashing_shows_progress(monkeypatch):
+    lines = []
+    monkeypatch.setattr(digest_cache, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(digest_cache, "rank_zero_info", lines.append)
+    monkeypatch.setattr(digest_cache, "CACHE_MIN_ROWS", 100)
+    sample_digests(Rows(*arrays(5000)))
+    assert lines and all("held-out check, digests of 5000 samples of Rows" in line for line in lines)
