@@ -121,9 +121,10 @@ def check_sizes(check: Any, dm: Any, world: int) -> None:
             f"HeldOutRealCheck: the held-out real set has {len(heldout)} samples but the k-NN indicators need "
             f"more than k={check.k}. Hold out more real data, lower `k`, or pass features=False."
         )
-    if (check.synthetic and check.synthetic_samples is not None and check.synthetic_samples < world
+    limit = check.synthetic_limit()
+    if (check.synthetic and limit is not None and limit < world
             and getattr(dm, "heldout_synthetic", None) is not None):
         raise ValueError(
-            f"HeldOutRealCheck: `synthetic_samples={check.synthetic_samples}` is fewer than the {world} ranks that "
+            f"HeldOutRealCheck: `synthetic_samples={limit}` is fewer than the {world} ranks that "
             "share the held-out synthetic samples at every check (each needs at least one): raise it, or pass None."
         )

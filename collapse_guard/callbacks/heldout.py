@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -90,8 +90,10 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         synthetic: also measure held-out synthetic data and the gap.
         synthetic_samples: held-out synthetic samples measured at every check, at most: a random subset drawn
             with the datamodule's ``seed`` (the same samples at every check, so checks compare), split between
-            ranks like the held-out real data (``None``: all of them). The gap is an accuracy difference: 512
-            samples measure it to about 2 percentage points (binomial standard error at 80% accuracy).
+            ranks like the held-out real data (``None``: all of them). ``"auto"`` (default): the task's
+            (``Task.synthetic_samples``): 512 samples, which measure a classifier's accuracy gap to about 2
+            percentage points (binomial standard error at 80% accuracy); 128 sequences for a language model (each
+            scores all its tokens; 512 made the check cost more than 3% of a fit, ``benchmarks/RESULTS.md`` 6b).
         features: compute the feature-space indicators (opt-in; see above for what they cost).
         feature_fn: ``(pl_module, inputs) -> (N, D)`` features; default: the penultimate-layer hook.
         feature_samples: training synthetic (or generated) samples compared with held-out real, ``>= k + 1``.
@@ -149,7 +151,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None,
         forward_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
         synthetic: bool = True,
-        synthetic_samples: Optional[int] = 512,
+        synthetic_samples: Optional[Union[int, str]] = "auto",
         features: bool = False,
         feature_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
         feature_samples: int = 512,
@@ -167,11 +169,11 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if not isinstance(feature_samples, int) or feature_samples <= k:
             raise ValueError(f"`feature_samples` must be an integer > k={k}, got {feature_samples!r}.")
-        if synthetic_samples is not None and (
+        if synthetic_samples is not None and synthetic_samples != "auto" and (
             isinstance(synthetic_samples, bool) or not isinstance(synthetic_samples, int) or synthetic_samples < 1
         ):
             raise ValueError(
-                f"`synthetic_samples` must be a positive integer or None (all), got {synthetic_samples!r}."
+                f"`synthetic_samples` must be a positive integer, None (all) or 'auto', got {synthetic_samples!r}."
             )
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
@@ -195,8 +197,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     def _reset_fit_state(self) -> None:
         """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
-        #: ``(datamodule, held-out real, held-out synthetic, training synthetic loader)``, built at the first check
-        self._loaders: Optional[tuple[Any, Any, Any, Any]] = None
+        #: ``(datamodule, held-out real, held-out synthetic, training synthetic loader)``, built at the first check,
+        #: the real one (``_real``) at set-up: the task is read from its first batch
+        self._loaders, self._real = None, None
         #: one metric per measured set (and per set, the ``loss_fn`` one), reset at every check rather than rebuilt
         self._metrics: dict[str, Any] = {}
         #: ``(datamodule, task adapter)`` of this fit, found at set-up
@@ -207,8 +210,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             return
         self._reset_fit_state()
         dm = require_mixed_datamodule(trainer, type(self).__name__)
-        check_sizes(self, dm, int(trainer.world_size))
         task = self.task_of(trainer)
+        check_sizes(self, dm, int(trainer.world_size))
         if task.name == "classification" and any(k.startswith("collapse/heldout_real/") for k in monitored_keys(trainer)):
             check_classes(dm, self.batch_fn)
 
@@ -218,9 +221,16 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         dm = trainer.datamodule
         if self._task is None or self._task[0] is not dm:
             read = self.task in (None, "language_model") and getattr(dm, "heldout_real", None) is not None
-            self._task = (dm, task_from_batch(self.task, first_batch(self._heldout_loaders(dm)[0]) if read else None,
+            self._task = (dm, task_from_batch(self.task, first_batch(self._real_loader(dm)) if read else None,
                                               self.batch_fn))
         return self._task[1]
+
+    def synthetic_limit(self) -> Optional[int]:
+        """The held-out synthetic samples measured at every check: ``synthetic_samples``, or with ``"auto"`` the
+        task's (``None``: all)."""
+        if self.synthetic_samples != "auto":
+            return self.synthetic_samples
+        return self._task[1].synthetic_samples if self._task is not None else Task.synthetic_samples
 
     def default_rules(self, trainer: Trainer) -> list[Rule]:
         """The default rules of this fit's task (:func:`~collapse_guard.default_rules`): what ``CollapseGuard()``
@@ -260,9 +270,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
               input_sink=None) -> dict[str, Any]:
         """The task's metric (``name``) and the ``loss_fn`` one (``name + "#loss_fn"``) of the set ``name`` over
         ``loader`` (none when ``name`` is ``None``); features / inputs go to the sinks when given."""
-        trainer = pl_module.trainer
+        trainer, metrics = pl_module.trainer, {}
         task = self.task_of(trainer)
-        metrics: dict[str, Any] = {}
         # the penultimate-layer hook only when its features are wanted: it costs a module walk and a hook call
         hooked = feature_sink is not None and self.feature_fn is None and task.reads_outputs
         with penultimate_features(pl_module) if hooked else nullcontext([]) as captured:
@@ -298,11 +307,16 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         loaders, built once per fit: every check reads the same samples, and a loader with persistent workers keeps
         them from check to check instead of starting new worker processes at every check."""
         if self._loaders is None or self._loaders[0] is not dm:
-            synthetic = dm.heldout_synthetic_dataloader(max_samples=self.synthetic_samples) if self.synthetic else None
+            synthetic = dm.heldout_synthetic_dataloader(max_samples=self.synthetic_limit()) if self.synthetic else None
             training = (dm.synthetic_training_dataloader(max_samples=self.feature_samples)
                         if self.features and self.synthetic else None)
-            self._loaders = (dm, dm.heldout_real_dataloader(), synthetic, training)
+            self._loaders = (dm, self._real_loader(dm), synthetic, training)
         return self._loaders[1], self._loaders[2], self._loaders[3]
+
+    def _real_loader(self, dm) -> DataLoader:  # built once per fit and datamodule
+        if self._real is None or self._real[0] is not dm:
+            self._real = (dm, dm.heldout_real_dataloader())
+        return self._real[1]
 
     # -- the check ------------------------------------------------------------------------------------------
     def _measured(self, trainer: Trainer, pl_module: LightningModule, when: str, fn: Callable[[], Any],
@@ -420,9 +434,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             show_in_progress_bar(pl_module, shown, values[shown])
 
     def summary(self) -> dict:
-        """What the check measured, as plain data (the report's ``indicators``): ``every_n_epochs``, ``keys`` (every
-        key logged, in first-logged order) and ``history`` (one dict per check: ``epoch``, ``global_step`` and the
-        values)."""
+        """What the check measured, as plain data (the report's ``indicators``): ``every_n_epochs``, ``keys`` (in
+        first-logged order) and ``history`` (one dict per check: ``epoch``, ``global_step`` and the values)."""
         history = [dict(row) for row in self.history]
         keys: list[str] = []
         for row in history:

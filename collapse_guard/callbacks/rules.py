@@ -245,9 +245,9 @@ class Rule:
 def default_rules(min_change: float = 0.0, task: str = "classification") -> list[Rule]:
     """The rules ``CollapseGuard()`` uses when given none, for the task of the Trainer's ``HeldOutRealCheck``.
 
-    Another ``task`` than ``"classification"`` gives its own rules (:mod:`collapse_guard.callbacks.task_rules`):
-    ``"language_model"`` and ``"loss"``: the held-out real loss rising beyond its noise; ``"regression"``: that,
-    and the variance of the predictions falling. For a classifier:
+    Another ``task`` than ``"classification"`` gives its own rule (:mod:`collapse_guard.callbacks.task_rules`): the
+    held-out real loss rising, for a language model by 2 standard errors and 0.05 nats above its best, for a
+    regressor (and ``"loss"``) by 6 check-to-check units above its level. For a classifier:
 
     * ``heldout_real_acc``: held-out real accuracy more than 3 of its binomial standard errors below its best so
       far (``noise="stderr"``), at one check; armed after 3 checks;

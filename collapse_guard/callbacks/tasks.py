@@ -38,6 +38,8 @@ class Task:
     prog_bar_key = "loss"
     #: whether the task reads the model's outputs (``forward_fn``) and targets (``batch_fn``)
     reads_outputs = True
+    #: held-out synthetic samples a check measures with ``HeldOutRealCheck(synthetic_samples="auto")``
+    synthetic_samples = 512
 
     def checked(self, outputs: Any, target: Any) -> tuple[Tensor, Tensor]:
         """``(outputs, target)`` when the task can read them; else an error naming what to pass."""
@@ -89,6 +91,7 @@ class LanguageModelTask(Task):
     keys = LanguageModelIndicators.KEYS
     gap_keys = ("loss", "token_acc")
     prog_bar_key = "perplexity"
+    synthetic_samples = 128  # sequences, each scoring all its tokens: the gap is read by no default rule
 
     def __init__(self, shift: bool = False) -> None:
         self.shift = shift

@@ -262,3 +262,15 @@ def test_a_target_that_is_no_tensor_asks_for_the_task():
 def test_bad_task_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         HeldOutRealCheck(**kwargs)
+
+
+def test_auto_synthetic_samples_measure_fewer_sequences_of_a_language_model():
+    """128 held-out synthetic sequences a check for a language model, 512 samples for the other tasks."""
+    asked = []
+    for model, dm in ((TinyLM(), mixed(Sequences(real_tokens(1200)), Sequences(noise_tokens(1200)))),
+                      (TinyRegressor(), mixed(regression_data(200), regression_data(200, 0.2, 1)))):
+        build = dm.heldout_synthetic_dataloader
+        dm.heldout_synthetic_dataloader = lambda max_samples=None, build=build: asked.append(max_samples) or build(
+            max_samples=max_samples)
+        guarded_fit(model, dm, epochs=1)
+    assert asked == [128, 512] and HeldOutRealCheck(synthetic_samples=64).synthetic_limit() == 64
