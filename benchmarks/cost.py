@@ -31,7 +31,7 @@ Usage::
     python benchmarks/cost.py --quick    # 2 repetitions of 2-epoch fits
     python benchmarks/cost.py --synthetic 2000 --epochs 1 --repeats 1 --loader-repeats 1   # the smoke size
     python benchmarks/cost.py --task language_model   # the character GRU of benchmarks/_tasks.py (issue 15, ~4 min)
-    python benchmarks/cost.py --task language_model --synthetic-samples 128   # HeldOutRealCheck(synthetic_samples=128)
+    python benchmarks/cost.py --task language_model --synthetic-samples 512   # the language-model default before "auto"
     python benchmarks/cost.py --task language_model --lm-samples 256 --lm-synthetic 600 --epochs 1 --repeats 1  # smoke
 
 The language-model variant (``--task language_model``; RESULTS.md, section 6): the suite's ``CharGRU`` on the
