@@ -20,11 +20,12 @@ import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from collapse_guard.data.canonical import _encode, sample_digest
 from collapse_guard.data.digests import RowDigests
-from collapse_guard.data.stacked import _column, _flat
+from collapse_guard.data.stacked import _column
 
 EXAMPLES = 5  # (sample, held-out sample) pairs kept per source
 
@@ -103,19 +104,16 @@ class FirstEpochScan:
         not arrays of one structure (each is then hashed)."""
         if self.fingerprints is None or not parts:
             return None
-        keys = tuple(sorted(parts[0], key=str)) if isinstance(parts[0], dict) else None
-        rows = [_flat(part, keys) for part in parts]
-        if rows[0] is None:
-            return None
-        shapes = [(leaf.dtype, leaf.shape) for leaf in rows[0]]
-        if any(r is None or [(leaf.dtype, leaf.shape) for leaf in r] != shapes for r in rows):
+        columns = _batch_columns(parts)
+        if columns is None:
             return None
         sig: list[str] = []
         _encode(parts[0], sig, [])
         if "".join(sig) != self.signature:
             return np.zeros(len(parts), dtype=bool)  # another structure: no copy of a held-out sample
-        columns = [_column([r[j] for r in rows]) for j in range(len(shapes))]
-        return np.isin(RowDigests(columns, None, self.signature).fingerprints(), self.fingerprints)
+        found = RowDigests(columns, None, self.signature).fingerprints()
+        at = np.minimum(np.searchsorted(self.fingerprints, found), len(self.fingerprints) - 1)
+        return self.fingerprints[at] == found  # the held-out fingerprints are sorted: no sort per batch
 
     # -- the main-process side ----------------------------------------------------------------------------------
     def wrap(self, dataset: Dataset, num_workers: int) -> "ScanningDataset":
@@ -186,6 +184,43 @@ class FirstEpochScan:
         state = dict(self.__dict__)
         state.update(records={}, hits=[{} for _ in self.names])
         return state
+
+
+def _batch_columns(parts: list) -> Optional[list]:
+    """The leaves of ``parts`` stacked into columns (in digest order) when every part is one array, a tuple / list of
+    arrays and plain numbers or a dict of them, of one structure, type, dtype and shape a leaf; else ``None``."""
+    first = parts[0]
+    if isinstance(first, (Tensor, np.ndarray)):
+        leaves = [parts]
+    elif isinstance(first, (tuple, list)):
+        if any(type(p) is not type(first) or len(p) != len(first) for p in parts):
+            return None
+        leaves = [list(c) for c in zip(*parts)]
+    elif isinstance(first, dict):
+        keys = sorted(first, key=str)
+        if any(type(p) is not dict or len(p) != len(keys) for p in parts):
+            return None
+        try:
+            leaves = [[p[k] for p in parts] for k in keys]
+        except KeyError:
+            return None
+    else:
+        return None
+    columns = []
+    for leaf in leaves:
+        kinds = {type(x) for x in leaf}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind not in (int, float, bool) and (kind is None or not issubclass(kind, (Tensor, np.ndarray))
+                                               or len({x.dtype for x in leaf}) != 1):
+            return None
+        try:
+            column = _column(leaf)  # unequal shapes do not stack
+        except (RuntimeError, ValueError):
+            return None
+        if column is None:
+            return None
+        columns.append(column)
+    return columns
 
 
 class ScanningDataset(Dataset):
