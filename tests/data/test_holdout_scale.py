@@ -245,3 +245,32 @@ def test_long_hashing_shows_progress(monkeypatch):
     monkeypatch.setattr(digest_cache, "CACHE_MIN_ROWS", 100)
     sample_digests(Rows(*arrays(5000)))
     assert lines and all("held-out check, digests of 5000 samples of Rows" in line for line in lines)
+
+
+@pytest.mark.parametrize("screened", [True, False])
+def test_the_first_epoch_check_with_a_key_and_without_screening(monkeypatch, screened):
+    monkeypatch.setattr(checks, "DEFER_MIN_ROWS", 50)
+    if not screened:  # every sample hashed: the same findings
+        monkeypatch.setattr(first_epoch.FirstEpochScan, "_candidates", lambda self, parts: None)
+    x, y = arrays(100, seed=7)
+    held = TensorDataset(torch.from_numpy(x[:10]), torch.from_numpy(y[:10]))
+    sx, sy = arrays(60, seed=8)
+    sx[[4, 40]] = x[[2, 9]]  # the same inputs under other labels: copies for a key on the inputs
+    sy[[4, 40]] = (y[[2, 9]] + 1) % 4
+    source = DataSource("g", Rows(sx, sy), is_real=False)
+    key = lambda s: s[0]  # noqa: E731
+    report = checks.verify_holdout(held, Rows(x[10:], y[10:]), torch.arange(90), Subset(held, []), [source],
+                                   [torch.arange(90, 150)], [(90, 150)], key=key)
+    assert report["sources"]["g"]["deferred"] and report["sources"]["g"]["duplicates"] is None
+    scan = checks.first_epoch_scan(held, report, [source], [(90, 150)], key=key)
+    assert scan.signature == "f(3,)" and len(scan.fingerprints) == 10  # the held-out inputs, stacked
+    train = scan.wrap(torch.utils.data.ConcatDataset([Rows(x[10:], y[10:]), source.dataset]), num_workers=0)
+    train.__getitems__(list(range(0, 150, 2)))
+    train.__getitems__(list(range(1, 150, 2)))
+    train[94]  # read twice: counted once
+    with pytest.warns(UserWarning, match=r"\{'g': 2\} \(samples per source, among \{'g': 61\} read"):
+        scan.finish()
+    assert report["sources"]["g"] == {"size": 60, "deferred": True, "scanned": 61, "duplicates": 2, "in_training": 2,
+                                      "heldout_real_matched": 2, "examples": [[4, 2], [40, 9]]}
+    train[94]
+    assert report["sources"]["g"]["scanned"] == 61  # after the first epoch: no more scanning
