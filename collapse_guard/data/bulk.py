@@ -58,7 +58,20 @@ class BulkView:
 
 
 def unwrap_subsets(dataset: Any, indices: Optional[np.ndarray]) -> tuple[Any, Optional[np.ndarray]]:
-    """``(base dataset, its rows)`` under nested ``Subset`` s; rows ``None`` stand for all of them."""
+    """``(base dataset, its rows)`` under nested ``Subset`` s.
+
+    Args:
+        dataset: a dataset, perhaps a ``Subset`` of ``Subset`` s.
+        indices: positions in ``dataset`` (``None``: all of them).
+
+    Returns:
+        The dataset under the ``Subset`` s and the rows of it that ``dataset[indices]`` are (``None``: all of them,
+        when there was no ``Subset`` and no ``indices``).
+
+    Example::
+
+        unwrap_subsets(Subset(Subset(ds, [5, 6, 7]), [2, 0]), None)  # (ds, array([7, 5]))
+    """
     while isinstance(dataset, Subset):
         sub = np.asarray(dataset.indices, dtype=np.int64)
         indices = sub if indices is None else sub[indices]
@@ -187,8 +200,19 @@ def _arrow_numpy(array: Any) -> Optional[np.ndarray]:
 def hf_columns(dataset: Any) -> Optional[dict[str, np.ndarray]]:
     """The columns ``dataset[i]`` returns, as numpy arrays read off the Arrow table, when all are numeric.
 
-    Formats ``None``, ``"python"``, ``"numpy"`` and ``"torch"`` without format arguments; ``None`` for any other format, a transform or a column that is not numbers or
-    lists of one length of numbers. The numpy and torch formats turn floats into float32: so do the columns here.
+    Formats ``None``, ``"python"``, ``"numpy"`` and ``"torch"`` without format arguments; ``None`` for any other
+    format, a transform or a column that is not numbers or lists of one length of numbers. The numpy and torch
+    formats turn floats into float32: so do the columns here.
+
+    Args:
+        dataset: a Hugging Face ``datasets.Dataset`` (its indices mapping, from ``select``, is applied).
+
+    Returns:
+        Column name -> array with one row per sample, or ``None``.
+
+    Example::
+
+        hf_columns(datasets.Dataset.from_dict({"x": np.zeros((4, 3))}))["x"].shape  # (4, 3)
     """
     fmt = dataset.format
     if fmt.get("type") not in (None, "python", "numpy", "np", "torch", "pt") or fmt.get("format_kwargs") \

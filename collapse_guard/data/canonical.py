@@ -136,7 +136,18 @@ def sample_digest(sample: Any) -> bytes:
 
 
 def canonical(part: Any) -> Optional[np.ndarray]:
-    """A tensor or array in canonical form (see :func:`sample_digest`), or ``None`` when it is not numeric."""
+    """A tensor or array in canonical form (see :func:`sample_digest`), or ``None`` when it is not numeric.
+
+    Args:
+        part: a tensor, array or number.
+
+    Returns:
+        The values as int64, float64 or complex128 by kind (booleans as int64), or ``None``.
+
+    Example::
+
+        canonical(torch.ones(2, dtype=torch.float16)).dtype  # float64
+    """
     return _canonical_tensor(part) if isinstance(part, Tensor) else _canonical_array(np.asarray(part))
 
 

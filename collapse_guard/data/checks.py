@@ -204,7 +204,19 @@ def _source_copies(heldout: Any, source: DataSource, pool: Tensor, start: int, k
 def defers(source: DataSource, key: Optional[Callable]) -> bool:
     """Whether ``source``'s copies of held-out real data are looked for at the first epoch, not at set-up: a
     map-style source of at least ``DEFER_MIN_ROWS`` samples without bulk access (or with a ``key``), which set-up
-    would read one sample at a time (:func:`~collapse_guard.data.digests.has_bulk_access`)."""
+    would read one sample at a time (:func:`~collapse_guard.data.digests.has_bulk_access`).
+
+    Args:
+        source: a synthetic source.
+        key: what of a sample the check hashes (``None``: all of it).
+
+    Returns:
+        ``True`` when the source is checked at the first epoch.
+
+    Example::
+
+        defers(DataSource("g", TensorDataset(torch.zeros(10**6, 4)), is_real=False), None)  # False: bulk access
+    """
     if source.streaming or len(source) < DEFER_MIN_ROWS:
         return False
     return key is not None or not has_bulk_access(source.dataset)

@@ -35,12 +35,29 @@ computed: dict[str, int] = {}
 
 
 def sample_positions(n: int) -> np.ndarray:
-    """The fixed positions of a content sample of ``n`` rows: ``SAMPLE_ROWS`` spread evenly, first and last included."""
+    """The fixed positions of a content sample of ``n`` rows: ``SAMPLE_ROWS`` spread evenly, first and last included.
+
+    Example::
+
+        sample_positions(5)  # array([0, 1, 2, 3, 4])
+    """
     return np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_ROWS)).astype(np.int64))
 
 
 def content_sample(read: Callable[[np.ndarray], bytes], n: int) -> bytes:
-    """A digest of the rows at :func:`sample_positions` (``read(positions) -> their bytes``)."""
+    """A digest of the rows at :func:`sample_positions` (``read(positions) -> their bytes``).
+
+    Args:
+        read: ``positions -> the bytes of those rows`` (their canonical bytes, or their digests joined).
+        n: the number of rows.
+
+    Returns:
+        16 bytes.
+
+    Example::
+
+        content_sample(lambda p: b"".join(sample_digest(ds[int(i)]) for i in p), len(ds))
+    """
     return hashlib.blake2b(read(sample_positions(n)), digest_size=16).digest()
 
 
@@ -72,7 +89,12 @@ def cached(key: Optional[Hashable], kind: str, compute: Callable[[], T]) -> T:
 
 
 def clear_cache() -> None:
-    """Forget every cached digest (and the counts of :data:`computed`)."""
+    """Forget every cached digest (and the counts of :data:`computed`).
+
+    Example::
+
+        clear_cache()  # the next set-up hashes everything again (benchmarks time a first fit this way)
+    """
     _CACHE.clear()
     computed.clear()
 

@@ -97,7 +97,18 @@ class RowDigests(Sequence):
         return f"{type(self).__name__}({len(self)} rows, signature {self.signature!r})"
 
     def view(self, rows: Optional[np.ndarray]) -> "RowDigests":
-        """These digests' rows at ``rows`` (positions in this sequence; ``None``: all), sharing the fingerprints."""
+        """These digests' rows at ``rows`` (positions in this sequence; ``None``: all), sharing the fingerprints.
+
+        Args:
+            rows: int64 positions.
+
+        Returns:
+            A :class:`RowDigests` of the same class; its fingerprints are read off the whole one's.
+
+        Example::
+
+            held = sample_digests(ds).view(np.array([3, 1]))  # the digests of ds[3], ds[1]
+        """
         if rows is None:
             return self
         out = copy.copy(self)
@@ -310,7 +321,18 @@ def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[C
 
 def has_bulk_access(dataset: Dataset) -> bool:
     """Whether :func:`sample_digests` reads ``dataset`` in bulk (see :mod:`collapse_guard.data.bulk`) or a chunk of
-    rows at a time (a Hugging Face dataset), not sample by sample: a source worth hashing at set-up."""
+    rows at a time (a Hugging Face dataset), not sample by sample: a source worth hashing at set-up.
+
+    Args:
+        dataset: a map-style dataset (a few of its rows are read to check a bulk view against ``dataset[i]``).
+
+    Returns:
+        ``True`` for bulk or chunked access.
+
+    Example::
+
+        has_bulk_access(TensorDataset(torch.zeros(3, 2)))  # True
+    """
     base, _ = unwrap_subsets(dataset, None)
     return _is_hf(base) or _bulk_digests(dataset, None) is not None
 

@@ -31,7 +31,19 @@ EXAMPLES = 5  # (sample, held-out sample) pairs kept per source
 
 
 def deferred_record(size: int) -> dict:
-    """The contamination record of a source scanned at the first epoch, before that epoch (counts unknown)."""
+    """The contamination record of a source scanned at the first epoch, before that epoch (counts unknown).
+
+    Args:
+        size: the source's samples.
+
+    Returns:
+        ``{"size", "deferred": True, "scanned": 0, "duplicates": None, "in_training": None,
+        "heldout_real_matched": None, "examples": []}``; :class:`FirstEpochScan` fills in the counts.
+
+    Example::
+
+        deferred_record(10**6)["duplicates"]  # None until the first epoch has read samples
+    """
     return {"size": size, "deferred": True, "scanned": 0, "duplicates": None, "in_training": None,
             "heldout_real_matched": None, "examples": []}
 
