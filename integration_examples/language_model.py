@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from side_by_side import fit_record, four_fits, print_tables, real_losses  # the tables below, shared by the examples
+
 CONTEXT = 64
 FIRST_CHAR, VOCAB = 32, 95  # printable ASCII: characters 32..126 are tokens 0..94
 
@@ -221,38 +223,17 @@ def fit(source, guarded: bool, epochs: int, per_epoch: int, warmup: int, data: d
     fitted = trainer(epochs, [RatioMonitor(), check] + ([guard] if guard else []), out)
     fitted.fit(model, datamodule=dm)
 
-    real_dm.setup("test")
-    final = {}
-    for part, loader in (("held-out", real_dm.val_dataloader()), ("test", real_dm.test_dataloader())):
-        final[part] = trainer(1, [], out).test(model, dataloaders=loader, verbose=False)[0]["test_loss"]
-    counts = dm.samples_by_source()
-    ratio = next(cb for cb in fitted.callbacks if isinstance(cb, RatioMonitor))
-    return {"ratio": ratio.history, "checks": check.history, "events": list(guard.events) if guard else None,
-            "heldout_ppl": float(np.exp(final["held-out"])), "test_ppl": float(np.exp(final["test"])),
-            "real_share": (counts.get("real", 0) + counts.get("reserve", 0)) / max(1, sum(counts.values()))}
+    final = real_losses(model, real_dm, lambda: trainer(1, [], out), "test_loss")
+    return fit_record(fitted, check, guard, dm, heldout_ppl=float(np.exp(final["held-out"])),
+                      test_ppl=float(np.exp(final["test"])))
 
 
 def print_table(fits: dict) -> None:
     """Per fit and epoch: the real share, the held-out real loss, perplexity, token accuracy and the guard's action."""
-    print(f"{'fit':<22} {'epoch':>5} {'real %':>6} {'loss':>6} {'ppl':>6} {'acc':>6}  guard")
-    for name, f in fits.items():
-        checks = {c["epoch"]: c for c in f["checks"]}
-        acted = {}
-        for e in f["events"] or []:
-            acted.setdefault(e.epoch, []).append(e.action)
-        for row in f["ratio"]:
-            c = checks.get(row["epoch"], {})
-            state = "-" if f["events"] is None else ",".join(acted.get(row["epoch"], [])) or "ok"
-            print(f"{name:<22} {row['epoch']:>5} {100 * row['real_fraction']:>6.1f}"
-                  f" {c.get('collapse/heldout_real/loss', float('nan')):>6.3f}"
-                  f" {c.get('collapse/heldout_real/perplexity', float('nan')):>6.2f}"
-                  f" {c.get('collapse/heldout_real/token_acc', float('nan')):>6.3f}  {state}")
-        print()
-    print(f"{'fit':<22} {'held-out ppl':>12} {'test ppl':>9} {'real share':>10}  guard events")
-    for name, f in fits.items():
-        events = "not guarded" if f["events"] is None else (
-            "; ".join(f"epoch {e.epoch} {e.action} ({e.rule})" for e in f["events"]) or "none")
-        print(f"{name:<22} {f['heldout_ppl']:>12.2f} {f['test_ppl']:>9.2f} {f['real_share']:>10.2f}  {events}")
+    print_tables(fits, [("loss", "collapse/heldout_real/loss", ".3f"), ("ppl", "collapse/heldout_real/perplexity", ".2f"),
+                         ("acc", "collapse/heldout_real/token_acc", ".3f")],
+                 [("held-out ppl", "heldout_ppl", ".2f"), ("test ppl", "test_ppl", ".2f"),
+                         ("real share", "real_share", ".2f")])
 
 
 def main(quick: bool = False, out: str = "runs/language_model") -> dict:
@@ -265,12 +246,7 @@ def main(quick: bool = False, out: str = "runs/language_model") -> dict:
     data = {"val_size": settings["val_size"], "test_size": settings["test_size"]}
     sources = synthetic_text(HelpTextDataModule(**data), collapsed_generation=12, samples=settings["samples"])
     healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
-    fits = {
-        "real only, guarded": fit(None, True, *run, data, out),
-        "collapsing": fit(collapsing, False, *run, data, out),
-        "collapsing, guarded": fit(collapsing, True, *run, data, out),
-        "healthy, guarded": fit(healthy, True, *run, data, out),
-    }
+    fits = four_fits(lambda source, guarded: fit(source, guarded, *run, data, out), healthy, collapsing)
     print()
     print_table(fits)
     print()

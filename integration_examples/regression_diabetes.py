@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from side_by_side import fit_record, four_fits, print_tables, real_losses  # the tables below, shared by the examples
+
 
 # -- your code, unchanged -------------------------------------------------------------------------------------------
 class DiabetesDataModule(pl.LightningDataModule):
@@ -163,38 +165,16 @@ def fit(source, guarded: bool, epochs: int, out: str) -> dict:
     fitted = trainer(epochs, [RatioMonitor(), check] + ([guard] if guard else []), out)
     fitted.fit(model, datamodule=dm)
 
-    real_dm.setup("test")
-    final = {}
-    for part, loader in (("held-out", real_dm.val_dataloader()), ("test", real_dm.test_dataloader())):
-        final[part] = trainer(1, [], out).test(model, dataloaders=loader, verbose=False)[0]["test_mse"]
-    counts = dm.samples_by_source()
-    ratio = next(cb for cb in fitted.callbacks if isinstance(cb, RatioMonitor))
-    return {"ratio": ratio.history, "checks": check.history, "events": list(guard.events) if guard else None,
-            "heldout_mse": final["held-out"], "test_mse": final["test"],
-            "real_share": (counts.get("real", 0) + counts.get("reserve", 0)) / max(1, sum(counts.values()))}
+    final = real_losses(model, real_dm, lambda: trainer(1, [], out), "test_mse")
+    return fit_record(fitted, check, guard, dm, heldout_mse=final["held-out"], test_mse=final["test"])
 
 
 def print_table(fits: dict) -> None:
     """Per fit and epoch: the real share, the held-out real MSE, R², prediction variance ratio, the guard's action."""
-    print(f"{'fit':<22} {'epoch':>5} {'real %':>6} {'mse':>6} {'r2':>6} {'var ratio':>9}  guard")
-    for name, f in fits.items():
-        checks = {c["epoch"]: c for c in f["checks"]}
-        acted = {}
-        for e in f["events"] or []:
-            acted.setdefault(e.epoch, []).append(e.action)
-        for row in f["ratio"]:
-            c = checks.get(row["epoch"], {})
-            state = "-" if f["events"] is None else ",".join(acted.get(row["epoch"], [])) or "ok"
-            print(f"{name:<22} {row['epoch']:>5} {100 * row['real_fraction']:>6.1f}"
-                  f" {c.get('collapse/heldout_real/mse', float('nan')):>6.3f}"
-                  f" {c.get('collapse/heldout_real/r2', float('nan')):>6.3f}"
-                  f" {c.get('collapse/heldout_real/pred_var_ratio', float('nan')):>9.3f}  {state}")
-        print()
-    print(f"{'fit':<22} {'held-out mse':>12} {'test mse':>9} {'real share':>10}  guard events")
-    for name, f in fits.items():
-        events = "not guarded" if f["events"] is None else (
-            "; ".join(f"epoch {e.epoch} {e.action} ({e.rule})" for e in f["events"]) or "none")
-        print(f"{name:<22} {f['heldout_mse']:>12.3f} {f['test_mse']:>9.3f} {f['real_share']:>10.2f}  {events}")
+    print_tables(fits, [("mse", "collapse/heldout_real/mse", ".3f"), ("r2", "collapse/heldout_real/r2", ".3f"),
+                         ("var ratio", "collapse/heldout_real/pred_var_ratio", ".3f")],
+                 [("held-out mse", "heldout_mse", ".3f"), ("test mse", "test_mse", ".3f"),
+                         ("real share", "real_share", ".2f")])
 
 
 def main(quick: bool = False, out: str = "runs/regression_diabetes") -> dict:
@@ -205,12 +185,7 @@ def main(quick: bool = False, out: str = "runs/regression_diabetes") -> dict:
     epochs = (QUICK if quick else FULL)["epochs"]
     sources = synthetic_regression(DiabetesDataModule(), collapsed_generation=12)
     healthy, collapsing = {"gen1": sources["healthy"]}, {"gen12": sources["collapsing"]}
-    fits = {
-        "real only, guarded": fit(None, True, epochs, out),
-        "collapsing": fit(collapsing, False, epochs, out),
-        "collapsing, guarded": fit(collapsing, True, epochs, out),
-        "healthy, guarded": fit(healthy, True, epochs, out),
-    }
+    fits = four_fits(lambda source, guarded: fit(source, guarded, epochs, out), healthy, collapsing)
     print()
     print_table(fits)
     print(f"\n{time.perf_counter() - start:.0f} s")

@@ -1,24 +1,19 @@
 """The integration examples a user copies from run, each with its one command (small sizes here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "integration_examples"
+from cg_testing import EXAMPLES, load_example
+
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = load_example
 
 
 def test_wrap_datamodule(tmp_path, capsys):

@@ -3,22 +3,17 @@ are logged, the default guard acts on the collapsing source only, and the guarde
 than the unguarded one."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "integration_examples"
+from cg_testing import load_example
+
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = load_example
 
 
 FITS = {"real only, guarded", "collapsing", "collapsing, guarded", "healthy, guarded"}

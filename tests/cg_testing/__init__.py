@@ -197,3 +197,21 @@ def pool_layout(n_real: int, synth_sizes: list[int]):
     for i, p in enumerate(pools):
         source_of[p] = i + 2
     return torch.arange(n_real), pools, source_of, 2 + len(synth_sizes)
+
+
+#: the folder of the integration examples a user copies from
+EXAMPLES = Path(__file__).resolve().parents[2] / "integration_examples"
+
+
+def load_example(name: str):
+    """The module ``integration_examples/<name>.py``, loaded as ``python integration_examples/<name>.py`` would run
+    it: with its folder on ``sys.path`` (for the helpers the examples share)."""
+    import importlib.util
+    import sys
+
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
