@@ -19,6 +19,7 @@ A view only claims what its arrays say; :func:`~collapse_guard.data.digests.samp
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -112,13 +113,23 @@ def _structured(arrays: Any) -> Optional[tuple[list, str]]:
 
 
 def _array_key(columns: Sequence[Any]) -> tuple:
-    """What identifies arrays' storage: shape, dtype, and a tensor's address and version or a memmap's file."""
+    """What identifies arrays' storage: shape, dtype, and a tensor's address and version, a memmap's file and its
+    modification time, or an array's address."""
     key = []
     for c in columns:
         if isinstance(c, Tensor):
             key.append(("t", tuple(c.shape), str(c.dtype), c.data_ptr(), c._version))
-        else:
-            key.append(("a", tuple(c.shape), str(c.dtype), str(getattr(c, "filename", "")), getattr(c, "offset", 0)))
+            continue
+        where: tuple = (c.__array_interface__["data"][0],)
+        base = c
+        while base is not None and not isinstance(base, np.memmap):
+            base = getattr(base, "base", None)
+        if base is not None and getattr(base, "filename", None):
+            try:
+                where = (str(base.filename), getattr(base, "offset", 0), os.path.getmtime(base.filename))
+            except OSError:
+                pass
+        key.append(("a", tuple(c.shape), str(c.dtype), where))
     return tuple(key)
 
 
