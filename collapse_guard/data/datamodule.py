@@ -285,9 +285,11 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
                                     rank=trainer.global_rank if trainer else 0,
                                     epoch_fn=lambda: loaders.epoch_to_run(trainer))
         wiring.continue_streams(self.mixer, self._world()[1], self._options.num_workers)
-        scan = self._scan
-        dataset = scan.wrap(self.train_set, self._options.num_workers) if scan is not None and scan.active \
-            else self.train_set  # a large source without bulk access: checked as the first epoch reads it
+        scan, workers = self._scan, self._options.num_workers
+        # a large source without bulk access: checked as the first epoch reads it; with workers only under a Trainer,
+        # whose batches drain what the workers send (unread, their pipe would fill and block them)
+        scanning = scan is not None and scan.active and (workers == 0 or trainer is not None)
+        dataset = scan.wrap(self.train_set, workers) if scanning else self.train_set
         return self._options.loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> Any:

@@ -11,6 +11,8 @@ finds goes back to the main process (directly, or through a pipe from the worker
 report; at the end of the first epoch a warning names each source with copies and their counts.
 
 Under several processes every rank scans the samples it reads (its share of the epoch) and reports them itself.
+With DataLoader workers the scan runs only under a Trainer: the main process drains what the workers send at every
+training batch (``MixedDataModule.on_after_batch_transfer``); a loader iterated by hand would leave the pipe full.
 """
 from __future__ import annotations
 
