@@ -381,8 +381,9 @@ def run_charlm_experiment(
     context = Generation(0, None, ref, None, heldout, real)
     out["real"] = {f"text/{k}": float(v) for k, v in metrics["text"](context).items()}
     first = {}
-    for event in out["replace"].events:
-        first.setdefault(event.rule, event.generation)
+    for event in out["replace"].events:  # one event per generation, naming every rule that fired then
+        for rule in event.rules:
+            first.setdefault(rule, event.generation)
     names = ["ppl"] + list(TEXT_INDICATORS)
     out["first_fired"] = {n: first.get(n) for n in names}
     ppl_gen = out["first_fired"]["ppl"]
