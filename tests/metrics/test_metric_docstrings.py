@@ -7,10 +7,13 @@ import pytest
 import torch
 
 import collapse_guard.metrics.functional as F
-from collapse_guard.metrics.functional import baseline, distance, diversity, knn, text
+from collapse_guard.callbacks import task_rules, tasks
+from collapse_guard.metrics.functional import (baseline, distance, diversity, knn, language_model, per_sample,
+                                               regression, text)
 
 
-@pytest.mark.parametrize("module", [knn, distance, diversity, text, baseline], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [knn, distance, diversity, text, baseline, language_model, per_sample, regression,
+                                    tasks, task_rules], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     torch.manual_seed(0)
     globs = dict(vars(F))
