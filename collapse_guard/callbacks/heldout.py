@@ -197,8 +197,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
 
     def _reset_fit_state(self) -> None:
         """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
-        #: ``(datamodule, held-out real, held-out synthetic, training synthetic loader)``, built at the first check,
-        #: the real one (``_real``) at set-up: the task is read from its first batch
+        #: ``(datamodule, held-out synthetic, training synthetic loader)``, built at the first check; ``_real``:
+        #: ``(datamodule, held-out real loader)``, built at set-up (the task is read from its first batch)
         self._loaders, self._real = None, None
         #: one metric per measured set (and per set, the ``loss_fn`` one), reset at every check rather than rebuilt
         self._metrics: dict[str, Any] = {}
@@ -310,8 +310,8 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
             synthetic = dm.heldout_synthetic_dataloader(max_samples=self.synthetic_limit()) if self.synthetic else None
             training = (dm.synthetic_training_dataloader(max_samples=self.feature_samples)
                         if self.features and self.synthetic else None)
-            self._loaders = (dm, self._real_loader(dm), synthetic, training)
-        return self._loaders[1], self._loaders[2], self._loaders[3]
+            self._loaders = (dm, synthetic, training)
+        return self._real_loader(dm), self._loaders[1], self._loaders[2]
 
     def _real_loader(self, dm) -> DataLoader:  # built once per fit and datamodule
         if self._real is None or self._real[0] is not dm:

@@ -128,7 +128,7 @@ class CollapseReport(Callback):
         Raises:
             Exception: only with ``on_error="raise"``, the first error of a step.
         """
-        if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):
+        if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         on_error = on_error or self.on_error
         folder = self._folder(trainer)
@@ -153,7 +153,7 @@ class CollapseReport(Callback):
         self.result = write_report(
             record, folder, plots=self.plots, html=self.html, summary=self.summary, on_error=on_error
         )
-        log_report(getattr(trainer, "loggers", ()), folder, record, getattr(trainer, "global_step", 0))
+        log_report(trainer.loggers, folder, record, trainer.global_step)
         return self.result
 
     @staticmethod

@@ -54,6 +54,7 @@ class Task:
         return True
 
     def update(self, metric: Metric, outputs: Tensor, target: Tensor) -> None:
+        """Add one batch: ``outputs`` as :meth:`checked` passed them, ``target`` on their device."""
         metric.update(outputs, target)
 
     def __repr__(self) -> str:

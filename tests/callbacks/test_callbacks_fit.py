@@ -218,7 +218,7 @@ def test_heldout_loaders_are_built_once_per_fit_and_keep_their_workers():
 
         class Spy(Callback):
             def on_train_epoch_end(self, trainer, pl_module):
-                loaders.append(check._loaders[1])
+                loaders.append(check._real[1])  # the held-out real loader
 
         torch.manual_seed(0)
         make_trainer(max_epochs=3, callbacks=[check, Spy()]).fit(TinyMLP(), datamodule=dm)

@@ -305,7 +305,7 @@ def test_a_failed_fit_writes_what_it_has(tmp_path):
 
 def test_an_interrupt_before_set_up_is_recorded_in_the_default_folder(tmp_path):
     trainer = SimpleNamespace(is_global_zero=True, callbacks=[], datamodule=None, default_root_dir=str(tmp_path),
-                              current_epoch=0, global_step=0, callback_metrics={})
+                              current_epoch=0, global_step=0, callback_metrics={}, fast_dev_run=False, loggers=[])
     report = CollapseReport(summary=False, plots=False)
     report.on_exception(trainer, None, KeyboardInterrupt())
     record = strict_json(tmp_path / "collapse_report" / "report.json")
