@@ -145,9 +145,40 @@ def test_misnamed_heldout_metric_fails_before_training_listing_the_logged_ones()
 def test_rule_on_a_module_metric_that_is_never_logged():
     guard = CollapseGuard(rules=[Rule("val_los", mode="min", threshold=1.0)], action="stop")
     model = TinyMLP()
-    with pytest.raises(RuntimeError, match=r"monitors \['val_los'\].*Logged now: \['train_loss'\]"):
+    with pytest.raises(RuntimeError, match=r"monitors \['val_los'\].*Logged now: \['train_loss'\]") as err:
         make_trainer(max_epochs=3, callbacks=[guard]).fit(model, datamodule=make_mixed())
     assert list(model.seen) == [0]
+    assert "CollapseGuard(module_metrics=[...])" in str(err.value)
+
+
+def test_rule_on_a_module_metric_not_declared_fails_at_setup_with_a_close_match():
+    guard = CollapseGuard(rules=[Rule("val_los", mode="min", threshold=1.0)], action="stop",
+                          module_metrics=["val_loss", "train_loss"])
+    message = fit_fails(make_mixed(), [guard], match=r"monitors 'val_los'.*module_metrics=\['val_loss', 'train_loss'\]")
+    assert "Did you mean 'val_loss'?" in message
+
+
+def test_rule_on_a_declared_module_metric_trains():
+    guard = CollapseGuard(rules=[Rule("train_loss", mode="min", threshold=99.0)], action="stop",
+                          module_metrics=["train_loss"])
+    model = TinyMLP()
+    make_trainer(max_epochs=2, callbacks=[guard]).fit(model, datamodule=make_mixed())
+    assert list(model.seen) == [0, 1] and not guard.events
+
+
+def test_a_declared_module_metric_the_module_never_logs_is_named_at_the_first_check():
+    guard = CollapseGuard(rules=[Rule("val_loss", mode="min", threshold=1.0)], action="stop",
+                          module_metrics=["val_loss"])
+    model = TinyMLP()
+    with pytest.raises(RuntimeError, match=r"\['val_loss'\] are declared in `module_metrics` but TinyMLP did not"):
+        make_trainer(max_epochs=3, callbacks=[guard]).fit(model, datamodule=make_mixed())
+    assert list(model.seen) == [0]
+
+
+@pytest.mark.parametrize("value", ["val_loss", 3, ["val_loss", ""], [None]])
+def test_module_metrics_must_be_a_list_of_keys(value):
+    with pytest.raises(TypeError, match="`module_metrics` must"):
+        CollapseGuard(rules=[Rule("val_loss", mode="min", threshold=1.0)], module_metrics=value)
 
 
 # -- inject without somewhere to inject -------------------------------------------------------------------------------

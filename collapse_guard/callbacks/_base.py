@@ -99,27 +99,6 @@ class CollapseMetricsReader:
         return ()
 
 
-def missing_metrics_message(owner: str, missing: list[str], trainer: Trainer) -> str:
-    """Why ``owner`` (a decision callback) found no value of the ``missing`` keys at this check, and what to do.
-
-    A key the module logs in its own ``on_train_epoch_end`` is the usual cause for a key outside ``collapse/``:
-    Lightning calls the callbacks' ``on_train_epoch_end`` before the module's (only ``EarlyStopping`` and
-    checkpoint callbacks run after it), so such a key is logged only after the decision.
-    """
-    metrics, epoch, module = trainer.callback_metrics, trainer.current_epoch, trainer.lightning_module
-    logged = sorted(k for k in metrics if k.startswith("collapse/")) or sorted(metrics)
-    message = (f"{owner} monitors {missing}, which no callback or module logged by epoch {epoch}. Logged now: "
-               f"{logged}. Add HeldOutRealCheck()/RatioMonitor() to the Trainer's callbacks, or fix the rule's "
-               "`monitor` (or pass strict=False to skip rules whose metric is missing).")
-    hook = getattr(type(module), "on_train_epoch_end", None)
-    if any(not k.startswith("collapse/") for k in missing) and hook is not LightningModule.on_train_epoch_end:
-        message += (f" {type(module).__name__} defines its own `on_train_epoch_end`: a metric logged there comes "
-                    f"too late, since Lightning calls the callbacks' `on_train_epoch_end` ({owner}'s too) before the "
-                    "module's. Log it in `training_step` with `self.log(key, value, on_epoch=True)`, or in "
-                    "`on_train_epoch_start` of the next epoch.")
-    return message
-
-
 def monitored_keys(trainer: Trainer) -> set[str]:
     """Every key that a :class:`CollapseMetricsReader` among ``trainer.callbacks`` reads."""
     return {key for cb in trainer.callbacks if isinstance(cb, CollapseMetricsReader) for key in cb.monitors}

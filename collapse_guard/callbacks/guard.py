@@ -8,11 +8,12 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
-    CollapseMetricsProducer, CollapseMetricsReader, missing_metrics_message, producer_of, producers_default_rules,
-    require_mixed_datamodule, run_after_producers, run_collectively, show_in_progress_bar,
+    CollapseMetricsProducer, CollapseMetricsReader, producers_default_rules, require_mixed_datamodule, run_after_producers, run_collectively,
+    show_in_progress_bar,
 )
 from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
+from collapse_guard.callbacks.monitor_keys import check_module_metrics, check_monitors, missing_metrics_message
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
@@ -92,22 +93,29 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         cooldown: checks after an action during which no further action is taken (the injection needs an epoch
             of training to show).
         strict: raise when a monitored metric is never logged (at set-up for the ``collapse/`` metrics whose
-            callback tells its keys in advance, else at the first check that should have logged it).
+            callback tells its keys in advance and for keys outside ``collapse/`` when ``module_metrics`` is given,
+            else at the first check that should have logged it).
         verbose: report every event as a warning (``rank_zero_warn``); with ``False`` only ``"warn"`` events are.
         allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
             raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
             forgotten ``reserve=`` and is an error at set-up.
         restore_best: put back the weights of the first rule's best check: ``None`` (default) on ``"stop"`` only,
             ``True`` on ``"inject"`` and ``"stop"``, ``False`` never (and no copy of the weights is kept).
+        module_metrics: the keys the ``LightningModule`` logs with ``self.log`` that rules may read (e.g.
+            ``["val_loss"]``). Given, a rule on a key outside ``collapse/`` that is not among them is refused at
+            set-up, before the first training step; ``None`` (default): such a key is checked at the first check,
+            as ``EarlyStopping`` checks its ``monitor``.
 
     Raises:
         ValueError: for an unknown action, out-of-range numbers or numbers of the wrong kind (NaN, a bool, a str,
             ``cooldown=1.5``); at set-up: an ``"inject"`` rule with no reserve
             (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
-            metric that no callback of the Trainer logs (the message lists those that are logged). (A rule on
+            metric that no callback of the Trainer logs (the message lists those that are logged), a rule on another
+            key not in a given ``module_metrics`` (the message suggests a close match). (A rule on
             held-out real indicators over a held-out real set of fewer than 2 classes is rejected by
             ``HeldOutRealCheck`` at its set-up.)
         TypeError: ``rules`` holding something else than a ``Rule`` (a metric key: wrap it in ``Rule(key, ...)``);
+            ``module_metrics`` that is not a list of non-empty strings;
             at set-up, when an ``"inject"`` rule has no ``MixedDataModule`` to inject into.
         RuntimeError: at a check, with ``strict=True``, when a monitored metric is not logged (the message lists
             the ``collapse/`` metrics that are).
@@ -134,6 +142,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         verbose: bool = True,
         allow_fraction_only: bool = False,
         restore_best: Optional[bool] = None,
+        module_metrics: Optional[Sequence[str]] = None,
     ) -> None:
         check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 <= real_fraction_step <= 1.0:
@@ -148,6 +157,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         if restore_best is not None and not isinstance(restore_best, bool):
             raise TypeError(f"`restore_best` must be True, False or None, got {restore_best!r}.")
         self.restore_best = restore_best
+        self.module_metrics = check_module_metrics(module_metrics)
         self._copies = restore_best is not False  # whether best weights are copied (set-up asks the strategy too)
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
@@ -189,7 +199,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         run_after_producers(trainer, self)
         self._copies = copies_best_weights(trainer.strategy, self.restore_best)
         if self.strict:
-            self._check_monitors(trainer)
+            check_monitors(trainer, self.rules, self.module_metrics, type(self).__name__)
 
     def _check_reserve(self, dm) -> None:
         if dm.reserve_remaining > 0:
@@ -206,29 +216,6 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
                 "CollapseGuard: action 'inject' can do nothing: there is no reserve (`reserve=0`) and "
                 "`real_fraction_step=0`. Give a reserve, a `real_fraction_step` > 0, or use action='stop'."
             )
-
-    def _check_monitors(self, trainer: Trainer) -> None:
-        """Reject, before training, rules on ``collapse/`` metrics that no callback of this Trainer will log."""
-        producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
-        for rule in self.rules:
-            for key, what, arg in ((rule.monitor, "monitors", "monitor"), (rule.stderr_key, "reads", "stderr")):
-                if key is None:
-                    continue
-                producer = next((p for p in producers if p.logs(key)), None)
-                if producer is None:
-                    owner = producer_of(key)
-                    if owner is not None:
-                        raise ValueError(
-                            f"CollapseGuard rule {rule.label!r} {what} {key!r}, which {owner} logs, but no {owner} is "
-                            f"among the Trainer's callbacks: add {owner}() to `callbacks` (or pass strict=False)."
-                        )
-                    continue
-                keys = producer.metric_keys(trainer)
-                if keys is not None and key not in keys:
-                    raise ValueError(
-                        f"CollapseGuard rule {rule.label!r} {what} {key!r}, which {type(producer).__name__} never "
-                        f"logs; it logs {sorted(keys)}. Fix the rule's `{arg}` (or pass strict=False)."
-                    )
 
     # -- the check ------------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -329,7 +316,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
                 continue
             verdicts.append(verdict)
         if missing and self.strict:
-            raise RuntimeError(missing_metrics_message(type(self).__name__, missing, trainer))
+            raise RuntimeError(missing_metrics_message(type(self).__name__, missing, trainer, self.module_metrics))
         return verdicts
 
     def _keep_best(self, trainer: Trainer, pl_module: LightningModule, verdicts: list[Verdict]) -> None:
