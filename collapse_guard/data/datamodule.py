@@ -25,7 +25,8 @@ from collapse_guard._collective import run_collectively
 from collapse_guard._compat import LightningDataModule, is_datamodule
 from collapse_guard.data import checks, loaders, splits, wiring
 from collapse_guard.data.arguments import check_mixing_arguments
-from collapse_guard.data.first_epoch import FirstEpochScan
+from collapse_guard.data.finite import FiniteScan
+from collapse_guard.data.first_epoch import FirstEpochScan, scanned
 from collapse_guard.data.from_column import from_provenance_column
 from collapse_guard.data.mixing import MixingState, RealFraction
 from collapse_guard.data.attach import TrainerNamespaceMixin
@@ -163,6 +164,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         self.verify_holdout, self.stream_heldout_samples = verify_holdout, stream_heldout_samples
         self.contamination: dict = {"checked": False}
         self._scan: Optional[FirstEpochScan] = None
+        self._finite: Optional[FiniteScan] = None
         self.mixer: Optional[MixingState] = None
         self._pending_state: Optional[dict] = None
         self._counting = True
@@ -230,8 +232,8 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         """The content checks of :mod:`~collapse_guard.data.checks` on a fresh layout; the contamination report."""
         max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer_attached else None
         epochs = range(max_epochs if max_epochs and max_epochs > 0 else 100) if callable(self.real_fraction) else [0]
-        checks.check_layout(layout, self.mixer, self.train_set, self._options.collate_fn, epochs,
-                            reserve_given=not isinstance(self.reserve, numbers.Real))
+        self._finite = checks.check_layout(layout, self.mixer, self.train_set, self._options.collate_fn, epochs,
+                                           reserve_given=not isinstance(self.reserve, numbers.Real))
         checks.check_world_size(self._world()[0], self.heldout_real, self.heldout_synthetic)
         if self.verify_holdout is not False:
             label = (f'`holdout="val"` ({type(self.real).__name__}\'s validation set)' if self.holdout == "val"
@@ -289,7 +291,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         # a large source without bulk access: checked as the first epoch reads it; with workers only under a Trainer,
         # whose batches drain what the workers send (unread, their pipe would fill and block them)
         scanning = scan is not None and scan.active and (workers == 0 or trainer is not None)
-        dataset = scan.wrap(self.train_set, workers) if scanning else self.train_set
+        dataset = scanned(self.train_set, [scan if scanning else None, self._finite], workers)
         return self._options.loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> Any:
@@ -387,15 +389,17 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self._counting and self._trainer_attached and self.trainer.training and self.mixer is not None:
             self.mixer.count_next_batch()
-            if self._scan is not None:
-                self._scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches)
+            for scan in (self._scan, self._finite):
+                if scan is not None:
+                    scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches)
         dm = self.real_datamodule
         return dm.on_after_batch_transfer(batch, dataloader_idx) if dm is not None else batch
 
     def teardown(self, stage: str) -> None:
         """End the first-epoch scan of :attr:`contamination` if the fit stopped within its first epoch."""
-        if self._scan is not None and stage == "fit":
-            self._scan.finish()
+        for scan in (self._scan, self._finite):
+            if scan is not None and stage == "fit":
+                scan.finish()
         super().teardown(stage)
 
     @contextmanager

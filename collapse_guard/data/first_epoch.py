@@ -50,8 +50,76 @@ def deferred_record(size: int) -> dict:
             "heldout_real_matched": None, "examples": []}
 
 
-class FirstEpochScan:
-    """What the first training epoch checks and what it found (main-process side) for the deferred sources.
+class FirstEpochCheck:
+    """What every check run as the first training epoch reads samples shares: when it stops.
+
+    A subclass's :meth:`check` is called with every batch of samples a :class:`ScanningDataset` reads (in the
+    DataLoader workers when there are any); the main process calls :meth:`after_batch` at every training batch and
+    :meth:`finish` at the end of the first epoch (or of a fit that stops within it), which stops the checks of the
+    first epoch, in the workers too (a shared flag).
+    """
+
+    def __init__(self) -> None:
+        self.active = True
+        self.batches = 0
+        self.epoch: Optional[int] = None
+        self._flag: Any = None
+
+    def reading(self) -> bool:
+        """Whether the first epoch's checks still run (``False`` once :meth:`finish` ran, in a worker too)."""
+        return self.active and (self._flag is None or bool(self._flag.value))
+
+    def check(self, indices: Sequence[int], samples: Sequence[Any]) -> None:
+        """Check ``samples``, read at training-set ``indices``."""
+        raise NotImplementedError
+
+    def prepare(self, num_workers: int) -> None:
+        """Ready the check for a training loader with ``num_workers`` workers (the flag they read)."""
+        if num_workers > 0 and self._flag is None:
+            self._flag = multiprocessing.RawValue("b", 1)
+
+    def wrap(self, dataset: Dataset, num_workers: int) -> "ScanningDataset":
+        """``dataset`` read through this check, for a training loader with ``num_workers`` workers."""
+        return scanned(dataset, [self], num_workers)
+
+    def after_batch(self, epoch: int, batches_per_epoch: Any) -> None:
+        """A training batch reached the model: :meth:`drain`; at the end of the first epoch, :meth:`finish`.
+
+        Args:
+            epoch: the Trainer's current epoch.
+            batches_per_epoch: the Trainer's training batches an epoch (``inf`` when unknown).
+        """
+        if not self.active:
+            return
+        if self.epoch is None:
+            self.epoch = epoch
+        if epoch != self.epoch:
+            self.finish()
+            return
+        self.batches += 1
+        self.drain()
+        if self.batches >= batches_per_epoch:
+            self.finish()
+
+    def drain(self) -> None:
+        """Take in what the workers sent (nothing here)."""
+
+    def finish(self) -> None:
+        """Stop the first epoch's checks (workers too), after a last :meth:`drain`; then :meth:`report`."""
+        if not self.active:
+            return
+        self.drain()
+        self.active = False
+        if self._flag is not None:
+            self._flag.value = 0
+        self.report()
+
+    def report(self) -> None:
+        """Say what the first epoch found (nothing here)."""
+
+
+class FirstEpochScan(FirstEpochCheck):
+    """Copies of held-out real samples among the deferred sources' samples, as the first training epoch reads them.
 
     Args:
         heldout: digest -> first held-out real index with it.
@@ -67,6 +135,7 @@ class FirstEpochScan:
     def __init__(self, heldout: Mapping[bytes, int], sources: Sequence[tuple[str, int, int]],
                  records: Mapping[str, dict], key: Optional[Callable[[Any], Any]] = None,
                  rank: int = 0, world_size: int = 1, heldout_rows: Optional[RowDigests] = None) -> None:
+        super().__init__()
         self.heldout = dict(heldout)
         self.signature = heldout_rows.signature if heldout_rows is not None else None
         self.fingerprints = np.unique(heldout_rows.fingerprints()) if heldout_rows is not None else None
@@ -77,11 +146,7 @@ class FirstEpochScan:
         self.key, self.rank, self.world_size = key, rank, world_size
         self.reads = [0] * len(sources)
         self.hits: list[dict[int, int]] = [{} for _ in sources]
-        self.active = True
-        self.batches = 0
-        self.epoch: Optional[int] = None
         self._queue: Any = None
-        self._flag: Any = None
 
     # -- the reading side (main process or DataLoader worker) ---------------------------------------------------
     def source_of(self, index: int) -> int:
@@ -91,7 +156,7 @@ class FirstEpochScan:
 
     def check(self, indices: Sequence[int], samples: Sequence[Any]) -> None:
         """Hash the samples of deferred sources among ``samples`` (read at ``indices``), record or send the finds."""
-        if not self.active or (self._flag is not None and not self._flag.value):
+        if not self.reading():
             return
         reads = [0] * len(self.names)
         hits = []
@@ -130,11 +195,11 @@ class FirstEpochScan:
         return self.fingerprints[at] == found  # the held-out fingerprints are sorted: no sort per batch
 
     # -- the main-process side ----------------------------------------------------------------------------------
-    def wrap(self, dataset: Dataset, num_workers: int) -> "ScanningDataset":
-        """``dataset`` read through the scan, for a training loader with ``num_workers`` workers."""
+    def prepare(self, num_workers: int) -> None:
+        """Ready the scan for a training loader with ``num_workers`` workers (their flag and the pipe they send on)."""
+        super().prepare(num_workers)
         if num_workers > 0 and self._queue is None:
-            self._queue, self._flag = multiprocessing.SimpleQueue(), multiprocessing.RawValue("b", 1)
-        return ScanningDataset(dataset, self)
+            self._queue = multiprocessing.SimpleQueue()
 
     def _merge(self, reads: Sequence[int], hits: Sequence[tuple[int, int, int]]) -> None:
         for s, n in enumerate(reads):
@@ -153,33 +218,8 @@ class FirstEpochScan:
         while self._queue is not None and not self._queue.empty():
             self._merge(*self._queue.get())
 
-    def after_batch(self, epoch: int, batches_per_epoch: Any) -> None:
-        """A training batch reached the model: merge the finds; at the end of the first epoch, :meth:`finish`.
-
-        Args:
-            epoch: the Trainer's current epoch.
-            batches_per_epoch: the Trainer's training batches an epoch (``inf`` when unknown).
-        """
-        if not self.active:
-            return
-        if self.epoch is None:
-            self.epoch = epoch
-        if epoch != self.epoch:
-            self.finish()
-            return
-        self.batches += 1
-        self.drain()
-        if self.batches >= batches_per_epoch:
-            self.finish()
-
-    def finish(self) -> None:
-        """Stop scanning (workers too), merge the last finds and warn about the sources with copies."""
-        if not self.active:
-            return
-        self.drain()
-        self.active = False
-        if self._flag is not None:
-            self._flag.value = 0
+    def report(self) -> None:
+        """Warn about the sources with copies (at :meth:`finish`)."""
         dirty = {n: len(h) for n, h in zip(self.names, self.hits) if h}
         if not dirty:
             return
@@ -238,28 +278,41 @@ def _batch_columns(parts: list) -> Optional[list]:
 
 
 class ScanningDataset(Dataset):
-    """A training set read through a :class:`FirstEpochScan`: the same samples, hashed on the way.
+    """A training set read through :class:`FirstEpochCheck` s: the same samples, checked on the way.
 
     Args:
         dataset: the training set.
-        scan: the scan.
+        scans: the checks; each one's ``check(indices, samples)`` sees every batch read (it may raise).
     """
 
-    def __init__(self, dataset: Dataset, scan: FirstEpochScan) -> None:
-        self.dataset, self.scan = dataset, scan
+    def __init__(self, dataset: Dataset, *scans: FirstEpochCheck) -> None:
+        self.dataset, self.scans = dataset, scans
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        sample = self.dataset[index]
-        self.scan.check([index], [sample])
-        return sample
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list) -> list:
         samples = [self.dataset[i] for i in indices]
-        self.scan.check(indices, samples)
+        for scan in self.scans:
+            scan.check(indices, samples)
         return samples
 
 
-__all__ = ["FirstEpochScan", "ScanningDataset", "deferred_record"]
+def scanned(dataset: Dataset, scans: Sequence[Optional[FirstEpochCheck]], num_workers: int) -> Dataset:
+    """``dataset`` read through every check of ``scans`` (``None`` ones left out), for a training loader with
+    ``num_workers`` workers; ``dataset`` itself when there is none.
+
+    Example::
+
+        loader = DataLoader(scanned(train_set, [holdout_scan, finite_scan], num_workers=2), batch_sampler=sampler)
+    """
+    kept = [scan for scan in scans if scan is not None]
+    for scan in kept:
+        scan.prepare(num_workers)
+    return ScanningDataset(dataset, *kept) if kept else dataset
+
+
+__all__ = ["FirstEpochCheck", "FirstEpochScan", "ScanningDataset", "deferred_record", "scanned"]

@@ -130,6 +130,9 @@ class StreamDataset(Dataset):
         #: samples to fast-forward when a process first reads: DataLoader worker id (``None``: the main process)
         #: -> training samples that worker read before the checkpoint a fit resumes from
         self.skip: dict[Optional[int], int] = {}
+        #: ``(pass, position in the pass)`` of every training sample read since a check last emptied it (``None``:
+        #: none kept); positions count the stream's held-out samples too
+        self.log: Optional[list[tuple[int, int]]] = None
         self._iterator: Optional[Iterator] = None
         self._owner: Optional[tuple] = None
 
@@ -156,10 +159,12 @@ class StreamDataset(Dataset):
             self.stream.set_epoch(self.passes)
         return iter(self.stream)
 
-    def _train_items(self, iterator: Iterator) -> Iterator:
+    def _train_items(self, iterator: Iterator) -> Iterator[tuple[int, Any]]:
+        """``(position in the pass, sample)`` of the training samples of ``iterator`` (held-out samples skipped)."""
+        positions = enumerate(iterator)
         if self.holdout_fraction <= 0.0:
-            return iterator
-        return (s for s in iterator if not is_heldout_sample(s, self.holdout_fraction))
+            return positions
+        return ((p, s) for p, s in positions if not is_heldout_sample(s, self.holdout_fraction))
 
     def next(self) -> Any:
         """The stream's next training sample (a new pass starts when the stream runs out).
@@ -176,27 +181,32 @@ class StreamDataset(Dataset):
         return self._read()
 
     def _read(self) -> Any:
-        """The next training sample of this process's iterator, starting a new pass when it runs out."""
+        """The next training sample of this process's iterator, starting a new pass when it runs out (its pass and
+        position appended to :attr:`log` when a check keeps one)."""
         try:
-            return next(self._iterator)
+            position, sample = next(self._iterator)
         except StopIteration:
-            pass
-        self.passes += 1
-        self._iterator = self._train_items(self._open())
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            worker = get_worker_info()
-            where_txt = f" in DataLoader worker {worker.id} of {worker.num_workers}" if worker is not None else ""
-            shards = getattr(self.stream, "num_shards", None)
-            hint = (
-                f" Hugging Face gives each worker whole shards and this stream has {shards}: use at most {shards} "
-                "workers, or more shards (e.g. `Dataset.to_iterable_dataset(num_shards=...)`)."
-                if shards is not None and worker is not None else ""
-            )
-            raise RuntimeError(
-                f"streaming source {self.name!r} yields no training samples{where_txt}.{hint}"
-            ) from None
+            self.passes += 1
+            self._iterator = self._train_items(self._open())
+            try:
+                position, sample = next(self._iterator)
+            except StopIteration:
+                raise self._no_samples() from None
+        if self.log is not None:
+            self.log.append((self.passes, position))
+        return sample
+
+    def _no_samples(self) -> RuntimeError:
+        """The error of a fresh pass that yields no training sample."""
+        worker = get_worker_info()
+        where_txt = f" in DataLoader worker {worker.id} of {worker.num_workers}" if worker is not None else ""
+        shards = getattr(self.stream, "num_shards", None)
+        hint = (
+            f" Hugging Face gives each worker whole shards and this stream has {shards}: use at most {shards} "
+            "workers, or more shards (e.g. `Dataset.to_iterable_dataset(num_shards=...)`)."
+            if shards is not None and worker is not None else ""
+        )
+        return RuntimeError(f"streaming source {self.name!r} yields no training samples{where_txt}.{hint}")
 
     def peek(self) -> Any:
         """The first training sample of the stream, read through a separate iterator (the training position and
@@ -228,7 +238,7 @@ class StreamDataset(Dataset):
             if heldout:
                 kept: Iterator = (s for s in read if is_heldout_sample(s, self.holdout_fraction))
             else:
-                kept = self._train_items(read)
+                kept = (s for _, s in self._train_items(read))
             return list(islice(kept, n))
 
 
