@@ -215,6 +215,55 @@ def stream_resume_fits(out: Path) -> dict:
     return result
 
 
+class Opaque:
+    """A real dataset of ``n`` samples behind ``__getitem__`` only (no bulk access), counting its reads; ``leak``: its
+    last row is a copy of its first (one of them lands in held-out real data, the other in training)."""
+
+    def __init__(self, n: int, leak: bool = False):
+        from cg_testing import id_dataset
+
+        self.x, self.y = id_dataset(n, REAL_BASE).tensors
+        if leak:
+            self.x[-2000:], self.y[-2000:] = self.x[:2000].clone(), self.y[:2000].clone()
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.x[i], self.y[i]
+
+
+def split_fits(out: Path) -> dict:
+    """Set-up of a 24k-row opaque real dataset on two ranks: the reads of each rank before training, and the error
+    a planted copy of a held-out real sample in the training data gives on each rank."""
+    from collapse_guard import MixedDataModule
+    from collapse_guard._compat import Callback
+    from collapse_guard.data import digest_cache
+
+    record: dict = {}
+
+    class AtSetup(Callback):
+        def setup(self, trainer, pl_module, stage):
+            record["reads"], record["rank"] = real.reads, trainer.global_rank
+            record["computed"] = dict(digest_cache.computed)
+            raise SystemExit(0)  # the set-up is what is measured: no training
+
+    for leak in (False, True):
+        digest_cache.clear_cache()
+        real = Opaque(24_000, leak=leak)
+        dm = MixedDataModule(real, {"g": Opaque(600)}, real_fraction=0.5, holdout=0.1, batch_size=BATCH,
+                             samples_per_epoch=SAMPLES)
+        try:
+            make_ddp_trainer([AtSetup()], max_epochs=1).fit(TinyMLP(), datamodule=dm)
+        except SystemExit:
+            pass
+        except Exception as err:  # noqa: BLE001 - the error each rank ended with is the result
+            record["leak_error"] = f"{type(err).__name__}: {err}"
+    return record
+
+
 def run_rank(out: Path, scenario: str) -> None:
     """``main``: a full fit, then, in the same two processes, one where the guard fails on rank 1.
     ``check``: one fit where HeldOutRealCheck fails on rank 1, one where the datamodule's set-up does.
@@ -228,6 +277,10 @@ def run_rank(out: Path, scenario: str) -> None:
     if scenario in ("resume", "stream_resume"):
         result = (resume_fits if scenario == "resume" else stream_resume_fits)(out)
         (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+        return
+    if scenario == "split":
+        record = split_fits(out)
+        (out / f"rank{record['rank']}.json").write_text(json.dumps(record))
         return
     if scenario == "check":
         record: dict = {}
@@ -489,3 +542,15 @@ def test_a_resumed_ddp_fit_reads_every_ranks_stream_on_from_where_it_stopped(tmp
 
 if __name__ == "__main__":
     run_rank(Path(sys.argv[1]), sys.argv[2])
+
+
+def test_the_heldout_check_reads_a_large_opaque_real_dataset_a_share_per_rank(tmp_path):
+    proc = launch(tmp_path, "split")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in ranks:
+        # its half of the 24000 rows, once, and the few rows every rank reads to fingerprint and verify the dataset
+        assert 12_000 <= r["reads"] <= 12_000 + 300, r["reads"]
+        assert r["computed"].get("stacked across ranks") == 1 and "stacked" not in r["computed"]
+        # the copy is found from the gathered digests on both ranks, each raising the set-up error itself
+        assert r["leak_error"].startswith("ValueError") and "held-out" in r["leak_error"], r["leak_error"]

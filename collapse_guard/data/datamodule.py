@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from collapse_guard._collective import run_collectively
 from collapse_guard._compat import LightningDataModule, is_datamodule
-from collapse_guard.data import checks, loaders, splits, wiring
+from collapse_guard.data import checks, loaders, rank_split, splits, wiring
 from collapse_guard.data.arguments import check_mixing_arguments
 from collapse_guard.data.finite import FiniteScan
 from collapse_guard.data.first_epoch import FirstEpochScan, scanned
@@ -187,6 +187,8 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         Under several processes the checks run on every rank together
         (:func:`~collapse_guard._collective.run_collectively`): a check failing on one rank raises its error there and,
         on every other rank, a ``RuntimeError`` naming that rank and the error, instead of leaving them waiting.
+        The held-out check's reading of a large real dataset without bulk access is split across the ranks
+        (:func:`~collapse_guard.data.rank_split.read_across_ranks`): each reads its share.
         """
         dm = self.real_datamodule
         if dm is not None:
@@ -194,17 +196,25 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         if self.mixer is not None:
             return
 
-        def build() -> None:
+        def build() -> splits.Layout:
             real_dataset, self._options = loaders.real_training_data(
                 self.real, self.collate_fn, self.batch_size, self.num_workers, DEFAULT_BATCH_SIZE)
-            self._build(real_dataset)
+            return self._build(real_dataset)
 
-        if self._trainer_attached:  # under several processes a failing check stops every rank, naming the rank
-            run_collectively(self.trainer, "MixedDataModule set-up", build)
-        else:
-            build()
+        layout = self._together("MixedDataModule set-up", build)
+        if self.verify_holdout is not False:
+            if self._trainer_attached and not callable(self.verify_holdout):  # large opaque data: a share per rank
+                rank_split.read_across_ranks(self.trainer, [self.heldout_real, layout.datasets[0], layout.reserve_data])
+            self._together("MixedDataModule held-out check", lambda: self._verify(layout))
+        if self._pending_state is not None:
+            self._restore(self._pending_state)
+            self._pending_state = None
 
-    def _build(self, real_dataset: Dataset) -> None:
+    def _together(self, who: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``; under a Trainer on every rank together: a failure on one rank stops every rank, naming it."""
+        return run_collectively(self.trainer, who, fn) if self._trainer_attached else fn()
+
+    def _build(self, real_dataset: Dataset) -> splits.Layout:
         """Lay the sources out (:mod:`~collapse_guard.data.splits`), build the mixer, run the content checks."""
         gen = torch.Generator().manual_seed(self.seed)
         layout = splits.split_real(real_dataset, self.holdout, self.reserve, gen,
@@ -224,9 +234,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
                                  synthetic_weights=weights)
         self._check(layout)
         self.mixer.loader_workers = self._options.num_workers
-        if self._pending_state is not None:
-            self._restore(self._pending_state)
-            self._pending_state = None
+        return layout
 
     def _check(self, layout: splits.Layout) -> None:
         """The content checks of :mod:`~collapse_guard.data.checks` on a fresh layout; the contamination report."""
@@ -235,17 +243,19 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         self._finite = checks.check_layout(layout, self.mixer, self.train_set, self._options.collate_fn, epochs,
                                            reserve_given=not isinstance(self.reserve, numbers.Real))
         checks.check_world_size(self._world()[0], self.heldout_real, self.heldout_synthetic)
-        if self.verify_holdout is not False:
-            label = (f'`holdout="val"` ({type(self.real).__name__}\'s validation set)' if self.holdout == "val"
-                     else "`holdout`")
-            key = self.verify_holdout if callable(self.verify_holdout) else None
-            self.contamination = checks.verify_holdout(
-                self.heldout_real, layout.datasets[0], layout.real_pool, layout.reserve_data, layout.synthetic,
-                layout.synthetic_pools, layout.spans, key=key, holdout_label=label)
-            checks.warn_heldout_copies(self.contamination)
-            world, rank = self._world()
-            self._scan = checks.first_epoch_scan(self.heldout_real, self.contamination, layout.synthetic,
-                                                 layout.spans, key=key, rank=rank, world_size=world)
+
+    def _verify(self, layout: splits.Layout) -> None:
+        """The held-out check of :func:`~collapse_guard.data.checks.verify_holdout`; the contamination report."""
+        label = (f'`holdout="val"` ({type(self.real).__name__}\'s validation set)' if self.holdout == "val"
+                 else "`holdout`")
+        key = self.verify_holdout if callable(self.verify_holdout) else None
+        self.contamination = checks.verify_holdout(
+            self.heldout_real, layout.datasets[0], layout.real_pool, layout.reserve_data, layout.synthetic,
+            layout.synthetic_pools, layout.spans, key=key, holdout_label=label)
+        checks.warn_heldout_copies(self.contamination)
+        world, rank = self._world()
+        self._scan = checks.first_epoch_scan(self.heldout_real, self.contamination, layout.synthetic,
+                                             layout.spans, key=key, rank=rank, world_size=world)
 
     @property
     def _trainer_attached(self) -> bool:

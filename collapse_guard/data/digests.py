@@ -292,6 +292,20 @@ def stacked_digests(dataset: Dataset, key: Optional[Callable[[Any], Any]] = None
     return whole if same else None
 
 
+def opaque_fingerprint(base: Dataset) -> tuple:
+    """What identifies the content of a dataset without bulk access in the digest cache: its kind (a Hugging Face
+    dataset's ``_fingerprint`` and format, else its type), its length and the digest of a content sample.
+
+    Example::
+
+        digest_cache.cached(("stacked", *opaque_fingerprint(ds)), "stacked", lambda: stacked_digests(ds))
+    """
+    n = len(base)
+    sample = digest_cache.content_sample(lambda p: b"".join(sample_digest(base[int(i)]) for i in p), n)
+    ident = ("hf", base._fingerprint, repr(base.format)) if _is_hf(base) else (type(base).__qualname__,)
+    return ident, n, sample
+
+
 def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[Callable]) -> list[bytes]:
     """Digests without bulk access. A large base dataset (under its ``Subset`` s, asked for 5% of its rows or more) is
     read once, stacked into columns and hashed in bulk (:func:`stacked_digests`), cached by its type, length and content
@@ -304,14 +318,12 @@ def _opaque_digests(dataset: Dataset, idx: Optional[np.ndarray], key: Optional[C
     order = np.arange(n) if rows is None else rows
     if n < digest_cache.CACHE_MIN_ROWS:
         return _read(base, order, None)
-    sample = digest_cache.content_sample(lambda p: b"".join(sample_digest(base[int(i)]) for i in p), n)
-    ident = ("hf", base._fingerprint, repr(base.format)) if _is_hf(base) else (type(base).__qualname__,)
+    ident = opaque_fingerprint(base)
     if not _is_hf(base) and len(order) * 20 >= n:  # read once, stacked into columns, hashed in bulk
-        whole = digest_cache.cached(("stacked", ident, n, sample, _coefficients(4).tobytes()), "stacked",
-                                    lambda: stacked_digests(base))
+        whole = digest_cache.cached(("stacked", *ident), "stacked", lambda: stacked_digests(base))
         if whole is not None:
             return whole.view(rows)
-    table: list[Optional[bytes]] = digest_cache.cached(("opaque", ident, n, sample), "opaque", lambda: [None] * n)
+    table: list[Optional[bytes]] = digest_cache.cached(("opaque", *ident), "opaque", lambda: [None] * n)
     wanted = order.tolist()
     missing = sorted({i for i in wanted if table[i] is None})
     for i, digest in zip(missing, _read(base, np.asarray(missing, dtype=np.int64), None)):
@@ -381,5 +393,5 @@ def sample_digests(
     return _opaque_digests(dataset, idx, key)
 
 
-__all__ = ["DIGEST_SIZE", "RowDigests", "TensorRowDigests", "has_bulk_access", "sample_digest", "sample_digests",
-           "stacked_digests"]
+__all__ = ["DIGEST_SIZE", "RowDigests", "TensorRowDigests", "has_bulk_access", "opaque_fingerprint", "sample_digest",
+           "sample_digests", "stacked_digests"]
