@@ -28,7 +28,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="re-render the plots, HTML page and summary of a saved collapse report from its report.json",
         description="Re-render real_fraction.png, indicators.png, report.html and the terminal summary of a collapse "
         "report from its report.json alone (written by the CollapseReport callback). Exit status: 0 when every "
-        "part was written, 1 when a part failed (a warning says which), 2 when there is no readable report.",
+        "part was written, 1 when a part failed (a warning says which), 2 when there is no readable report: none "
+        "found, not UTF-8 JSON, nested too deeply, or not of a report's layout (the message names the file and the "
+        "first field of the wrong type).",
     )
     report.add_argument(
         "run_dir",
@@ -63,11 +65,12 @@ def run_report(args: argparse.Namespace) -> int:
 
     from collapse_guard.report import PROVENANCE_JSON, find_report, load_record, render
     from collapse_guard.report.files import write_json
+    from collapse_guard.report.record import jsonable
 
     try:
         path = find_report(args.run_dir)
         record = load_record(path)
-    except (OSError, ValueError) as err:  # missing, unreadable, not a report, too deep, or wrongly typed
+    except (OSError, ValueError) as err:  # missing, unreadable, not a report, too deep, or a field wrongly typed
         print(f"collapse-guard report: {err}", file=sys.stderr)
         return 2
     with warnings.catch_warnings():
@@ -76,7 +79,7 @@ def run_report(args: argparse.Namespace) -> int:
         failed = False
         if record.get("provenance") is not None and not (out / PROVENANCE_JSON).exists():
             try:  # the manifest alone, when it is missing
-                write_json(out / PROVENANCE_JSON, record["provenance"])
+                write_json(out / PROVENANCE_JSON, jsonable(record["provenance"]))  # a NaN read back: "nan"
             except (OSError, ValueError) as err:
                 print(f"collapse-guard report: could not write {out / PROVENANCE_JSON}: {err}", file=sys.stderr)
                 failed = True

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any, Iterable, Mapping, Optional
 
 from collapse_guard.report.plots import ACTION_COLORS
-from collapse_guard.report.record import as_float
+from collapse_guard.report.record import as_float, jsonable
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -27,7 +27,7 @@ STATE_COLORS = {"ok": "#009E73", "completed": "#009E73", "failed": "#D55E00", "i
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """A recorded value as text: numbers rounded, ``None`` as an em dash."""
+    """A recorded value as text: numbers rounded, ``None`` as an em dash, a list or an object as strict JSON."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -38,7 +38,7 @@ def fmt(value: Any, digits: int = 4) -> str:
         number = as_float(value)
         return f"{number:.{digits}f}" if abs(number) < 1e6 else f"{number:.{digits}g}"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, allow_nan=False) if value else "—"
+        return json.dumps(jsonable(value), allow_nan=False) if value else "—"
     return str(value)
 
 
@@ -105,9 +105,11 @@ def _rules(record: dict) -> str:
             kind = ", ".join(
                 part for part in (
                     f"threshold {fmt(r['threshold'])}" if r.get("threshold") is not None else "",
-                    f"{fmt(r['relative'] * 100, 1)}% of {r['baseline']}" if r.get("relative") is not None else "",
-                    f"{r['sigmas']:g} standard errors from {r['baseline']}" if r.get("sigmas") is not None else "",
-                    f"at least {r['min_change']:g} from it" if r.get("min_change") else "",
+                    f"{fmt(as_float(r['relative']) * 100, 1)}% of {fmt(r.get('baseline'))}"
+                    if r.get("relative") is not None else "",
+                    f"{as_float(r['sigmas']):g} standard errors from {fmt(r.get('baseline'))}"
+                    if r.get("sigmas") is not None else "",
+                    f"at least {as_float(r['min_change']):g} from it" if r.get("min_change") else "",
                 ) if part
             )
             state = r.get("state", {})
@@ -176,7 +178,7 @@ def render_html(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
         record: a report record (:func:`~collapse_guard.report.record.build_record` or ``report.json``).
         images: ``{"real_fraction": png, "indicators": png}``.
     """
-    raw = escape(json.dumps(record, indent=1, allow_nan=False))
+    raw = escape(json.dumps(jsonable(record), indent=1, allow_nan=False))  # NaN read back: "nan", as written
     sections = [
         ("Overview", _overview(record)),
         ("Guard events", _events(record)),

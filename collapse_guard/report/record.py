@@ -52,6 +52,9 @@ The provenance manifest (also written alone as ``provenance.json``)::
 part of ``samples_total`` (the shares sum to 1; ``null`` before any batch). Real sources have generation 0.
 JSON has no NaN or infinity: non-finite numbers are written as the strings ``"nan"``, ``"inf"``, ``"-inf"``
 (read them back with :func:`as_float`).
+
+The same layout, as data that :func:`check_record` holds a record read back to (the JSON type of every field, which
+fields the renderers need): :data:`collapse_guard.report.schema.REPORT`.
 """
 from __future__ import annotations
 
@@ -60,6 +63,8 @@ import datetime as _dt
 import math
 import numbers
 from typing import Any, Mapping, Optional, Sequence
+
+from collapse_guard.report.schema import check_layout, json_type
 
 SCHEMA_VERSION = 1
 REPORT_KIND = "collapse_guard.report"
@@ -108,45 +113,22 @@ def jsonable(obj: Any) -> Any:
 
 
 def as_float(value: Any) -> float:
-    """A recorded number back as a float (``"nan"``, ``"inf"``, ``"-inf"`` and ``None`` included: ``None`` is NaN)."""
+    """A recorded number back as a float (``"nan"``, ``"inf"``, ``"-inf"`` and ``None`` included: ``None`` and
+    anything that is not a number are NaN; an integer too large for a float is infinite)."""
     if value is None:
         return math.nan
     try:
         return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         return math.nan
 
 
 # -- reading a record back ------------------------------------------------------------------------------------
-#: the top-level keys of a schema-1 record and the JSON types each holds (``None``: ``null``)
-SECTION_TYPES = {
-    "schema_version": (int,), "kind": (str,), "created": (str,), "status": (str,), "error": (str, None),
-    "run": (dict,), "ratio": (dict, None), "indicators": (dict, None), "guards": (list,), "injections": (list,),
-    "provenance": (dict, None), "final": (dict,),
-}
-_JSON_TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "an array", None: "null"}
-
 #: a record nested deeper than this is refused on reading (a schema-1 record is about 6 levels deep; the
 #: parameters of a source, as the user gave them, add a few)
 MAX_DEPTH = 100
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, numbers.Integral):
-        return "an integer"
-    if isinstance(value, numbers.Real):
-        return "a number"
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _is(value: Any, kinds: Sequence[Any]) -> bool:
-    if isinstance(value, bool):  # ``True == 1`` in Python, not in the schema
-        return False
-    return any(value is None if kind is None else isinstance(value, kind) for kind in kinds)
 
 
 def nesting_depth(obj: Any) -> int:
@@ -162,13 +144,20 @@ def nesting_depth(obj: Any) -> int:
 
 
 def check_record(record: Any) -> None:
-    """Check that ``record`` (read back from JSON) has the layout of a report of a version this collapse_guard
-    reads: its ``kind``, a ``schema_version`` (an integer, not a boolean) from 1 to :data:`SCHEMA_VERSION`, every
-    top-level section of :data:`SECTION_TYPES` with its type, ``guards`` and ``injections`` lists of objects, and
-    at most :data:`MAX_DEPTH` levels of nesting.
+    """Check that ``record`` (read back from JSON) is a report of a version this collapse_guard reads and has its
+    layout, so that every renderer takes it: its ``kind``, a ``schema_version`` (exactly an integer: not ``1.0``,
+    not a boolean) from 1 to :data:`SCHEMA_VERSION`, at most :data:`MAX_DEPTH` levels of nesting, and every field
+    of the type that :data:`~collapse_guard.report.schema.REPORT` gives it
+    (:func:`~collapse_guard.report.schema.check_layout`: numbers may be ``NaN``/``Infinity`` or
+    ``"nan"``/``"inf"``/``"-inf"``; unknown keys are allowed).
+
+    Args:
+        record: the parsed JSON of a ``report.json``.
 
     Raises:
-        ValueError: naming the first key that is missing or of the wrong type, and how to fix it.
+        ValueError: naming what is wrong and where: the kind, the version, the depth, or the first field that is
+            missing or of the wrong type (``guards[0].events[2].epoch is a string; a report has an integer
+            there.``).
 
     Example::
 
@@ -177,9 +166,9 @@ def check_record(record: Any) -> None:
     if not isinstance(record, dict) or record.get("kind") != REPORT_KIND:
         raise ValueError(f"it is not a collapse_guard report (its 'kind' is not {REPORT_KIND!r}).")
     version = record.get("schema_version")
-    if not _is(version, (int,)) or version < 1:
+    if type(version) is not int or version < 1:  # exactly an integer: 1.0 and True are not versions
         raise ValueError(
-            f"its 'schema_version' is {version!r} ({_json_type(version)}); a report has an integer from 1 to "
+            f"its 'schema_version' is {version!r} ({json_type(version)}); a report has an integer from 1 to "
             f"{SCHEMA_VERSION} there. Write it again with CollapseReport or `collapse-guard demo`."
         )
     if version > SCHEMA_VERSION:
@@ -187,22 +176,10 @@ def check_record(record: Any) -> None:
             f"it has schema_version {version!r}; this collapse_guard reads versions up to {SCHEMA_VERSION}: "
             "upgrade collapse_guard to render it."
         )
-    for key, kinds in SECTION_TYPES.items():
-        if key not in record:
-            raise ValueError(f"it has no {key!r} section; a schema-{version} report always has one "
-                             "(null when the fit had no data for it). Write it again with CollapseReport.")
-        if not _is(record[key], kinds):
-            raise ValueError(
-                f"its {key!r} is {_json_type(record[key])}; a schema-{version} report has "
-                f"{' or '.join(_JSON_TYPE_NAMES[k] for k in kinds)} there."
-            )
-    for key in ("guards", "injections"):
-        for i, item in enumerate(record[key]):
-            if not isinstance(item, dict):
-                raise ValueError(f"its {key!r}[{i}] is {_json_type(item)}; a report has an object there.")
     depth = nesting_depth(record)
     if depth > MAX_DEPTH:
         raise ValueError(f"it nests {depth} levels deep; a report nests at most {MAX_DEPTH}.")
+    check_layout(record)
 
 
 # -- one section per source of data ---------------------------------------------------------------------------

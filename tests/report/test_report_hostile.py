@@ -152,7 +152,7 @@ def test_cli_report_refuses_a_missing_section(tmp_path, capsys, key):
     record = record_with("g1", "acc")
     del record[key]
     write(tmp_path, record)
-    refused(tmp_path, capsys, f"no {key!r} section")
+    refused(tmp_path, capsys, f"the record has no {key!r}")
 
 
 @pytest.mark.parametrize("key, value, shown", [
@@ -163,14 +163,14 @@ def test_cli_report_refuses_a_wrongly_typed_section(tmp_path, capsys, key, value
     record = record_with("g1", "acc")
     record[key] = value
     write(tmp_path, record)
-    refused(tmp_path, capsys, f"its {key!r} is {shown}")
+    refused(tmp_path, capsys, f"{key} is {shown}; a report has")
 
 
 def test_cli_report_refuses_a_guard_that_is_not_an_object(tmp_path, capsys):
     record = record_with("g1", "acc")
     record["guards"].append(1)
     write(tmp_path, record)
-    refused(tmp_path, capsys, "'guards'[1]")
+    refused(tmp_path, capsys, "guards[1] is an integer; a report has an object there")
 
 
 def test_a_valid_hand_written_record_loads_unchanged(tmp_path):
