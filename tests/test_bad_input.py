@@ -192,8 +192,8 @@ def test_inject_without_a_mixed_datamodule():
     assert model.seen == {}
 
 
-def test_inject_without_a_reserve():
-    guard = CollapseGuard(rules=[Rule(ACC, threshold=0.5)], action="inject")
+def test_inject_without_a_reserve_refused_when_asked():
+    guard = CollapseGuard(rules=[Rule(ACC, threshold=0.5)], action="inject", allow_fraction_only=False)
     message = fit_fails(make_mixed(reserve=0.0), [HeldOutRealCheck(), guard], match="has no reserve to inject")
     assert "reserve=0.2" in message and "allow_fraction_only=True" in message
 
@@ -205,8 +205,24 @@ def test_inject_without_a_reserve_allowed_to_raise_the_fraction_only():
     fit_fails(make_mixed(reserve=0.0), [HeldOutRealCheck(), stuck], match="'inject' can do nothing")
 
 
+def test_the_default_datamodule_and_the_default_guard_work_together():
+    # MixedDataModule(reserve=0) and CollapseGuard(action="inject"), both defaults: a warning at set-up, then the fit
+    model = TinyMLP()
+    with pytest.warns(UserWarning, match=r"keeps no reserve.*will only raise the real fraction"):
+        make_trainer(max_epochs=1, callbacks=[HeldOutRealCheck(), CollapseGuard()]).fit(
+            model, datamodule=make_mixed(reserve=0.0))
+    assert list(model.seen) == [0]
+
+
+@pytest.mark.parametrize("value", [1, "yes"])
+def test_allow_fraction_only_must_be_a_bool_or_none(value):
+    with pytest.raises(TypeError, match="`allow_fraction_only` must be True, False or None"):
+        CollapseGuard(allow_fraction_only=value)
+
+
 def test_a_non_finite_inject_rule_needs_a_reserve_too():
-    guard = CollapseGuard(rules=[Rule("train_loss", mode="min", threshold=9.0, non_finite="inject")], action="stop")
+    guard = CollapseGuard(rules=[Rule("train_loss", mode="min", threshold=9.0, non_finite="inject")], action="stop",
+                          allow_fraction_only=False)
     fit_fails(make_mixed(reserve=0.0), [guard], match="has no reserve to inject")
 
 

@@ -96,9 +96,10 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             callback tells its keys in advance and for keys outside ``collapse/`` when ``module_metrics`` is given,
             else at the first check that should have logged it).
         verbose: report every event as a warning (``rank_zero_warn``); with ``False`` only ``"warn"`` events are.
-        allow_fraction_only: let ``"inject"`` act with no reserve to inject (``MixedDataModule(reserve=0)``),
-            raising only the real fraction. Off by default: an ``"inject"`` guard without a reserve is most often a
-            forgotten ``reserve=`` and is an error at set-up.
+        allow_fraction_only: what ``"inject"`` does with no reserve to inject (``MixedDataModule(reserve=0)``, the
+            datamodule's default): ``None`` (default) raises only the real fraction and warns once at set-up (so the
+            two defaults work together); ``True`` the same without the warning; ``False`` makes it an error at
+            set-up (for a pipeline where a missing reserve is a mistake).
         restore_best: put back the weights of the first rule's best check: ``None`` (default) on ``"stop"`` only,
             ``True`` on ``"inject"`` and ``"stop"``, ``False`` never (and no copy of the weights is kept).
         module_metrics: the keys the ``LightningModule`` logs with ``self.log`` that rules may read (e.g.
@@ -109,7 +110,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     Raises:
         ValueError: for an unknown action, out-of-range numbers or numbers of the wrong kind (NaN, a bool, a str,
             ``cooldown=1.5``); at set-up: an ``"inject"`` rule with no reserve
-            (unless ``allow_fraction_only=True``) or with nothing at all to inject, a rule on a ``collapse/``
+            and ``allow_fraction_only=False``, or with nothing at all to inject, a rule on a ``collapse/``
             metric that no callback of the Trainer logs (the message lists those that are logged), a rule on another
             key not in a given ``module_metrics`` (the message suggests a close match). (A rule on
             held-out real indicators over a held-out real set of fewer than 2 classes is rejected by
@@ -140,7 +141,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         cooldown: int = 1,
         strict: bool = True,
         verbose: bool = True,
-        allow_fraction_only: bool = False,
+        allow_fraction_only: Optional[bool] = None,
         restore_best: Optional[bool] = None,
         module_metrics: Optional[Sequence[str]] = None,
     ) -> None:
@@ -153,6 +154,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             raise ValueError("`rules` is empty: give at least one Rule, or None for the default rules.")
         self.set_policy(rules, action, inject_fraction, real_fraction_step, max_injections, cooldown, strict)
         self.verbose = verbose
+        if allow_fraction_only is not None and not isinstance(allow_fraction_only, bool):
+            raise TypeError(f"`allow_fraction_only` must be True, False or None, got {allow_fraction_only!r}.")
         self.allow_fraction_only = allow_fraction_only
         if restore_best is not None and not isinstance(restore_best, bool):
             raise TypeError(f"`restore_best` must be True, False or None, got {restore_best!r}.")
@@ -204,17 +207,24 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def _check_reserve(self, dm) -> None:
         if dm.reserve_remaining > 0:
             return
-        if not self.allow_fraction_only:
+        if self.real_fraction_step == 0:
+            raise ValueError(
+                "CollapseGuard: action 'inject' can do nothing: there is no reserve (`reserve=0`) and "
+                "`real_fraction_step=0`. Give a reserve, a `real_fraction_step` > 0, or use action='stop'."
+            )
+        if self.allow_fraction_only is False:
             raise ValueError(
                 "CollapseGuard: action 'inject' has no reserve to inject: the MixedDataModule was built with "
                 "`reserve=0`. Keep fresh real data back for it (e.g. MixedDataModule(..., reserve=0.2) or a reserve "
                 "Dataset), or let 'inject' only raise the real fraction with CollapseGuard(..., "
                 "allow_fraction_only=True), or use action='stop' / 'warn'."
             )
-        if self.real_fraction_step == 0:
-            raise ValueError(
-                "CollapseGuard: action 'inject' can do nothing: there is no reserve (`reserve=0`) and "
-                "`real_fraction_step=0`. Give a reserve, a `real_fraction_step` > 0, or use action='stop'."
+        if self.allow_fraction_only is None:
+            rank_zero_warn(
+                "CollapseGuard: the MixedDataModule keeps no reserve of fresh real data (`reserve=0`, its default), "
+                "so action 'inject' will only raise the real fraction of training by `real_fraction_step` "
+                f"({self.real_fraction_step}). Keep real data back for it with MixedDataModule(..., reserve=0.2), or "
+                "pass CollapseGuard(allow_fraction_only=True) to silence this (False makes it an error)."
             )
 
     # -- the check ------------------------------------------------------------------------------------------
