@@ -70,7 +70,6 @@ PROGRESS_BAR_NAMES = {
     "collapse/heldout_real/perplexity": "heldout_ppl",
     "collapse/heldout_real/mse": "heldout_mse",
     "collapse/heldout_real/loss": "heldout_loss",
-    "collapse/guard/state": "guard",
 }
 
 

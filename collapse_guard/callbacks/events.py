@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 
 @dataclass
@@ -127,3 +127,28 @@ def fraction_change(before: float, after: float, when: str = "from the next epoc
     if abs(after - before) < 5e-3:
         return f"real fraction stays {before:.2f}"
     return f"real fraction {before:.2f} -> {after:.2f} {when}"
+
+#: the progress bar's word for an action taken at a check
+PAST = {"warn": "warned", "inject": "injected", "stop": "stopped"}
+
+
+def state_word(acted: str, fired: Any, cooling: bool, last: str) -> str:
+    """A guard's word for one check, for the progress bar: the action taken now (``"injected"``), ``"cooling"`` (a
+    rule fired during a cooldown), ``"fired"`` (a rule fired, nothing to do), else ``"ok"``, with the last action
+    taken while there was one (``"ok (injected)"``: the indicators are back within their bounds).
+
+    Args:
+        acted: the action taken at this check (``"ok"``: none).
+        fired: the verdicts that fired at this check (empty: none).
+        cooling: the check fell in a cooldown.
+        last: the guard's state, the last action it took (``"ok"``: none yet).
+
+    Example::
+
+        state_word("ok", (), False, "inject")   # 'ok (injected)'
+    """
+    if acted in PAST and not cooling:
+        return PAST[acted]
+    if fired:
+        return "cooling" if cooling else "fired"
+    return "ok" if last not in PAST else f"ok ({PAST[last]})"

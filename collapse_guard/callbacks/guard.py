@@ -8,13 +8,14 @@ import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
-    CollapseMetricsProducer, CollapseMetricsReader, producers_default_rules, require_mixed_datamodule, run_after_producers, run_collectively,
-    show_in_progress_bar,
+    CollapseMetricsProducer, CollapseMetricsReader, producers_default_rules, require_mixed_datamodule,
+    run_after_producers, run_collectively,
 )
 from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
+from collapse_guard.callbacks._progress_bar import hide_words, show_word
 from collapse_guard.callbacks.monitor_keys import check_module_metrics, check_monitors, missing_metrics_message
-from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
+from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved, state_word
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
     DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
@@ -245,8 +246,12 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         elif chosen > 0:
             self._act(trainer, DECISIONS[chosen], decision)
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]))
-        show_in_progress_bar(pl_module, "collapse/guard/state", float(STATE_CODES[self.state]))
+        show_word(trainer, "guard", state_word(DECISIONS[chosen], decision.fired, decision.cooling, self.state))
         pl_module.log("collapse/guard/events", float(len(self.events)))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            hide_words(trainer)
 
     def _read(self, trainer: Trainer) -> tuple[list[str], list[tuple[float, float]]]:
         """The keys the rules read at this epoch, and ``(status, value)`` of each (local; no communication).

@@ -447,3 +447,44 @@ def test_restore_best_is_off_when_asked_and_checkpointed():
     other.load_state_dict(state)
     assert other.best_weights["epoch"] == keeper.best_weights["epoch"]
     assert same_weights(other.best_weights["weights"], keeper.best_weights["weights"])
+
+
+# -- the progress bar ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bar", ["tqdm", "rich"])
+def test_the_progress_bar_shows_the_guard_state_as_a_word(bar, tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+    from collapse_guard import HeldOutRealCheck, RatioMonitor
+
+    if bar == "rich":
+        pytest.importorskip("rich")
+    progress = TQDMProgressBar() if bar == "tqdm" else RichProgressBar()
+    own = type(progress).get_metrics
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):  # after the guard (listed after it)
+            seen.append(progress.get_metrics(trainer, pl_module).get("guard"))
+
+    # fires at every check (the real fraction is always below 1.01)
+    guard = CollapseGuard(rules=[Rule("collapse/real_fraction", mode="max", threshold=1.01, action="inject",
+                                      patience=1)], cooldown=1, max_injections=9, verbose=False)
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[progress, RatioMonitor(), HeldOutRealCheck(), guard, Spy()])
+    trainer.fit(TinyMLP(), datamodule=make_mixed(real_fraction=0.5))
+    # epoch 0 fires and injects; epoch 1 is the cooldown; epoch 2 injects again
+    assert seen[:3] == ["injected", "cooling", "injected"], seen
+    # the bar's own method is back after the fit, and a plain number never shows under "guard"
+    assert "get_metrics" not in progress.__dict__ and type(progress).get_metrics is own
+    assert "guard" not in trainer.progress_bar_metrics
+
+
+def test_state_words():
+    from collapse_guard.callbacks.events import state_word
+
+    assert state_word("ok", (), False, "ok") == "ok"
+    assert state_word("inject", ("v",), False, "inject") == "injected"
+    assert state_word("ok", ("v",), True, "inject") == "cooling"
+    assert state_word("ok", ("v",), False, "ok") == "fired"
+    assert state_word("ok", (), False, "inject") == "ok (injected)"
