@@ -1,4 +1,4 @@
-"""The neural reproductions the README reports (minutes on 2 CPU cores): run with ``python -m pytest -m slow tests/reproductions``.
+"""The neural reproductions docs/self_consuming_loops.md reports (minutes on 2 CPU cores): run with ``python -m pytest -m slow tests/reproductions``.
 
 Each test runs the configuration of its ``integration_examples/`` script and checks the figures reported, with
 tolerances wide enough for other CPUs and library versions but narrow enough to catch a loop that no longer
