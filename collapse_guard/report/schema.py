@@ -73,8 +73,8 @@ _RULE = {  # RuleState.summary(), under the schema's key names
     "bound": NUMBER_OR_NULL,
 }
 _RULE_REQUIRED = {"name": STRING, "monitor": STRING, "mode": STRING, "patience": INTEGER}
-#: a member of a family rule: a rule of its own (members have no members)
-MEMBER_RULE = obj(_RULE_REQUIRED, {**_RULE, "state": obj({}, _RULE_STATE)})
+#: a member of a family rule: a rule of its own (members have no members), under RuleState.summary()'s own names
+MEMBER_RULE = obj(_RULE_REQUIRED, {**_RULE, "margin": NUMBER, "state": obj({}, _RULE_STATE)})
 RULE = obj(_RULE_REQUIRED, {
     **_RULE, "state": obj({}, {**_RULE_STATE, "members": map_of(obj({}, _RULE_STATE))}), "members": map_of(MEMBER_RULE),
 })
