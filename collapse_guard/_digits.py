@@ -27,7 +27,9 @@ def split_digits_parts(seed: int, sizes: Mapping[str, Optional[int]]) -> Dict[st
         >>> {k: x.shape for k, (x, _) in parts.items()}
         {'train': (900, 64), 'val': (360, 64), 'test': (537, 64)}
     """
-    from sklearn.datasets import load_digits
+    from collapse_guard._optional import require
+
+    load_digits = require("sklearn.datasets", "demo", "the real digits of the demo").load_digits
 
     x, y = load_digits(return_X_y=True)
     names = list(sizes)

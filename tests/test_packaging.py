@@ -35,3 +35,23 @@ def test_help_has_no_markup(argv, capsys):
         main(argv)
     out = capsys.readouterr().out
     assert "usage: collapse-guard" in out and "``" not in out and ":class:" not in out
+
+
+def test_hugging_face_and_scikit_learn_are_extras_not_requirements():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]]
+    assert "datasets" not in names and "scikit-learn" not in names and "rich" not in names
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("datasets") for d in extras["hf"]) and any(d.startswith("scikit-learn") for d in extras["demo"])
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch):
+    import sys
+
+    from collapse_guard._optional import require
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import fails as if it were not installed
+    with pytest.raises(ImportError, match=r"the real digits of the demo needs `sklearn`.*collapse-guard\[demo\]"):
+        require("sklearn.datasets", "demo", "the real digits of the demo")

@@ -130,7 +130,9 @@ class ClassConditionalGMM:
             return self._fit(x, y)
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> "ClassConditionalGMM":
-        from sklearn.mixture import GaussianMixture
+        from collapse_guard._optional import require
+
+        GaussianMixture = require("sklearn.mixture", "demo", "ClassConditionalGMM").GaussianMixture
 
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y).astype(np.int64).ravel()
