@@ -30,10 +30,13 @@ def test_quickstart_runs_as_written(tmp_path, monkeypatch):
     first_injection = min((e.epoch for e in guard.events if e.action == "inject"), default=3)
     for row in history:
         if row["epoch"] <= first_injection:
-            assert row["real_fraction_target"] == row["real_fraction"] == pytest.approx(0.2)
+            # to within one sample a batch of 64 (0.2 * 64 = 12.8 real samples)
+            assert row["real_fraction_target"] == pytest.approx(0.2)
+            assert row["real_fraction"] == pytest.approx(0.2, abs=1 / 64)
             assert row["samples"]["reserve"] == 0  # withheld for injection
         else:
-            assert row["real_fraction_target"] > 0.2 and row["real_fraction"] == pytest.approx(row["real_fraction_target"])
+            assert row["real_fraction_target"] > 0.2
+            assert row["real_fraction"] == pytest.approx(row["real_fraction_target"], abs=1 / 64)
     assert float(trainer.callback_metrics["collapse/real_fraction"]) == pytest.approx(history[-1]["real_fraction"])
     assert [e["epoch"] for e in dm.injections] == sorted({e.epoch for e in guard.events if e.action == "inject"})
 
