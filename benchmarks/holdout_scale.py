@@ -13,10 +13,14 @@ kind (``holdout=0.1``: 10k held-out real rows, ``reserve=0``, ``synthetic_holdou
 It prints, for each kind, the set-up time (``dm.setup("fit")``, digest cache cleared: a first fit in a fresh
 process), the set-up time of a second ``MixedDataModule`` over the same data (the in-process cache: a resume or a
 second fit), the time of one plain ``DataLoader`` pass over the synthetic source (batch 256, 0 workers, default
-collate), and the ratio set-up / pass (goal at most 0.25). ``--epoch`` also times, for an opaque source, one epoch
-of the mixed training loader (990k samples, half of them synthetic, 0 workers) with and without its first-epoch
-check. Wall-clock seconds,
-best of ``--repeats``; ``torch.set_num_threads(1)``.
+collate), and the ratio set-up / pass (goal at most 0.25). The ``finite s`` column is the part of set-up spent looking
+for NaN and infinities in the synthetic source (``checks.check_finite``: every row of a source with bulk access; the
+first few samples of an opaque one, whose other samples are checked as the first epoch reads them). ``--epoch``
+also times, for an opaque source, one epoch of the mixed training loader (990k samples, half of them synthetic,
+0 workers) with both first-epoch checks (held-out copies and non-finite values), with each alone and with neither;
+and one epoch of the same loader over a torch ``IterableDataset`` stream of the synthetic rows (tensor kind), with
+and without the non-finite check of its samples. Wall-clock seconds, best of ``--repeats``;
+``torch.set_num_threads(1)``.
 
 Usage::
 
@@ -34,10 +38,11 @@ import warnings
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from collapse_guard import MixedDataModule
-from collapse_guard.data import digest_cache
+from collapse_guard.data import checks, digest_cache
+from collapse_guard.data.sources import DataSource
 
 DIM, BATCH = 32, 256
 KINDS = ("tensor", "memmap", "memmap_rows", "hf")
@@ -103,15 +108,33 @@ def plain_pass(dataset) -> float:
     return time.perf_counter() - start
 
 
-def mixed(real, synth) -> MixedDataModule:
+class RowStream(IterableDataset):
+    """A torch stream of the rows of a ``TensorDataset``."""
+
+    def __init__(self, dataset: TensorDataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self):
+        return zip(*self.dataset.tensors)
+
+
+def mixed(real, synth, **kwargs) -> MixedDataModule:
     return MixedDataModule(real, {"gen": synth}, real_fraction=0.5, holdout=0.1, reserve=0.0,
-                           synthetic_holdout=0.1, batch_size=BATCH, num_workers=0, seed=0)
+                           synthetic_holdout=0.1, batch_size=BATCH, num_workers=0, seed=0, **kwargs)
 
 
-def timed_setup(real, synth, clear: bool) -> tuple[float, MixedDataModule]:
+def finite_check(synth) -> float:
+    """The set-up time of ``checks.check_finite`` on the synthetic source alone."""
+    source = DataSource("gen", synth, is_real=False)
+    start = time.perf_counter()
+    checks.check_finite([(source, synth[0], (0, len(synth)))])
+    return time.perf_counter() - start
+
+
+def timed_setup(real, synth, clear: bool, **kwargs) -> tuple[float, MixedDataModule]:
     if clear:
         digest_cache.clear_cache()
-    dm = mixed(real, synth)
+    dm = mixed(real, synth, **kwargs)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -137,23 +160,38 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"# {args.real} real rows, {args.synthetic} synthetic rows of {DIM} float32 + int64 label; "
           f"best of {args.repeats}; load: {os.getloadavg()}")
-    print(f"{'kind':<12} {'set-up s':>9} {'cached s':>9} {'pass s':>8} {'ratio':>7}  contamination")
+    print(f"{'kind':<12} {'set-up s':>9} {'cached s':>9} {'pass s':>8} {'ratio':>7} {'finite s':>9}  contamination")
     with tempfile.TemporaryDirectory() as folder:
         for kind in args.kinds.split(","):
             real, synth = make(kind, args.real, args.synthetic, folder)
             setup = min(timed_setup(real, synth, clear=True)[0] for _ in range(args.repeats))
             again, dm = timed_setup(real, synth, clear=False)
             passed = min(plain_pass(synth) for _ in range(args.repeats))
+            finite = min(finite_check(synth) for _ in range(args.repeats))
             record = dm.contamination["sources"]["gen"]
-            print(f"{kind:<12} {setup:9.2f} {again:9.2f} {passed:8.2f} {setup / passed:7.3f}  "
+            print(f"{kind:<12} {setup:9.2f} {again:9.2f} {passed:8.2f} {setup / passed:7.3f} {finite:9.3f}  "
                   f"{ {k: record.get(k) for k in ('duplicates', 'deferred')} }", flush=True)
             if args.epoch and dm._scan is not None:  # an opaque source: checked as the first epoch reads it
-                scanned = epoch_pass(dm)
-                _, off = timed_setup(real, synth, clear=False)
-                off._scan = None
-                print(f"{'':<12} one training epoch: {scanned:.2f} s with the first-epoch scan, "
-                      f"{epoch_pass(off):.2f} s without", flush=True)
+                variants = {"both checks": (1, 1), "held-out scan": (1, 0), "non-finite check": (0, 1),
+                            "neither": (0, 0)}
+                print(f"{'':<12} one training epoch, s: {epochs(real, synth, variants)}", flush=True)
+            if args.epoch and kind == "tensor":  # the same rows as a stream: its samples checked as training reads them
+                variants = {"non-finite check": (0, 1), "without": (0, 0)}
+                times = epochs(real, RowStream(synth), variants, samples_per_epoch=len(synth) * 99 // 100)
+                print(f"{'stream':<12} one training epoch, s: {times}", flush=True)
             del real, synth, dm
+
+
+def epochs(real, synth, variants: dict, **kwargs) -> dict:
+    """One training epoch for each ``label: (held-out scan, non-finite check)`` kept, alternating, best of two."""
+    best = {label: float("inf") for label in variants}
+    for _ in range(2):
+        for label, (scan, finite) in variants.items():
+            _, dm = timed_setup(real, synth, clear=False, **kwargs)
+            dm._scan = dm._scan if scan else None
+            dm._finite = dm._finite if finite else None
+            best[label] = min(best[label], round(epoch_pass(dm), 2))
+    return best
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Bad set-ups refused before the first training batch: the held-out check's dry run (one held-out real batch
 through ``batch_fn``, ``forward_fn`` and the model at fit start), a reserve whose samples cannot join real ones in
-a batch, and non-finite synthetic samples.
+a batch, and non-finite synthetic samples: at set-up where the data allows it (every row of a source with bulk
+access, every sample of a small one), else as training reads them (a large source without bulk access, a stream),
+before the batch holding them is trained on.
 
 "Before training" is checked by the model having received no training batch (``TinyMLP.seen``) and
 ``trainer.global_step == 0``.
@@ -9,14 +11,17 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
-from torch.utils.data import IterableDataset, TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from collapse_guard import HeldOutRealCheck, MixedDataModule
+from collapse_guard.data import checks
+from collapse_guard.data.finite import bad_rows, bulk_non_finite, non_finite_rows
 from collapse_guard.data.structure import non_finite_part
 
 from cg_testing import RESERVE_BASE, SYNTH_BASE, TinyMLP, id_dataset, make_mixed, make_trainer
@@ -148,45 +153,201 @@ def test_reserve_of_the_real_shape_still_passes():
 
 
 # -- non-finite synthetic samples ----------------------------------------------------------------------------------
-def nan_at(n: int, i: int, value: float = float("nan")) -> TensorDataset:
+def nan_at(n: int, *rows: int, value: float = float("nan")) -> TensorDataset:
     x, y = id_dataset(n, SYNTH_BASE).tensors
-    x[i, 2] = value
+    x[list(rows), 2] = value
     return TensorDataset(x, y)
+
+
+class Opaque(Dataset):
+    """A Dataset whose ``__getitem__`` is all there is (no bulk access)."""
+
+    def __init__(self, dataset: TensorDataset):
+        self.x, self.y = dataset.tensors
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+class WithRows(Opaque):
+    """The same over numpy or memory-mapped arrays, declaring them (``row_arrays``): bulk access."""
+
+    def __init__(self, dataset: TensorDataset, folder=None):
+        x, y = (t.numpy() for t in dataset.tensors)
+        if folder is not None:
+            x, y = (memmapped(folder / f"{name}.npy", a) for name, a in (("x", x), ("y", y)))
+        self.x, self.y = x, y
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.x[i])), torch.tensor(int(self.y[i]))
+
+    def row_arrays(self):
+        return self.x, self.y
+
+
+def memmapped(path, array: np.ndarray) -> np.ndarray:
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
+    mm[:] = array
+    mm.flush()
+    return np.load(path, mmap_mode="r")
+
+
+class Stream(IterableDataset):
+    def __init__(self, dataset: TensorDataset):
+        self.x, self.y = dataset.tensors
+
+    def __iter__(self):
+        return iter(zip(self.x, self.y))
 
 
 @pytest.mark.parametrize("i,value", [(0, float("nan")), (3, float("inf"))])
 def test_non_finite_synthetic_samples_are_refused_at_setup(i, value):
-    dm = MixedDataModule(id_dataset(40, 0), {"clean": id_dataset(40, 2 * SYNTH_BASE), "gen": nan_at(40, i, value)},
-                         holdout=0.25, batch_size=8)
+    synthetic = {"clean": id_dataset(40, 2 * SYNTH_BASE), "gen": nan_at(40, i, value=value)}
+    dm = MixedDataModule(id_dataset(40, 0), synthetic, holdout=0.25, batch_size=8)
     err = refused(HeldOutRealCheck(), ValueError,
                   rf"synthetic source 'gen' holds NaN or infinite values: its sample #{i} has them in sample\[0\]",
                   dm=dm)
-    assert "Tensor[float32, 1-d]" in str(err)
+    assert "Tensor[float32, 1-d]" in str(err) and "(1 of its 40 samples hold some)" in str(err)
 
 
 def test_all_nan_synthetic_source_is_refused():
     x, y = id_dataset(40, SYNTH_BASE).tensors
     dm = MixedDataModule(id_dataset(40, 0), {"gen": TensorDataset(torch.full_like(x, float("nan")), y)},
                          holdout=0.25, batch_size=8)
-    refused(HeldOutRealCheck(), ValueError, r"synthetic source 'gen' holds NaN", dm=dm)
+    refused(HeldOutRealCheck(), ValueError, r"synthetic source 'gen' holds NaN.* \(40 of its 40 samples hold some\)",
+            dm=dm)
 
 
 def test_non_finite_first_stream_sample_is_refused():
-    class Stream(IterableDataset):
-        def __iter__(self):
-            x, y = nan_at(200, 0).tensors
-            return iter(zip(x, y))
-
-    dm = MixedDataModule(id_dataset(40, 0), {"web": Stream()}, holdout=0.25, batch_size=8, samples_per_epoch=16,
-                         synthetic_holdout=0.0)
+    dm = MixedDataModule(id_dataset(40, 0), {"web": Stream(nan_at(200, 0))}, holdout=0.25, batch_size=8,
+                         samples_per_epoch=16, synthetic_holdout=0.0)
     refused(HeldOutRealCheck(), ValueError, r"synthetic source 'web' holds NaN or infinite values: its first sample",
             dm=dm)
+
+
+def test_nan_deep_in_a_tensor_source_is_refused_at_setup():
+    """Every row of a source with bulk access is checked at set-up, not its first samples only."""
+    dm = MixedDataModule(id_dataset(40, 0), {"gen": nan_at(10_000, 5000, 5001, 9999)}, holdout=0.25, batch_size=8)
+    err = refused(HeldOutRealCheck(), ValueError,
+                  r"synthetic source 'gen' holds NaN or infinite values: its sample #5000 has them in sample\[0\] "
+                  r"\(Tensor\[float32, 1-d\]\) \(3 of its 10000 samples hold some\)", dm=dm)
+    assert "before passing the source to `synthetic`" in str(err)
+
+
+@pytest.mark.parametrize("memmap", [False, True], ids=["numpy", "memmap"])
+def test_non_finite_rows_of_arrays_are_refused_at_setup(tmp_path, memmap):
+    synth = WithRows(nan_at(3000, 2999, value=float("-inf")), tmp_path if memmap else None)
+    dm = MixedDataModule(id_dataset(40, 0), {"gen": synth}, holdout=0.25, batch_size=8)
+    refused(HeldOutRealCheck(), ValueError, r"'gen' holds NaN or infinite values: its sample #2999 has them in "
+                                            r"sample\[0\] \(Tensor\[float32, 1-d\]\) \(1 of its 3000 samples", dm=dm)
+
+
+def test_a_non_finite_last_sample_of_a_small_opaque_source_is_refused_at_setup():
+    dm = MixedDataModule(id_dataset(40, 0), {"gen": Opaque(nan_at(300, 299))}, holdout=0.25, batch_size=8)
+    refused(HeldOutRealCheck(), ValueError, r"'gen' holds NaN or infinite values: its sample #299 has them in "
+                                            r"sample\[0\] \(Tensor\[float32, 1-d\]\) \(1 of its 300 samples", dm=dm)
+
+
+def test_a_non_finite_reserve_is_refused_at_setup():
+    x, y = id_dataset(10, RESERVE_BASE).tensors
+    x[7, 1] = float("inf")
+    dm = MixedDataModule(id_dataset(40, 0), {"g": id_dataset(40, SYNTH_BASE)}, holdout=0.25,
+                         reserve=TensorDataset(x, y), batch_size=8)
+    refused(HeldOutRealCheck(), ValueError, r"`reserve` holds NaN or infinite values: its sample #7 .*before "
+                                            r"passing the source as `reserve`", dm=dm)
+
+
+def fit_until_refused(dm, match, epochs=1):
+    """Fit ``dm``: a ``ValueError`` matching ``match`` during training; the model (what it trained on)."""
+    model = TinyMLP()
+    with pytest.raises(ValueError, match=match) as err:
+        make_trainer(max_epochs=epochs, callbacks=[], limit_val_batches=0).fit(model, datamodule=dm)
+    assert "checkpoints saved so far are kept" in str(err.value)
+    return model
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_large_opaque_source_is_checked_as_the_first_epoch_reads_it(monkeypatch, num_workers):
+    monkeypatch.setattr(checks, "DEFER_MIN_ROWS", 50)
+    dm = MixedDataModule(id_dataset(80, 0), {"gen": Opaque(nan_at(120, 100))}, holdout=0.25, batch_size=8,
+                         synthetic_holdout=0.0, real_fraction=0.25, samples_per_epoch=400, num_workers=num_workers)
+    dm.setup("fit")  # not read at set-up: its first samples only
+    assert dm._finite is not None and dm._finite.reading()
+    model = fit_until_refused(dm, r"synthetic source 'gen' holds NaN or infinite values: its sample #100 has them in "
+                                  r"sample\[0\] \(Tensor\[float32, 1-d\]\)\. .*Found as the first training epoch read "
+                                  r"it; the batch holding it was not trained on")
+    assert SYNTH_BASE + 100 not in model.seen.get(0, [])
+
+
+def test_a_large_opaque_source_with_a_nan_first_sample_is_refused_at_setup(monkeypatch):
+    monkeypatch.setattr(checks, "DEFER_MIN_ROWS", 50)
+    dm = MixedDataModule(id_dataset(40, 0), {"gen": Opaque(nan_at(120, 2))}, holdout=0.25, batch_size=8)
+    err = refused(HeldOutRealCheck(), ValueError, r"'gen' holds NaN or infinite values: its sample #2 has them", dm=dm)
+    assert "samples hold some" not in str(err)  # the rest not read: no count
+
+
+def test_a_stream_is_checked_as_training_reads_it():
+    dm = MixedDataModule(id_dataset(80, 0), {"web": Stream(nan_at(200, 30))}, holdout=0.25, batch_size=8,
+                         synthetic_holdout=0.0, real_fraction=0.25, samples_per_epoch=64)
+    model = fit_until_refused(dm, r"synthetic source 'web' holds NaN or infinite values: its sample #30 of pass 0 "
+                                  r"\(counted from the start of the pass, as the main process reads the stream\) has "
+                                  r"them in sample\[0\] \(Tensor\[float32, 1-d\]\)\. .*Filter the stream")
+    assert SYNTH_BASE + 30 not in model.seen.get(0, []) and len(model.seen[0]) < 64
+
+
+def test_a_stream_is_checked_after_the_first_epoch_too():
+    """48 stream samples an epoch: sample 100 is read in the third epoch."""
+    dm = MixedDataModule(id_dataset(80, 0), {"web": Stream(nan_at(200, 100))}, holdout=0.25, batch_size=8,
+                         synthetic_holdout=0.0, real_fraction=0.25, samples_per_epoch=64)
+    model = fit_until_refused(dm, r"'web' holds NaN .* its sample #100 of pass 0", epochs=4)
+    assert len(model.seen[0]) == len(model.seen[1]) == 64 and 3 not in model.seen
+
+
+def test_integer_parts_are_not_checked():
+    big = torch.iinfo(torch.int64).max
+    ints = TensorDataset(torch.full((10, 3), big), torch.arange(10))
+    assert len(bulk_non_finite(ints)) == 0 and not non_finite_rows([ints[i] for i in range(10)]).any()
+    assert list(non_finite_rows([(torch.tensor([1, 2]), 3), (torch.tensor([3, 4]), 5)])) == [False, False]
+    assert list(bad_rows(np.array([[0, 1], [2, 3]], dtype=np.int32))) == [False, False]
+    assert list(non_finite_rows([{"x": [1.0, float("nan")]}, {"x": [1.0]}])) == [True, False]  # ragged: one by one
+
+
+def test_bulk_non_finite_reads_every_kind_with_bulk_access(tmp_path):
+    import datasets
+    from torch.utils.data import StackDataset, Subset
+
+    x, y = nan_at(200, 17, 150).tensors
+    assert list(bulk_non_finite(TensorDataset(x, y))) == [17, 150]
+    assert list(bulk_non_finite(x.numpy())) == [17, 150]
+    assert list(bulk_non_finite(memmapped(tmp_path / "x.npy", x.numpy()))) == [17, 150]
+    assert list(bulk_non_finite(StackDataset(x.numpy(), y.numpy()))) == [17, 150]
+    assert list(bulk_non_finite(WithRows(TensorDataset(x, y), tmp_path))) == [17, 150]
+    hf = datasets.Dataset.from_dict({"x": x.numpy(), "y": y.numpy()}).with_format("torch")
+    assert list(bulk_non_finite(hf)) == [17, 150]
+    assert list(bulk_non_finite(Subset(TensorDataset(x, y), [3, 150, 17]))) == [1, 2]
+    assert bulk_non_finite(Opaque(TensorDataset(x, y))) is None  # no bulk access: read sample by sample
+
+
+@pytest.mark.parametrize("kind", ["tensor", "memmap", "small opaque", "large opaque", "stream"])
+def test_clean_sources_of_every_kind_still_train(monkeypatch, tmp_path, kind):
+    monkeypatch.setattr(checks, "DEFER_MIN_ROWS", 50)
+    clean = id_dataset(120, SYNTH_BASE)
+    synth = {"tensor": clean, "memmap": WithRows(clean, tmp_path), "small opaque": Opaque(id_dataset(40, SYNTH_BASE)),
+             "large opaque": Opaque(clean), "stream": Stream(clean)}[kind]
+    dm = MixedDataModule(id_dataset(80, 0), {"gen": synth}, holdout=0.25, batch_size=8, samples_per_epoch=64)
+    model = TinyMLP()
+    make_trainer(max_epochs=2, callbacks=[], limit_val_batches=0).fit(model, datamodule=dm)
+    assert len(model.seen[0]) == len(model.seen[1]) == 64
+    assert (dm._finite is not None) == (kind in ("large opaque", "stream"))
+    assert dm._finite is None or not dm._finite.reading()  # the first epoch's checks ended with it
 
 
 def test_non_finite_part_finds_nested_and_ignores_integers():
     assert non_finite_part({"x": torch.zeros(2), "y": torch.tensor(3)}) is None
     assert non_finite_part({"x": [1.0, float("inf")], "y": 1}) == "sample['x'] (list of numbers)"
-    import numpy as np
 
     assert non_finite_part((np.array([np.nan]), 0)) == "sample[0] (ndarray[float64, 1-d])"
     with warnings.catch_warnings():

@@ -115,7 +115,9 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
     Raises:
         ValueError: a fraction outside its range (or a schedule returning or raising one), an empty source or
             held-out set, ``holdout="val"`` without a validation set, a fraction that needs an empty pool, sources
-            whose samples differ in structure or dtype or do not collate together, held-out real samples that are
+            whose samples differ in structure or dtype or do not collate together, synthetic (or ``reserve``) samples
+            holding NaN or an infinity (a source of 20,000 samples or more without bulk access, and a stream, as
+            training reads them: the fit stops before the batch holding one), held-out real samples that are
             also training or reserve samples, a held-out set smaller than the number of ranks, a streaming source
             without ``samples_per_epoch`` or with fewer Hugging Face shards than DataLoader workers; a count,
             ``seed`` or synthetic weight that is not a number of the right kind (a bool, a str, ``1.5`` for a count,

@@ -27,8 +27,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from collapse_guard.data.bulk import bulk_view
 from collapse_guard.data.digests import RowDigests, _take, _verified
-from collapse_guard.data.first_epoch import FirstEpochCheck, _batch_columns
+from collapse_guard.data.first_epoch import FirstEpochCheck, leaf_lists
 from collapse_guard.data.sources import DataSource
+from collapse_guard.data.stacked import _column
 from collapse_guard.data.streams import StreamDataset
 from collapse_guard.data.structure import non_finite_part
 
@@ -57,7 +58,7 @@ def bad_rows(column: Any) -> np.ndarray:
 
         bad_rows(np.array([[1.0, np.nan], [0.0, 2.0]]))  # array([ True, False])
     """
-    n = len(column)
+    n = column.shape[0]
     if not _floating(column):
         return np.zeros(n, dtype=bool)
     if isinstance(column, Tensor):
@@ -71,8 +72,10 @@ def bad_rows(column: Any) -> np.ndarray:
 
 
 def non_finite_rows(samples: Sequence[Any]) -> np.ndarray:
-    """Which of ``samples`` hold NaN or an infinity in a floating part: stacked and checked in one vectorised step
-    when they are arrays (or tuples / dicts of arrays and numbers) of one structure, else one by one.
+    """Which of ``samples`` hold NaN or an infinity in a floating part. Samples of one structure (one array, or
+    tuples / dicts of parts) are checked a part at a time: the part stacked and checked in one vectorised step (dtypes
+    promoted to one), or item by item where it does not stack (ragged shapes, strings, nested containers); samples of
+    several structures one by one.
 
     Args:
         samples: samples of one source.
@@ -84,13 +87,43 @@ def non_finite_rows(samples: Sequence[Any]) -> np.ndarray:
 
         non_finite_rows([(torch.zeros(3), 1), (torch.full((3,), float("nan")), 2)])  # array([False,  True])
     """
-    columns = _batch_columns(list(samples)) if len(samples) else None
-    if columns is None:
+    leaves = leaf_lists(list(samples)) if len(samples) else None
+    if leaves is None:
         return np.array([non_finite_part(s) is not None for s in samples], dtype=bool)
     hit = np.zeros(len(samples), dtype=bool)
-    for column in columns:
-        hit |= bad_rows(column)
+    for leaf in leaves:
+        hit |= _bad_items(leaf)
     return hit
+
+
+def _bad_items(items: list) -> np.ndarray:
+    """Which of ``items`` (one part of every sample) hold NaN or an infinity: stacked if they stack, else one by one."""
+    if all(isinstance(x, (str, bytes)) for x in items):
+        return np.zeros(len(items), dtype=bool)
+    try:
+        column = _column(items)
+    except (RuntimeError, TypeError, ValueError):  # other shapes, or arrays mixed with tensors
+        column = None
+    if column is not None and isinstance(column, (Tensor, np.ndarray)) and len(column) == len(items):
+        return bad_rows(column)
+    if _all_finite_arrays(items):  # ragged arrays: one vectorised screen of all their values
+        return np.zeros(len(items), dtype=bool)
+    return np.array([non_finite_part(x) is not None for x in items], dtype=bool)
+
+
+def _all_finite_arrays(items: list) -> bool:
+    """Whether ``items``, all tensors or all numpy arrays (of any shapes), hold only finite values (``False``: they
+    may not, or are not all arrays of one kind)."""
+    try:
+        if all(isinstance(x, Tensor) for x in items):
+            flat = torch.cat([x.reshape(-1) for x in items])
+        elif all(isinstance(x, np.ndarray) for x in items):
+            flat = np.concatenate([x.reshape(-1) for x in items])
+        else:
+            return False
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return not bad_rows(flat.reshape(1, -1))[0]
 
 
 def bulk_non_finite(dataset: Dataset) -> Optional[np.ndarray]:
@@ -211,6 +244,10 @@ class FiniteScan(FirstEpochCheck):
         self.always = np.array([r[3] for r in ranges], dtype=bool)
         self.sizes = [len(s) if not s.streaming else None for s, *_ in ranges]
         self.streams = {k: r[0].dataset for k, r in enumerate(ranges) if isinstance(r[0].dataset, StreamDataset)}
+
+    def prepare(self, num_workers: int) -> None:
+        """Ready the check for a training loader with ``num_workers`` workers: the streams log their reads."""
+        super().prepare(num_workers)
         for stream in self.streams.values():
             stream.log = []
 
@@ -236,7 +273,8 @@ class FiniteScan(FirstEpochCheck):
                     raise self._error(int(k), int(idx[first]), samples[first], len(group), int(np.argmax(bad)))
         finally:
             for stream in self.streams.values():
-                stream.log.clear()
+                if stream.log is not None:
+                    stream.log.clear()
 
     def _error(self, k: int, index: int, sample: Any, reads: int, first: int) -> ValueError:
         """The error of ``sample``, read at training-set ``index``: source ``k``'s ``first``-th of the ``reads``
@@ -250,7 +288,8 @@ class FiniteScan(FirstEpochCheck):
             reader = f"DataLoader worker {worker.id}" if worker is not None else "the main process"
             where = (f"sample #{log[first][1]} of pass {log[first][0]} (counted from the start of the pass, as "
                      f"{reader} reads the stream)") if len(log) == reads else "sample just read"
-            note = f" Found as training read it{stop} Filter the stream (e.g. `stream.filter(...)`) to skip them."
+            note = (f" Found as training read it{stop} Filter the stream (a Hugging Face stream: `.filter(...)`) to "
+                    "skip them.")
             return non_finite_error(source, where, non_finite_part(sample), note=note)
         epoch = "every epoch" if self.always[k] else "the first training epoch"
         note = (f" Found as {epoch} read it{stop} A source of {self.sizes[k]} samples without bulk access is "

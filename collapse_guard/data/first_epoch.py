@@ -13,6 +13,10 @@ report; at the end of the first epoch a warning names each source with copies an
 Under several processes every rank scans the samples it reads (its share of the epoch) and reports them itself.
 With DataLoader workers the scan runs only under a Trainer: the main process drains what the workers send at every
 training batch (``MixedDataModule.on_after_batch_transfer``); a loader iterated by hand would leave the pipe full.
+
+:class:`FirstEpochCheck` is what every check run this way shares (when the first epoch ends, the flag that stops the
+workers' checks); :class:`ScanningDataset` reads a batch through several of them: this scan and the non-finite
+check of :class:`~collapse_guard.data.finite.FiniteScan`.
 """
 from __future__ import annotations
 
@@ -240,25 +244,37 @@ class FirstEpochScan(FirstEpochCheck):
         return state
 
 
-def _batch_columns(parts: list) -> Optional[list]:
-    """The leaves of ``parts`` stacked into columns (in digest order) when every part is one array, a tuple / list of
-    arrays and plain numbers or a dict of them, of one structure, type, dtype and shape a leaf; else ``None``."""
+def leaf_lists(parts: list) -> Optional[list[list]]:
+    """The items of ``parts`` by position (in digest order: a dict's by sorted key) when every part is one array, a
+    tuple / list or a dict, all of one structure (type, length, keys); else ``None``.
+
+    Example::
+
+        leaf_lists([(x0, 1), (x1, 0)])  # [[x0, x1], [1, 0]]
+    """
     first = parts[0]
     if isinstance(first, (Tensor, np.ndarray)):
-        leaves = [parts]
-    elif isinstance(first, (tuple, list)):
+        return [parts]
+    if isinstance(first, (tuple, list)):
         if any(type(p) is not type(first) or len(p) != len(first) for p in parts):
             return None
-        leaves = [list(c) for c in zip(*parts)]
-    elif isinstance(first, dict):
+        return [list(c) for c in zip(*parts)]
+    if isinstance(first, dict):
         keys = sorted(first, key=str)
         if any(type(p) is not dict or len(p) != len(keys) for p in parts):
             return None
         try:
-            leaves = [[p[k] for p in parts] for k in keys]
+            return [[p[k] for p in parts] for k in keys]
         except KeyError:
             return None
-    else:
+    return None
+
+
+def _batch_columns(parts: list) -> Optional[list]:
+    """The leaves of ``parts`` stacked into columns (in digest order) when every part is one array, a tuple / list of
+    arrays and plain numbers or a dict of them, of one structure, type, dtype and shape a leaf; else ``None``."""
+    leaves = leaf_lists(parts)
+    if leaves is None:
         return None
     columns = []
     for leaf in leaves:
@@ -315,4 +331,4 @@ def scanned(dataset: Dataset, scans: Sequence[Optional[FirstEpochCheck]], num_wo
     return ScanningDataset(dataset, *kept) if kept else dataset
 
 
-__all__ = ["FirstEpochCheck", "FirstEpochScan", "ScanningDataset", "deferred_record", "scanned"]
+__all__ = ["FirstEpochCheck", "FirstEpochScan", "ScanningDataset", "deferred_record", "leaf_lists", "scanned"]

@@ -45,6 +45,10 @@ the workers go on from where they are); contamination of a stream by held-out re
 cannot be scanned). ``HeldOutRealCheck``'s feature indicators take the first training samples of a stream, read
 through a separate iterator (the same ones at every check), not the samples training is reading.
 
+NaN and infinities: a stream's first training sample is checked at set-up, every other sample as training reads it,
+at every epoch (later passes bring samples never read before): see :class:`~collapse_guard.data.finite.FiniteScan`,
+which names a sample by its pass and position, read off :attr:`StreamDataset.log`.
+
 Example::
 
     stream = datasets.load_dataset("json", data_files="gen/*.jsonl", streaming=True)["train"].with_format("torch")
@@ -64,6 +68,8 @@ from collapse_guard._rng import preserved_rng
 from collapse_guard.data.digests import sample_digest
 
 _DIGEST_SPACE = 2**64
+#: the most reads :attr:`StreamDataset.log` keeps
+LOG_MAX = 1 << 16
 
 
 def is_hf_stream(obj: Any) -> bool:
@@ -193,6 +199,8 @@ class StreamDataset(Dataset):
             except StopIteration:
                 raise self._no_samples() from None
         if self.log is not None:
+            if len(self.log) >= LOG_MAX:  # read outside a checked loader: keep the newest
+                del self.log[: LOG_MAX // 2]
             self.log.append((self.passes, position))
         return sample
 
