@@ -30,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "report from its report.json alone (written by the CollapseReport callback). Exit status: 0 when every "
         "part was written, 1 when a part failed (a warning says which), 2 when there is no readable report: none "
         "found, not UTF-8 JSON, nested too deeply, or not of a report's layout (the message names the file and the "
-        "first field of the wrong type).",
+        "first field missing or of the wrong type).",
     )
     report.add_argument(
         "run_dir",

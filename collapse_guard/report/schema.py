@@ -11,6 +11,9 @@
 * :class:`Arr`: an array whose items all have one spec;
 * a tuple of specs: any one of them (``(NUMBER, NULL)``: a number or ``null``).
 
+An integer (of an ``"integer"`` or a ``"number"``) must be one a float can hold (:data:`MAX_INTEGER`): the plots
+draw epochs and values as floats.
+
 A key is required when the renderers (:mod:`~collapse_guard.report.summary`, :mod:`~collapse_guard.report.html`,
 :mod:`~collapse_guard.report.plots`) index it (``record["final"]``, an event's ``"epoch"``); they read every other
 key with a default, so it may be absent. Unknown keys are allowed (a writer of the same version may add some), with
@@ -22,11 +25,14 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import sys
 from typing import Any, Mapping, NamedTuple, Union
 
 INTEGER, NUMBER, STRING, BOOLEAN, NULL, ANY = "integer", "number", "string", "boolean", "null", "any"
 #: the strings that stand for non-finite numbers in a record
 NON_FINITE = ("nan", "inf", "-inf")
+#: the largest integer a record holds: one a float can hold (epochs go to matplotlib as floats)
+MAX_INTEGER = sys.float_info.max
 
 
 class Obj(NamedTuple):
@@ -58,6 +64,7 @@ def map_of(values: Spec) -> Obj:
 
 
 def array_of(items: Spec) -> Arr:
+    """An array, every item of spec ``items``."""
     return Arr(items)
 
 
@@ -138,7 +145,7 @@ def json_type(value: Any) -> str:
     if isinstance(value, bool):
         return _NAMES[BOOLEAN]
     if isinstance(value, numbers.Integral):
-        return _NAMES[INTEGER]
+        return _NAMES[INTEGER] if abs(value) <= MAX_INTEGER else f"an integer beyond ±{MAX_INTEGER:.3g}"
     if isinstance(value, numbers.Real):
         return _NAMES[NUMBER]
     kind = {type(None): NULL, str: STRING, dict: Obj, list: Arr}.get(type(value))
@@ -147,13 +154,16 @@ def json_type(value: Any) -> str:
 
 def matches(value: Any, spec: Spec) -> bool:
     """Whether ``value`` is of the kind of ``spec`` (its top level only; a tuple: of one of its specs). Booleans
-    are neither integers nor numbers; ``5.0`` is an integer (JSON has one number type), ``NaN`` is not."""
+    are neither integers nor numbers; ``5.0`` is an integer (JSON has one number type), ``NaN`` is not; an integer
+    beyond :data:`MAX_INTEGER` is neither."""
     if type(spec) is tuple:  # alternatives (Obj and Arr are tuples too: named ones)
         return any(matches(value, s) for s in spec)
     if spec == ANY:
         return True
     if isinstance(value, bool):
         return spec == BOOLEAN
+    if isinstance(value, numbers.Integral) and abs(value) > MAX_INTEGER:
+        return False  # not a number a float can hold: too large for a plot
     if spec == INTEGER:  # as in JSON Schema: a number without a fractional part (``5.0`` too)
         return isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
     if spec == NUMBER:

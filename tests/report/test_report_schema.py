@@ -240,6 +240,8 @@ def test_non_finite_numbers_and_integral_floats_are_taken(written, tmp_path, cap
     record["guards"][0]["events"][0]["value"] = math.nan
     record["provenance"]["sources"][0]["share"] = math.nan
     record["provenance"]["sources"][1]["params"] = {"t": math.nan}
+    record["indicators"]["history"][0]["epoch"] = -10 ** 30  # large, but a float holds it
+    record["ratio"]["history"][-1]["shares"]["real"] = 10 ** 300
     path = tmp_path / "report.json"
     path.write_text(json.dumps(record))  # allow_nan: NaN, Infinity, -Infinity
     assert "NaN" in path.read_text() and "Infinity" in path.read_text()
@@ -247,6 +249,14 @@ def test_non_finite_numbers_and_integral_floats_are_taken(written, tmp_path, cap
     page = (tmp_path / "report.html").read_text()
     assert ": NaN" not in page and ": Infinity" not in page and ": -Infinity" not in page  # the record, strict
     assert json.loads((tmp_path / "provenance.json").read_text())["sources"][0]["share"] == "nan"
+
+
+def test_an_integer_no_float_holds_is_refused(written):
+    record = small(load_record(written))
+    record["ratio"]["history"][0]["epoch"] = 10 ** 400
+    with pytest.raises(ValueError, match=r"ratio.history\[0\].epoch is an integer beyond ±1.8e\+308; a report has an "
+                                         "integer there"):
+        check_record(record)
 
 
 def test_a_wrongly_typed_deep_field_exits_2_naming_file_and_path(written, tmp_path, capsys):
