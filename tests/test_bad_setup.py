@@ -315,6 +315,19 @@ def test_integer_parts_are_not_checked():
     assert list(non_finite_rows([{"x": [1.0, float("nan")]}, {"x": [1.0]}])) == [True, False]  # ragged: one by one
 
 
+def test_non_finite_rows_of_ragged_text_and_nested_parts():
+    samples = [{"x": torch.randn(i % 7 + 1), "text": "abc", "y": i, "pair": (1.0, torch.zeros(2))} for i in range(20)]
+    assert not non_finite_rows(samples).any()
+    samples[5]["x"][0] = float("nan")
+    samples[9]["pair"] = (1.0, torch.tensor([0.0, float("inf")]))
+    samples[12]["y"] = float("-inf")  # one float among integers: promoted, found
+    assert list(np.flatnonzero(non_finite_rows(samples))) == [5, 9, 12]
+    ragged = [np.ones(i + 1, dtype=np.float16) for i in range(5)]
+    ragged[3][2] = np.nan
+    assert list(non_finite_rows(ragged)) == [False, False, False, True, False]
+    assert list(non_finite_rows([torch.zeros(2), (torch.zeros(2),)])) == [False, False]  # two structures
+
+
 def test_bulk_non_finite_reads_every_kind_with_bulk_access(tmp_path):
     import datasets
     from torch.utils.data import StackDataset, Subset

@@ -11,10 +11,11 @@ NaN. :func:`~collapse_guard.data.checks.check_finite` looks for them with the fu
   DataLoader pass) and a stream: as training reads the samples, in the DataLoader workers when there are any
   (:class:`FiniteScan`). A non-finite sample raises there, so the batch holding it is never trained on.
 
-A batch of samples made of arrays of one structure is stacked and checked in one vectorised step
-(:func:`non_finite_rows`); any other batch sample by sample
-(:func:`~collapse_guard.data.structure.non_finite_part`). Integer and boolean parts never hold non-finite values and
-are not checked.
+Samples read one at a time are checked a batch at a time (:func:`non_finite_rows`): samples of one structure a part
+at a time, the part stacked and checked in one vectorised step (ragged arrays screened in one concatenation), item by
+item only where that fails; samples of several structures one by one
+(:func:`~collapse_guard.data.structure.non_finite_part`). Integer and boolean parts hold no non-finite values: they
+are not read in bulk.
 """
 from __future__ import annotations
 
@@ -283,7 +284,7 @@ class FiniteScan(FirstEpochCheck):
         stop = "; the batch holding it was not trained on, and checkpoints saved so far are kept."
         stream = self.streams.get(k)
         if stream is not None:
-            log = stream.log[len(stream.log) - reads:]  # this batch's reads of the stream, in order
+            log = (stream.log or [])[-reads:]  # this batch's reads of the stream, in order
             worker = get_worker_info()
             reader = f"DataLoader worker {worker.id}" if worker is not None else "the main process"
             where = (f"sample #{log[first][1]} of pass {log[first][0]} (counted from the start of the pass, as "
@@ -291,7 +292,7 @@ class FiniteScan(FirstEpochCheck):
             note = (f" Found as training read it{stop} Filter the stream (a Hugging Face stream: `.filter(...)`) to "
                     "skip them.")
             return non_finite_error(source, where, non_finite_part(sample), note=note)
-        epoch = "every epoch" if self.always[k] else "the first training epoch"
+        epoch = "training" if self.always[k] else "the first training epoch"
         note = (f" Found as {epoch} read it{stop} A source of {self.sizes[k]} samples without bulk access is "
                 "checked as training reads it, not at set-up: give its Dataset a `row_arrays()` method (see "
                 "`collapse_guard.data.bulk`) to have every sample checked before training.")
