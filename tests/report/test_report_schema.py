@@ -25,7 +25,7 @@ from collapse_guard.report import load_record
 from collapse_guard.report import plots
 from collapse_guard.report.html import render_html
 from collapse_guard.report.record import check_record
-from collapse_guard.report.schema import REPORT, Arr, Obj, check_layout, format_path
+from collapse_guard.report.schema import PROVENANCE, REPORT, Arr, Obj, check_layout, format_path
 from collapse_guard.report.summary import plain_summary, print_summary
 
 from cg_testing import SYNTH_BASE, TinyMLP, id_dataset, make_mixed, make_trainer
@@ -165,8 +165,8 @@ def cli(tmp_path: Path, record, *options: str) -> tuple[int, str]:
 def test_records_written_by_collapse_report_pass(written):
     record = load_record(written)
     check_record(small(record))
-    check_layout(record["provenance"], REPORT.fields["provenance"][0])  # provenance.json alone: its own layout
-    check_layout(json.loads((written.parent / "provenance.json").read_text()), REPORT.fields["provenance"][0])
+    check_layout(record["provenance"], PROVENANCE)  # provenance.json alone: its own layout
+    check_layout(json.loads((written.parent / "provenance.json").read_text()), PROVENANCE)
 
 
 def test_the_mutated_record_has_every_field_of_the_layout(written):
