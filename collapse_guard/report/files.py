@@ -76,8 +76,9 @@ def load_record(run_dir: PathLike) -> dict:
     Raises:
         FileNotFoundError: when there is no ``report.json``.
         ValueError: naming the file, when it cannot be read, is not UTF-8 text or JSON, nests too deeply, is not a
-            collapse_guard report, is of a newer schema than this version reads, or misses a section or holds one
-            of the wrong type (see :func:`~collapse_guard.report.record.check_record`).
+            collapse_guard report, is of a newer schema than this version reads, or misses a field or holds one of
+            the wrong type at any depth (see :func:`~collapse_guard.report.record.check_record`; the message names
+            the field's path).
 
     Example::
 
@@ -95,7 +96,7 @@ def load_record(run_dir: PathLike) -> dict:
         raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err.strerror or err}).") from err
     try:
         record = json.loads(text)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSONDecodeError, and an integer of more digits than Python converts
         raise ValueError(f"{path} is not valid JSON ({err}).") from err
     except RecursionError as err:
         raise ValueError(f"{path} is not a collapse_guard report: its JSON nests too deeply to read.") from err

@@ -176,3 +176,10 @@ def test_cli_report_refuses_a_guard_that_is_not_an_object(tmp_path, capsys):
 def test_a_valid_hand_written_record_loads_unchanged(tmp_path):
     record = record_with("g1", "acc")
     assert load_record(write(tmp_path, copy.deepcopy(record))) == record
+
+
+def test_cli_report_refuses_an_integer_too_long_to_read_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "report.json"
+    path.write_text('{"kind": "collapse_guard.report", "schema_version": ' + "9" * 5000 + "}")
+    assert main(["report", str(path), "--no-plots", "--no-html", "--no-summary"]) == 2
+    assert str(path) in capsys.readouterr().err
