@@ -8,6 +8,12 @@ test set), all shipped inside installed packages:
 * ``digits4x4``: the same digits and splits, each image average-pooled 2x2 to 4x4 (16 features): several classes
   become confusable; MLP 16-64-10 (Adam 5e-3);
 * ``text``: topics of ``pydoc_data.topics`` help snippets as in ``_text.py`` (627 / 250 / 377; MLP 512-128-6);
+* ``chatterbot`` (round 2): the category of a human-written conversation line of PyPI's ``chatterbot-corpus``
+  (English; the 6 categories with at least 100 distinct lines, a line two categories share dropped, 119 lines drawn
+  per category and seed; split per class 50/20/30: 360 / 138 / 216), features as ``text``'s, MLP 512-128-6
+  (Adam 2e-3); its generators are per-category character 3-gram models cut to the lengths of real lines;
+* ``iris`` (round 2): scikit-learn's iris (149 distinct rows, 4 features, 3 classes; 74 / 30 / 45), as the tables
+  below, MLP 4-64-3;
 * ``wine`` (178 samples, 13 features, 3 classes) and ``breast_cancer`` (569, 30, 2): scikit-learn, split per seed
   and class into train 50% / held-out real 20% / test 30% (wine 90 / 35 / 53, breast_cancer 284 / 114 / 171),
   standardized with the training split's mean and standard deviation; MLP 13-64-3 and 30-64-2 (Adam 5e-3).
@@ -21,6 +27,9 @@ errors of the test set at the real-only accuracy ``a``; ``a`` is the mean final 
 at seeds 100, 101, 102 (outside the suite's seeds 0-5, so no run of the suite set it; :data:`MARGIN_BASIS`):
 digits4x4 ``a`` = 0.889 on 537 digits: 2.5 x 0.0136 = 0.034; wine ``a`` = 0.969 on 53: 2.5 x 0.0240 = 0.060 (one test
 sample is 1.9 points: a collapse loses 4 samples or more); breast_cancer ``a`` = 0.963 on 171: 2.5 x 0.0144 = 0.036.
+Round 2 (RESULTS.md, section 8) adds two datasets no benchmark of this project had used, measured the same way
+before any fit of the suite: ``chatterbot`` ``a`` = 0.660 on 216 lines: 2.5 x 0.0322 = 0.081; ``iris`` ``a`` = 0.963 on
+45: 2.5 x 0.0281 = 0.070.
 Real-only fits of wine and breast_cancer reach their level in the first epoch and then stay flat (1920 samples an
 epoch cycle their 63 / 199 training samples ~30 / ~10 times); digits4x4 is still rising at epoch 13.
 
@@ -61,7 +70,7 @@ from _common import SYNTHETIC_SIZE, CrossEntropyClassifier, SplitsDataModule, Ta
 from collapse_guard.data import SyntheticSource
 from collapse_guard.loop import ClassConditionalGMM, generation_chain, to_tensor_dataset
 
-DATASETS = ("digits", "digits4x4", "text", "wine", "breast_cancer")
+DATASETS = ("digits", "digits4x4", "text", "wine", "breast_cancer", "chatterbot", "iris")
 
 #: name -> (expected, what the synthetic source is)
 SCENARIOS = {
@@ -75,9 +84,12 @@ SCENARIOS = {
 }
 LOST_SHARE, NOISE_RATE, GENERATIONS, ACCUMULATED, PER_GENERATION = 0.3, 0.6, (10, 20, 30), 10, 200
 
+#: the new datasets of round 2 (RESULTS.md, section 8): measured like the others, before any fit of the suite
+CHATTERBOT_BASIS, IRIS_BASIS = (0.660, 216), (0.963, 45)
 #: the real-only accuracy the margins of the new datasets are 2.5 standard errors of: (mean final test accuracy of
 #: ``pure_real`` at seeds 100-102, test set size)
-MARGIN_BASIS = {"digits4x4": (0.889, 537), "wine": (0.969, 53), "breast_cancer": (0.963, 171)}
+MARGIN_BASIS = {"digits4x4": (0.889, 537), "wine": (0.969, 53), "breast_cancer": (0.963, 171),
+                "chatterbot": CHATTERBOT_BASIS, "iris": IRIS_BASIS}
 
 
 def margin(name: str) -> float:
@@ -117,7 +129,7 @@ def pooled(build: Callable) -> Callable:
 
 
 # -- tabular ---------------------------------------------------------------------------------------------------
-LOADERS = {"wine": "load_wine", "breast_cancer": "load_breast_cancer"}
+LOADERS = {"wine": "load_wine", "breast_cancer": "load_breast_cancer", "iris": "load_iris"}
 PARTS = {"train": 0.5, "val": 0.2, "test": 0.3}
 
 
@@ -128,6 +140,8 @@ class TabularData:
         import sklearn.datasets
 
         x, y = getattr(sklearn.datasets, LOADERS[name])(return_X_y=True)
+        first = np.sort(np.unique(x, axis=0, return_index=True)[1])  # iris repeats rows: each row once (wine and
+        x, y = x[first], y[first]  # breast_cancer have no repeat, so they are as before)
         rng = np.random.default_rng(seed)
         idx = {k: [] for k in PARTS}
         for c in np.unique(y):  # per class: the first 50% train, the next 20% held-out real, the rest test
@@ -168,6 +182,79 @@ class TopicNGrams:
 #: the text offset: every letter replaced by the next one in the alphabet (ROT-1, ``z`` to ``a``)
 ROT1 = str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
                      string.ascii_lowercase[1:] + "a" + string.ascii_uppercase[1:] + "A")
+
+
+# -- chatterbot: the category of a human-written conversation line ------------------------------------------------
+#: the categories of ``chatterbot-corpus`` (English) with at least 100 distinct conversation lines
+CHATTERBOT_CATEGORIES = ("ai", "coding", "conversations", "emotion", "psychology", "trivia")
+CHATTERBOT_PER_CLASS = 119  # the smallest of those categories (psychology): balanced classes
+
+
+def chatterbot_lines() -> dict[str, list[str]]:
+    """Category -> its distinct conversation lines (sorted; none that two categories share), from the installed ``chatterbot-corpus`` YAML files."""
+    import os
+
+    import chatterbot_corpus
+    import yaml
+
+    root = os.path.join(os.path.dirname(chatterbot_corpus.__file__), "data", "english")
+    out = {}
+    for name in CHATTERBOT_CATEGORIES:
+        with open(os.path.join(root, f"{name}.yml"), encoding="utf-8") as f:
+            conversations = yaml.safe_load(f)["conversations"]
+        out[name] = {" ".join(str(line).split()) for c in conversations for line in c} - {""}
+    shared = {line for name in out for other in out if other != name for line in out[name] & out[other]}
+    return {name: sorted(lines - shared) for name, lines in out.items()}  # a line in two categories: in neither
+
+
+class ChatterbotData:
+    """One seed's lines: per category ``CHATTERBOT_PER_CLASS`` drawn, split per class 50/20/30 like the tables;
+    features as the help-text topics' (hashed character 1-3-grams, ``_text.features``)."""
+
+    def __init__(self, seed: int) -> None:
+        import _text
+
+        rng = np.random.default_rng(seed)
+        parts = {k: ([], []) for k in PARTS}
+        for c, lines in enumerate(chatterbot_lines().values()):
+            chosen = [lines[i] for i in rng.permutation(len(lines))[:CHATTERBOT_PER_CLASS]]
+            cuts = np.round(np.cumsum([PARTS["train"], PARTS["val"]]) * len(chosen)).astype(int)
+            for k, part in zip(PARTS, np.split(np.arange(len(chosen)), cuts)):
+                parts[k][0].extend(chosen[i] for i in part)
+                parts[k][1].extend([c] * len(part))
+        self.num_classes = len(CHATTERBOT_CATEGORIES)
+        self.split = {}
+        for k, (x, y) in parts.items():
+            order = rng.permutation(len(x))
+            self.split[k] = ([x[i] for i in order], np.asarray(y, dtype=np.int64)[order])
+        self.tensors = {k: _text.tensors(*v) for k, v in self.split.items()}
+
+
+class LineNGrams(TopicNGrams):
+    """:class:`TopicNGrams` whose samples are cut to lengths drawn from the topic's training lines (conversation
+    lines are shorter than the help-text snippets the n-gram sampler writes)."""
+
+    def fit(self, x, y) -> "LineNGrams":
+        super().fit(x, y)
+        y = np.asarray(y)
+        self.lengths = [[len(t) for t, label in zip(x, y) if label == c] for c in np.unique(y)]
+        return self
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        texts, labels = super().sample(n, rng)
+        cut = [t[:max(3, self.lengths[c][rng.integers(len(self.lengths[c]))])] for t, c in zip(texts, labels)]
+        return np.asarray(cut), labels
+
+
+def _chatterbot_good(data: ChatterbotData, seed: int, n: int) -> tuple:
+    cache = data.__dict__.setdefault("_good", {})
+    if n not in cache:
+        cache[n] = LineNGrams().fit(*_text_train(data)).sample(n, np.random.default_rng(seed + 1))
+    return cache[n]
+
+
+def _text_train(data) -> tuple:
+    return tuple(np.asarray(v) for v in data.split["train"])
 
 
 # -- the generic scenarios, over a dataset's generators ----------------------------------------------------------
@@ -254,6 +341,11 @@ TEXT = Generators("char 3-gram per topic", lambda d: tuple(np.asarray(v) for v i
                   lambda x: np.char.translate(x, ROT1), "every letter shifted one place in the alphabet (ROT-1)")
 
 
+CHATTERBOT = Generators("char 3-gram per category", _text_train, _chatterbot_good,
+                        lambda seed, regime: LineNGrams(), lambda x, y: _tensors_of_text(x, y),
+                        lambda x: np.char.translate(x, ROT1), "every letter shifted one place in the alphabet (ROT-1)")
+
+
 def _tensors_of_text(x, y):
     import _text
 
@@ -280,6 +372,8 @@ def builders(dataset: str) -> dict:
                 "offset": pooled(functools.partial(c.synth_offset, pixels=2))}
     if dataset == "text":
         return _text_builders()
+    if dataset == "chatterbot":
+        return {s: functools.partial(b, CHATTERBOT) for s, b in GENERIC.items()}
     return {s: functools.partial(b, TABULAR) for s, b in GENERIC.items()}
 
 
@@ -301,5 +395,9 @@ def task(name: str) -> Task:
         return _common.TASKS[name]()
     if name == "digits4x4":
         return _tensor_task(name, PooledDigits, lambda: MLP(16, 64, 10))
-    shape = {"wine": (13, 3), "breast_cancer": (30, 2)}[name]
+    if name == "chatterbot":
+        import _text
+
+        return _tensor_task(name, ChatterbotData, lambda: MLP(_text.BUCKETS, 128, len(CHATTERBOT_CATEGORIES), lr=2e-3))
+    shape = {"wine": (13, 3), "breast_cancer": (30, 2), "iris": (4, 3)}[name]
     return _tensor_task(name, functools.partial(TabularData, name), lambda: MLP(shape[0], 64, shape[1]))

@@ -48,7 +48,12 @@ from collapse_guard.callbacks.rules import Rule, heldout_loss_rule  # noqa: E402
 
 ACC, CLASS, EFF = ("collapse/heldout_real/acc", "collapse/heldout_real/class_recall/*",
                    "collapse/heldout_real/eff_classes_ratio")
-NAMES = {ACC: "heldout_real_acc", CLASS: "class", EFF: "eff_classes"}
+#: round 2's paired indicators (RESULTS.md, section 8): the change from the reference check on the same samples
+PAIRED, PAIRED_CLASS = "collapse/heldout_real/acc_change", "collapse/heldout_real/class_recall_change/*"
+NAMES = {ACC: "heldout_real_acc", CLASS: "class", EFF: "eff_classes", PAIRED: "acc_change",
+         PAIRED_CLASS: "class_change"}
+PAIRED_SIGMAS, PAIRED_MIN_CHANGE, PAIRED_PATIENCE = (2.0, 2.5, 3.0, 3.5, 4.0), (0.0, 0.01, 0.02), (1, 2)
+PAIRED_CLASS_SIGMAS, PAIRED_CLASS_MIN_CHANGE, PAIRED_CLASS_PATIENCE = (3.0, 4.0, 5.0), (0.1, 0.2, 0.3), (1, 2, 3)
 SIGMAS, PATIENCE, NOISES, BASELINES = (2.0, 2.5, 3.0, 3.5, 4.0), (1, 2, 3), ("stderr", "combined"), ("best", "level")
 EFF_SIGMAS, EFF_MIN_CHANGE, EFF_PATIENCE = (2.0, 3.0, 4.0), (0.03, 0.05, 0.1), (1, 2)
 MAX_FALSE_ALARMS = 0.02
@@ -62,6 +67,21 @@ def noise_rules(monitor: str) -> list[Rule]:
 def eff_rules() -> list[Optional[Rule]]:
     return [Rule(EFF, sigmas=s, noise="checks", min_change=m, baseline="level", baseline_checks=3, patience=p,
                  name=NAMES[EFF]) for s, m, p in itertools.product(EFF_SIGMAS, EFF_MIN_CHANGE, EFF_PATIENCE)] + [None]
+
+
+def paired_rules() -> list[Optional[Rule]]:
+    """Round 2's rule on the paired accuracy change: below ``-sigmas`` paired standard errors and ``-min_change``."""
+    return [Rule(PAIRED, sigmas=s, baseline="zero", min_change=m, baseline_checks=3, patience=p, name=NAMES[PAIRED])
+            for s, m, p in itertools.product(PAIRED_SIGMAS, PAIRED_MIN_CHANGE, PAIRED_PATIENCE)] + [None]
+
+
+def class_rules() -> list[Optional[Rule]]:
+    """Round 2's class candidates: round 1's family rule on the recalls (:func:`noise_rules`), the paired family
+    rule on each class's recall change, or none."""
+    paired = [Rule(PAIRED_CLASS, sigmas=s, baseline="zero", min_change=m, baseline_checks=3, patience=p,
+                   name=NAMES[PAIRED_CLASS])
+              for s, m, p in itertools.product(PAIRED_CLASS_SIGMAS, PAIRED_CLASS_MIN_CHANGE, PAIRED_CLASS_PATIENCE)]
+    return noise_rules(CLASS) + paired + [None]
 
 
 def development_runs(record: dict) -> list[dict]:
@@ -84,37 +104,74 @@ def fire_epochs(runs: list[dict], rules: list[Optional[Rule]]) -> np.ndarray:
     return out
 
 
-def grid_scores(runs: list[dict], acc: np.ndarray, cls: np.ndarray, eff: np.ndarray) -> dict:
-    """Per combination (acc x class x eff, flattened): caught, false alarms, median and mean delay, firings in
-    ``pure_real`` runs and in the warm-up."""
-    first = np.minimum(np.minimum(acc[:, None, None, :], cls[None, :, None, :]), eff[None, None, :, :])
-    first = first.reshape(-1, len(runs))
-    fired = np.isfinite(first)
+def grid_scores(runs: list[dict], families: list[np.ndarray]) -> dict:
+    """Per combination of one rule of each family (``families``: ``(K_f, runs)`` first-firing epochs each, the
+    combinations flattened in ``itertools.product`` order): caught, false alarms, median and mean delay, firings
+    in ``pure_real`` runs and in the warm-up. Computed one rule of the first family at a time (memory)."""
     onset = np.array([np.nan if r["onset"] is None else r["onset"] for r in runs])
     collapsed = ~np.isnan(onset)
     pure = np.array([r["scenario"] == "pure_real" for r in runs])
-    delays = np.where(fired[:, collapsed], first[:, collapsed] - onset[collapsed], np.nan)
-    caught = fired[:, collapsed].sum(1)
-    with np.errstate(all="ignore"):
-        median = np.where(caught > 0, np.nanmedian(np.where(caught[:, None] > 0, delays, 0.0), axis=1), np.nan)
-        mean = np.where(caught > 0, np.nansum(delays, axis=1) / np.maximum(caught, 1), np.nan)
-    return {"caught": caught, "false_alarms": fired[:, ~collapsed].sum(1), "median_delay": median,
-            "mean_delay": mean, "pure_real_fired": fired[:, pure].sum(1),
-            "warmup_fired": (first < WARMUP_EPOCHS).sum(1), "collapsed": int(collapsed.sum()),
-            "healthy": int((~collapsed).sum()), "pure_real": int(pure.sum())}
+    rest = families[1]
+    for f in families[2:]:
+        rest = np.minimum(rest[:, None, :], f[None, :, :]).reshape(-1, len(runs))
+    parts: dict[str, list] = {k: [] for k in ("caught", "false_alarms", "median_delay", "mean_delay",
+                                              "pure_real_fired", "warmup_fired")}
+    for head in families[0]:
+        first = np.minimum(head[None, :], rest)
+        fired = np.isfinite(first)
+        delays = np.where(fired[:, collapsed], first[:, collapsed] - onset[collapsed], np.nan)
+        caught = fired[:, collapsed].sum(1)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.where(caught > 0, np.nanmedian(delays, axis=1), np.nan)
+            mean = np.where(caught > 0, np.nansum(delays, axis=1) / np.maximum(caught, 1), np.nan)
+        for k, v in (("caught", caught), ("false_alarms", fired[:, ~collapsed].sum(1)), ("median_delay", median),
+                     ("mean_delay", mean), ("pure_real_fired", fired[:, pure].sum(1)),
+                     ("warmup_fired", (first < WARMUP_EPOCHS).sum(1))):
+            parts[k].append(v)
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out.update(collapsed=int(collapsed.sum()), healthy=int((~collapsed).sum()), pure_real=int(pure.sum()))
+    return out
 
 
-def quietness(accs: list[Rule], classes: list[Rule], effs: list[Optional[Rule]], combos: list) -> list[np.ndarray]:
-    """The tie-breaking keys of the combinations, most important first, each larger for the quieter setting: the
-    accuracy and class rules' summed ``sigmas``, summed ``patience``, ``noise="combined"`` and ``baseline="level"``
-    counts; the effective-classes rule's ``sigmas``, ``min_change`` and ``patience`` (absent: -1)."""
-    pairs = [(accs[a], classes[c], effs[e]) for a, c, e in combos]
-    eff = [(e.sigmas, e.min_change, e.patience) if e is not None else (-1, -1, -1) for _, _, e in pairs]
-    return [np.array([a.sigmas + c.sigmas for a, c, _ in pairs]),
-            np.array([a.patience + c.patience for a, c, _ in pairs]),
-            np.array([(a.noise == "combined") + (c.noise == "combined") for a, c, _ in pairs]),
-            np.array([(a.baseline == "level") + (c.baseline == "level") for a, c, _ in pairs]),
-            *(np.array([x[k] for x in eff]) for k in range(3))]
+def _present(rule: Optional[Rule], attribute: str, absent: float = 0.0) -> float:
+    value = getattr(rule, attribute) if rule is not None else absent
+    return float(value or 0.0)
+
+
+def quietness(families: list[list[Optional[Rule]]]) -> list[np.ndarray]:
+    """The tie-breaking keys of the combinations, most important first, each larger for the quieter or simpler
+    setting: fewer rules (negated count), the summed ``sigmas``, ``patience`` and ``min_change`` of the accuracy,
+    paired and class rules, their ``noise="combined"`` and ``baseline="level"`` counts, then the effective-classes
+    rule's ``sigmas``, ``min_change`` and ``patience`` (absent: -1)."""
+    shape = [len(f) for f in families]
+
+    def per_family(fn) -> list[np.ndarray]:
+        return [np.array([fn(r) for r in f], dtype=float) for f in families]
+
+    def total(arrays: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros(shape)
+        for axis, a in enumerate(arrays):
+            out = out + a.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+        return out.reshape(-1)
+
+    judged = [i for i, f in enumerate(families) if any(r is not None and r.monitor != EFF for r in f)]
+    eff_axis = next(i for i, f in enumerate(families) if any(r is not None and r.monitor == EFF for r in f))
+
+    def only(axes, arrays):
+        return [a if i in axes else np.zeros_like(a) for i, a in enumerate(arrays)]
+
+    keys = [-total(per_family(lambda r: r is not None))]
+    for attribute in ("sigmas", "patience", "min_change"):
+        keys.append(total(only(judged, per_family(lambda r, a=attribute: _present(r, a)))))
+    keys.append(total(only(judged, per_family(lambda r: r is not None and r.noise == "combined"))))
+    keys.append(total(only(judged, per_family(lambda r: r is not None and r.baseline == "level"))))
+    for attribute in ("sigmas", "min_change", "patience"):
+        keys.append(total(only([eff_axis], per_family(lambda r, a=attribute: _present(r, a, -1.0)))))
+    return keys
 
 
 def rank(scores: dict, quiet: list[np.ndarray]) -> np.ndarray:
@@ -126,6 +183,17 @@ def rank(scores: dict, quiet: list[np.ndarray]) -> np.ndarray:
         np.nan_to_num(scores["mean_delay"], nan=big), scores["false_alarms"],
         np.nan_to_num(scores["median_delay"], nan=big), -scores["caught"], ~allowed]
     return np.lexsort(keys)
+
+
+def beats(scores: dict, i: int, j: int) -> bool:
+    """Whether combination ``i`` beats ``j`` by the selection rule (within the constraints: more caught, then a
+    smaller median delay, then fewer false alarms, then a smaller mean delay; the quietness ties do not count)."""
+    def key(k: int) -> tuple:
+        allowed = (scores["false_alarms"][k] <= MAX_FALSE_ALARMS * scores["healthy"] + 1e-9
+                   and scores["pure_real_fired"][k] == 0)
+        return (not allowed, -scores["caught"][k], np.nan_to_num(scores["median_delay"][k], nan=1e9),
+                scores["false_alarms"][k], np.nan_to_num(scores["mean_delay"][k], nan=1e9))
+    return key(i) < key(j)
 
 
 def distinct(order: np.ndarray, scores: dict, n: int) -> list[tuple[int, int]]:
@@ -158,6 +226,7 @@ def _setting(rule: Optional[Rule]) -> str:
     if rule is None:
         return "absent"
     text = f"s={rule.sigmas:g} {rule.noise} {rule.baseline} p={rule.patience}"
+    text = f"{NAMES[rule.monitor]}: {text}" if rule.monitor in (PAIRED, PAIRED_CLASS) else text
     return text + (f" min_change={rule.min_change:g}" if rule.min_change else "")
 
 
@@ -168,49 +237,63 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default="runs/bench/choose_defaults.json", help="where to write the result ('': nowhere)")
     args = ap.parse_args(argv)
     runs = development_runs(json.loads(Path(args.record).read_text()))
-    accs, classes, effs = noise_rules(ACC), noise_rules(CLASS), eff_rules()
-    scores = grid_scores(runs, fire_epochs(runs, accs), fire_epochs(runs, classes), fire_epochs(runs, effs))
-    combos = list(itertools.product(range(len(accs)), range(len(classes)), range(len(effs))))
-    order = rank(scores, quietness(accs, classes, effs, combos))
+    families = [noise_rules(ACC), paired_rules(), class_rules(), eff_rules()]
+    labels = ("acc", "acc_change", "class", "eff_classes")
+    scores = grid_scores(runs, [fire_epochs(runs, f) for f in families])
+    combos = list(itertools.product(*(range(len(f)) for f in families)))
+    order = rank(scores, quietness(families))
     allowed = int(MAX_FALSE_ALARMS * scores["healthy"] + 1e-9)
     print(f"Development part: {len(runs)} runs, {scores['collapsed']} collapsed, {scores['healthy']} healthy "
           f"({scores['pure_real']} pure_real); {len(combos)} rule sets; allowed: at most {allowed} false alarms "
           f"(2% of {scores['healthy']}), no firing in a pure_real run.\n")
 
+    def rules_of(i: int) -> list[Rule]:
+        return [f[k] for f, k in zip(families, combos[i]) if f[k] is not None] + [heldout_loss_rule()]
+
     def row(i: int) -> dict:
-        a, c, e = combos[i]
-        return {"acc": _setting(accs[a]), "class": _setting(classes[c]), "eff_classes": _setting(effs[e]),
+        return {**{name: _setting(f[k]) for name, f, k in zip(labels, families, combos[i])},
                 **{k: (None if np.isnan(float(v[i])) else float(v[i])) if np.ndim(v) else v
                    for k, v in scores.items()},
-                "rules": [rule_code(r) for r in (accs[a], classes[c], effs[e], heldout_loss_rule()) if r is not None]}
+                "rules": [rule_code(r) for r in rules_of(i)]}
 
     top = [dict(row(i), equal=n) for i, n in distinct(order, scores, args.top)]
     print(f"The best {len(top)} rule sets with distinct figures (each the first of the rule sets sharing its figures, "
           "by the ranking; 'equal': how many share them):\n")
-    print("| # | heldout_real_acc | class | eff_classes | equal | caught | false alarms | median delay | mean delay "
+    print("| # | " + " | ".join(labels) + " | equal | caught | false alarms | median delay | mean delay "
           "| fired in pure_real | fired in warm-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (len(labels) + 8) + "|")
     for k, t in enumerate(top, 1):
-        print(f"| {k} | {t['acc']} | {t['class']} | {t['eff_classes']} | {t['equal']} | {t['caught']:.0f}/{t['collapsed']} | "
-              f"{t['false_alarms']:.0f}/{t['healthy']} | {suite._delay(t['median_delay'])} | "
-              f"{suite._delay(t['mean_delay'])} | {t['pure_real_fired']:.0f}/{t['pure_real']} | "
-              f"{t['warmup_fired']:.0f}/{len(runs)} |")
+        print(f"| {k} | " + " | ".join(t[name] for name in labels) + f" | {t['equal']} | "
+              f"{t['caught']:.0f}/{t['collapsed']} | {t['false_alarms']:.0f}/{t['healthy']} | "
+              f"{suite._delay(t['median_delay'])} | {suite._delay(t['mean_delay'])} | "
+              f"{t['pure_real_fired']:.0f}/{t['pure_real']} | {t['warmup_fired']:.0f}/{len(runs)} |")
+    best = int(order[0])
     chosen = top[0]
     ok = chosen["false_alarms"] <= allowed and chosen["pure_real_fired"] == 0
-    a, c, e = combos[int(order[0])]
-    rules = [r for r in (accs[a], classes[c], effs[e], heldout_loss_rule()) if r is not None]
+    rules = rules_of(best)
     check = suite.summarize(runs, lambda r: suite.replay(r["trajectory"], rules)["epoch"])
     assert (check["caught"], check["false_alarms"]) == (chosen["caught"], chosen["false_alarms"]), "grid != replay"
-    defaults = suite.summarize(runs, lambda r: suite.replay(r["trajectory"], default_rules())["epoch"])
+    today = default_rules()
+    index = {name: {r: i for i, r in enumerate(f)} for name, f in zip(labels, families)}
+    present = {labels[next(i for i, f in enumerate(families) if r in f)]: r for r in today if r != heldout_loss_rule()}
+    today_combo = tuple(index[name][present.get(name)] for name in labels)
+    today_i = combos.index(today_combo)
+    defaults = suite.summarize(runs, lambda r: suite.replay(r["trajectory"], today)["epoch"])
+    assert (defaults["caught"], defaults["false_alarms"]) == (scores["caught"][today_i], scores["false_alarms"][today_i])
+    better = beats(scores, best, today_i)
     print(f"\nThe current default rules on the development part: {defaults['caught']}/{defaults['collapsed']} caught, "
           f"{defaults['false_alarms']}/{defaults['healthy']} false alarms, median delay "
-          f"{suite._delay(defaults['median_delay'])}, fired in pure_real {defaults['pure_real_fired']}/"
-          f"{defaults['pure_real']}.")
+          f"{suite._delay(defaults['median_delay'])}, mean delay {suite._delay(float(scores['mean_delay'][today_i]))}, "
+          f"fired in pure_real {defaults['pure_real_fired']}/{defaults['pure_real']}; ranked "
+          f"{int(np.flatnonzero(order == today_i)[0]) + 1} of {len(combos)}.")
     code = "[\n" + "".join(f"    {rule_code(r)},\n" for r in rules) + "]"
     print(("\nChosen (development part only):\n" if ok else "\nNO rule set meets the constraints; the best is:\n")
           + code)
+    print(f"\nIt {'BEATS' if better else 'does NOT beat'} the current default rules by the selection rule"
+          + ("." if better else ": keep them."))
     result = {"record": args.record, "development_runs": len(runs), "combinations": len(combos),
               "max_false_alarms": allowed, "constraints_met": ok, "top": top, "chosen": chosen, "chosen_code": code,
+              "beats_current_defaults": bool(better),
               "chosen_per_dataset": {d: suite.summarize([r for r in runs if r["task"] == d],
                                                         lambda r: suite.replay(r["trajectory"], rules)["epoch"])
                                      for d in suite.DEV_DATASETS},

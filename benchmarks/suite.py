@@ -12,15 +12,17 @@ trajectory with ``RuleState.judge_row``, one state per rule and one row per epoc
 fires is the guard's firing epoch (the rule named is the first in the list to fire then; a family rule names its
 member). For the default rules the replay must give the epochs of the live guard (a warning lists any mismatch).
 
-Parts (RESULTS.md, section 5): **development** = digits, digits4x4, text at seeds 0, 1, 2 (rules are chosen there,
-``benchmarks/choose_defaults.py``); **untouched** = wine and breast_cancer at every seed, digits, digits4x4, text at
-seeds 3, 4, 5. Per part: collapsed runs caught, false alarms on healthy runs (a firing at any epoch of a run the
+Parts (round 2, RESULTS.md, section 8): **development** = digits, digits4x4, text at seeds 0, 1, 2 (rules are chosen
+there, ``benchmarks/choose_defaults.py``); **untouched** = every dataset at seeds 6, 7, 8 (chatterbot and iris, new
+in round 2, at any seed); **seen** = round 1's untouched part (wine and breast_cancer at seeds 0-5, digits,
+digits4x4, text at seeds 3-5), reported apart: it was looked at in round 1. Per part: collapsed runs caught, false alarms on healthy runs (a firing at any epoch of a run the
 ground truth calls healthy), median delay (firing epoch minus onset), firings in ``pure_real`` runs and in the
 warm-up (epochs 0-3); per dataset, per scenario, and each rule alone.
 
 Usage::
 
-    python benchmarks/suite.py --jobs 2                                 # all: 210 fits into runs/bench/suite.json
+    python benchmarks/suite.py --jobs 2                                 # seeds 0-5: 294 fits into runs/bench/suite.json
+    python benchmarks/suite.py --round2 --jobs 2 --json runs/bench/suite_round2.json   # round 2: 357 fits
     python benchmarks/suite.py --quick --datasets wine --epochs 3 --json ''   # the smoke test's configuration
     python benchmarks/suite.py --score-from runs/bench/suite.json      # re-score with the current default rules
     python benchmarks/suite.py --score-from runs/bench/suite.json --rules 'default_rules(min_change=0.01)'
@@ -45,15 +47,21 @@ from collapse_guard import default_rules  # noqa: E402
 from collapse_guard.callbacks.rules import Rule, RuleState, heldout_loss_rule  # noqa: E402
 
 DEV_DATASETS, DEV_SEEDS, SEEDS = ("digits", "digits4x4", "text"), (0, 1, 2), (0, 1, 2, 3, 4, 5)
-PARTS = ("development", "untouched")
+#: round 2 (RESULTS.md, section 8): new seeds of every dataset, and the datasets no earlier round used
+UNTOUCHED_SEEDS, NEW_DATASETS = (6, 7, 8), ("chatterbot", "iris")
+PARTS = ("development", "untouched", "seen")
 HEALTHY = tuple(s for s, (expected, _) in _datasets.SCENARIOS.items() if expected == "healthy")
 
 
 def part(run: dict) -> str:
-    """``"development"``, ``"untouched"`` (the protocol's seeds 0-5 outside the development part) or ``"other"``."""
+    """The part of a run, by round 2's protocol (RESULTS.md, section 8): ``"development"`` (digits, digits4x4, text
+    at seeds 0-2), ``"untouched"`` (every dataset at seeds 6-8, and chatterbot and iris at any seed), ``"seen"``
+    (round 1's untouched part: seeds 0-5 outside the development part, looked at in round 1) or ``"other"``."""
     if run["task"] in DEV_DATASETS and run["seed"] in DEV_SEEDS:
         return "development"
-    return "untouched" if run["seed"] in SEEDS else "other"
+    if run["seed"] in UNTOUCHED_SEEDS or run["task"] in NEW_DATASETS:
+        return "untouched"
+    return "seen" if run["seed"] in SEEDS else "other"
 
 
 # -- the fits ---------------------------------------------------------------------------------------------------
@@ -74,10 +82,22 @@ def fit_group(dataset: str, seed: int, cfg: dict) -> list[dict]:
     return runs
 
 
-def run(datasets: list[str], seeds: list[int], cfg: dict, jobs: int = 1) -> dict:
-    """Fit every (dataset, seed) group, in up to ``jobs`` worker processes; runs sorted by dataset, scenario, seed."""
+def round2_groups() -> list[tuple[str, int]]:
+    """The (dataset, seed) groups of round 2 (RESULTS.md, section 8): its development, untouched and seen parts."""
+    dev = [(d, s) for d in DEV_DATASETS for s in DEV_SEEDS]
+    untouched = [(d, s) for d in _datasets.DATASETS for s in UNTOUCHED_SEEDS]
+    seen = [(d, s) for d in _datasets.DATASETS if d not in NEW_DATASETS for s in SEEDS if (d, s) not in dev]
+    return dev + untouched + seen
+
+
+def run(datasets: list[str], seeds: list[int], cfg: dict, jobs: int = 1,
+        groups: Optional[list[tuple[str, int]]] = None) -> dict:
+    """Fit every (dataset, seed) group (``groups``, else every dataset at every seed), in up to ``jobs`` worker
+    processes; runs sorted by dataset, scenario, seed."""
     t0 = time.perf_counter()
-    groups = [(d, s) for d in datasets for s in seeds]
+    groups = groups or [(d, s) for d in datasets for s in seeds]
+    datasets = list(dict.fromkeys(d for d, _ in groups))
+    seeds = sorted({s for _, s in groups})
     runs: list[dict] = []
 
     def done(group, result):
@@ -102,6 +122,7 @@ def run(datasets: list[str], seeds: list[int], cfg: dict, jobs: int = 1) -> dict
         "config": cfg,
         "datasets": datasets,
         "seeds": seeds,
+        "groups": groups,
         "scenarios": {n: {"expected": e, "synthetic": what} for n, (e, what) in _datasets.SCENARIOS.items()},
         "margins": {d: _datasets.task(d).margin for d in datasets},
         "live_rules": [repr(r) for r in default_rules()],
@@ -270,6 +291,8 @@ def main(argv=None) -> dict:
                    + ", ".join(_datasets.DATASETS))
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,...,5; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="one seed")
+    p.add_argument("--round2", action="store_true", help="round 2's groups (RESULTS.md, section 8): development, "
+                   "untouched (seeds 6-8, chatterbot, iris) and seen; --datasets and --seeds are ignored")
     p.add_argument("--epochs", type=int, default=detection.CONFIG["epochs"])
     p.add_argument("--jobs", type=int, default=1, help="worker processes, one (dataset, seed) group each at a time")
     p.add_argument("--json", default=None, help="where to write the record (default runs/bench/suite.json; '': "
@@ -287,7 +310,7 @@ def main(argv=None) -> dict:
             p.error(f"unknown datasets {sorted(unknown)}; choose from {list(_datasets.DATASETS)}")
         seeds = [int(s) for s in (args.seeds or ("0" if args.quick else ",".join(map(str, SEEDS)))).split(",")]
         cfg = dict(detection.CONFIG, epochs=args.epochs, drift_permutations=0)
-        record = run(datasets, seeds, cfg, jobs=args.jobs)
+        record = run(datasets, seeds, cfg, jobs=args.jobs, groups=round2_groups() if args.round2 else None)
     record["scores"] = score(record, rules)
     print(report(record, record["scores"]))
     if "mismatches" in record["scores"] and record["scores"]["mismatches"]:

@@ -6,7 +6,6 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor
-
 from torch.utils.data import DataLoader
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
@@ -22,6 +21,7 @@ from collapse_guard.callbacks._dry_run import check_classes, check_sizes, dry_ru
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
 from collapse_guard.callbacks.features import FeatureIndicators, penultimate_features
 from collapse_guard.callbacks.generated import generated_indicators, generated_keys
+from collapse_guard.callbacks.paired import PairedReference
 from collapse_guard.callbacks.rules import Rule, default_rules
 from collapse_guard.callbacks.tasks import Task, check_task, task_from_batch
 from collapse_guard.metrics.loss import LossIndicators
@@ -191,14 +191,12 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         self.features, self.feature_fn, self.feature_samples, self.k = features, feature_fn, feature_samples, k
         self.sample_fn = sample_fn
         self.sample_feature_fn = sample_feature_fn or (lambda x: x.reshape(x.shape[0], -1).float())
-        self.last: dict[str, float] = {}
-        self.history: list[dict] = []
+        self.last, self.history, self.paired = {}, [], PairedReference()  # paired: a classifier's reference check
         self._reset_fit_state()
 
     def _reset_fit_state(self) -> None:
         """Forget the loaders and metric objects kept from check to check (a new fit builds its own)."""
-        #: ``(datamodule, held-out synthetic, training synthetic loader)``, built at the first check; ``_real``:
-        #: ``(datamodule, held-out real loader)``, built at set-up (the task is read from its first batch)
+        #: ``(dm, held-out synthetic, training synthetic loader)`` (first check); ``_real``: ``(dm, held-out real)``
         self._loaders, self._real = None, None
         #: one metric per measured set (and per set, the ``loss_fn`` one), reset at every check rather than rebuilt
         self._metrics: dict[str, Any] = {}
@@ -413,6 +411,7 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         if collected is None:
             return {}
         values = self._compute(collected)
+        values.update(self.paired.values(trainer, collected.get("heldout_real"), values))  # collective, like sync
         real, synth, gap_keys = "collapse/heldout_real/", "collapse/heldout_synthetic/", self.task_of(trainer).gap_keys
         for key in gap_keys:
             if real + key in values and synth + key in values:
@@ -443,8 +442,9 @@ class HeldOutRealCheck(CollapseMetricsProducer, Callback):
         return {"every_n_epochs": self.every_n_epochs, "keys": keys, "history": history}
 
     def state_dict(self) -> dict:
-        return {"last": dict(self.last), "history": list(self.history)}
+        return {"last": dict(self.last), "history": list(self.history), "paired": self.paired.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last = dict(state_dict.get("last", {}))
+        self.paired.load_state_dict(state_dict.get("paired"))
         self.history = list(state_dict.get("history", []))

@@ -78,6 +78,8 @@ class RuleState:
             return sum(self.first_values) / len(self.first_values)
         if self.checks < rule.baseline_checks:
             return None
+        if rule.baseline == "zero":  # the value is a change from a reference already
+            return 0.0
         return best_level(self.values, rule.mode) if rule.baseline == "level" else self.best
 
     def noise_unit(self, stderr: Optional[float] = None) -> Optional[float]:

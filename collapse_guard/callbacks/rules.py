@@ -19,7 +19,7 @@ from collapse_guard._numbers import check_count, check_real
 ACTIONS = ("warn", "inject", "stop")
 NON_FINITE = ACTIONS + ("ignore",)
 MODES = ("max", "min")
-BASELINES = ("best", "first", "level")
+BASELINES = ("best", "first", "level", "zero")
 #: what a ``sigmas`` bound is measured in: the logged standard error, the check-to-check movement, or both
 NOISES = ("stderr", "checks", "combined")
 #: a monitor ending so names a family of keys, one rule state per member (``collapse/heldout_real/class_recall/*``)
@@ -56,7 +56,10 @@ class Rule:
         baseline: ``"best"``: the best value of the earlier checks; ``"first"``: the mean of the first
             ``baseline_checks`` checks; ``"level"``: the best median of three consecutive earlier checks
             (:func:`~collapse_guard.callbacks.noise.best_level`), the level training reached, which one lucky
-            check does not raise.
+            check does not raise; ``"zero"``: 0, for an indicator that is already a change from a reference the
+            check keeps (``collapse/heldout_real/acc_change``, paired on the same held-out samples,
+            :mod:`collapse_guard.callbacks.paired`): ``Rule(".../acc_change", sigmas=3, baseline="zero",
+            min_change=0.01)`` fires on a fall beyond 3 paired standard errors and at least 1 point.
         baseline_checks: checks taken before a relative rule is armed (warm-up), ``>= 1``.
         min_change: the smallest change from the baseline that counts, in the metric's units, ``>= 0`` (needs
             ``relative`` or ``sigmas``): a baseline-relative bound closer to the baseline than this is moved out

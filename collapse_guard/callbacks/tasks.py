@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from collapse_guard.callbacks._model_io import _describe, checked_logits
-from collapse_guard.metrics.classification import ClassificationIndicators
+from collapse_guard.metrics.classification import ClassificationIndicators, PairedCorrectness
 from collapse_guard.metrics.functional.language_model import IGNORE_INDEX, labels_are_inputs
 from collapse_guard.metrics.functional.regression import as_regression_pair
 from collapse_guard.metrics.language_model import LanguageModelIndicators
@@ -62,11 +62,14 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """Logits ``(N, C)``, ``C >= 2``, integer targets ``(N,)``: :class:`~collapse_guard.metrics.ClassificationIndicators`."""
+    """Logits ``(N, C)``, ``C >= 2``, integer targets ``(N,)``: :class:`~collapse_guard.metrics.ClassificationIndicators`,
+    and the change from the reference check on the same held-out samples
+    (:class:`~collapse_guard.metrics.classification.PairedCorrectness`, ``acc_change`` and per class
+    ``class_recall_change/<c>``, with their paired standard errors; :mod:`collapse_guard.callbacks.paired`)."""
 
     name = "classification"
-    keys = ClassificationIndicators.KEYS
-    family_keys = ClassificationIndicators.CLASS_KEYS
+    keys = ClassificationIndicators.KEYS + PairedCorrectness.KEYS
+    family_keys = ClassificationIndicators.CLASS_KEYS + PairedCorrectness.CLASS_KEYS
     gap_keys = ("loss", "acc")
     prog_bar_key = "acc"
 

@@ -1,11 +1,16 @@
-"""``ClassificationIndicators``: a torchmetrics ``Metric`` over the classifier collapse indicators."""
+"""``ClassificationIndicators``: a torchmetrics ``Metric`` over the classifier collapse indicators;
+``PairedCorrectness``: the change of accuracy and of each class's recall between two checks of the same held-out
+samples."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from collapse_guard.metrics.functional.paired import paired_counts, paired_difference
 from collapse_guard.metrics.functional.per_sample import mean_standard_error
 from collapse_guard.metrics.functional.classification import (
     binomial_standard_error,
@@ -23,7 +28,10 @@ from collapse_guard.metrics.functional.classification import (
 class ClassificationIndicators(Metric):
     """Loss, accuracy, diversity and tail indicators of a classifier on one evaluation set.
 
-    All states are sums (``dist_reduce_fx="sum"``), so the values are exact across DDP ranks.
+    All states are sums (``dist_reduce_fx="sum"``), so the values are exact across DDP ranks. Besides them, each
+    rank keeps its own samples' correctness and targets of the current pass, in the order they were given
+    (:attr:`correct`, :attr:`targets`; never synced, cleared by ``reset()``): what :class:`PairedCorrectness` pairs
+    with a reference check.
 
     ``compute()`` returns a dict of scalar tensors:
 
@@ -83,6 +91,13 @@ class ClassificationIndicators(Metric):
         self.add_state("bin_count", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("bin_conf", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("bin_correct", torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        #: this rank's per-sample correctness (bool ``(N_b,)``) and targets of every batch of the pass, in order
+        self.correct: list[Tensor] = []
+        self.targets: list[Tensor] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.correct, self.targets = [], []
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
@@ -103,6 +118,8 @@ class ClassificationIndicators(Metric):
         self.bin_count += torch.bincount(bins, minlength=self.n_bins + 1).double()
         self.bin_conf += torch.zeros_like(self.bin_conf).index_add_(0, bins, conf.double())
         self.bin_correct += torch.zeros_like(self.bin_correct).index_add_(0, bins, (preds == target).double())
+        self.correct.append(preds == target)
+        self.targets.append(target)
 
     def compute(self) -> dict[str, Tensor]:
         n = self.confmat.sum().double().clamp_min(1)
@@ -135,3 +152,64 @@ class ClassificationIndicators(Metric):
             **per_class,
         }
 
+
+
+class PairedCorrectness(Metric):
+    """The change of held-out accuracy and of each class's recall from a reference check, on the same samples.
+
+    ``update(correct, reference, target)`` pairs this check's per-sample correctness with the reference check's,
+    sample by sample (:func:`~collapse_guard.metrics.functional.paired.paired_counts`); the states are sums
+    (``dist_reduce_fx="sum"``), so each DDP rank pairs its own shard and the counts add up exactly.
+
+    ``compute()`` returns a dict of scalar tensors (:func:`~collapse_guard.metrics.functional.paired.
+    paired_difference`: McNemar 1947; Agresti, *Categorical Data Analysis*, 2002, section 10.1.1):
+
+    * ``acc_change``: accuracy now minus the reference's, in ``[-1, 1]``; ``acc_change_stderr``: the standard
+      error of that paired difference, ``sqrt(b + c - (b - c)**2 / n) / n`` (``b`` samples right at the reference
+      and wrong now, ``c`` the reverse), in ``[0, 1]``: the held-out sampling error *and* how far the model moved
+      between the two checks, at once;
+    * ``class_recall_change/<c>`` and ``class_recall_change_stderr/<c>``: the same on the samples of class ``c``
+      (each class present), a class judged against its own discordance;
+    * ``unpaired``: samples given without a reference of their length (no reference yet, or another held-out
+      set): the values above then cover the paired samples only.
+
+    Args:
+        num_classes: number of classes ``C``.
+
+    Raises:
+        ValueError: if ``correct``, ``reference`` and ``target`` are not 1-D of the same length in ``update``.
+
+    Example::
+
+        m = PairedCorrectness(num_classes=10)
+        m.update(correct_now, correct_at_reference, target)   # bool (N,), bool (N,), integer classes (N,)
+        m.compute()["acc_change"]
+    """
+
+    full_state_update = False
+    #: the keys of :meth:`compute`'s dict, and its per-class families (``"class_recall_change/3"``)
+    KEYS = ("acc_change", "acc_change_stderr")
+    CLASS_KEYS = ("class_recall_change", "class_recall_change_stderr")
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state("counts", torch.zeros(3, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("unpaired", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, correct: Tensor, reference: Optional[Tensor], target: Tensor) -> None:
+        if reference is None or reference.numel() != correct.numel():
+            self.unpaired += correct.numel()
+            return
+        self.counts += paired_counts(correct, reference.to(correct.device), target.to(correct.device),
+                                     self.num_classes)
+
+    def compute(self) -> dict[str, Tensor]:
+        b, c, n = self.counts
+        change, stderr = paired_difference(b.sum(), c.sum(), n.sum())
+        out = {"acc_change": change, "acc_change_stderr": stderr, "unpaired": self.unpaired}
+        class_change, class_stderr = paired_difference(b, c, n)
+        for k in torch.nonzero(n > 0).flatten().tolist():
+            out[f"class_recall_change/{k}"] = class_change[k]
+            out[f"class_recall_change_stderr/{k}"] = class_stderr[k]
+        return out

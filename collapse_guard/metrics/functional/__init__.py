@@ -37,6 +37,7 @@ from collapse_guard.metrics.functional.diversity import (
     vendi_score_from_eigenvalues,
 )
 from collapse_guard.metrics.functional.language_model import perplexity, sequence_token_statistics
+from collapse_guard.metrics.functional.paired import paired_counts, paired_difference
 from collapse_guard.metrics.functional.per_sample import mean_standard_error, ratio_standard_error
 from collapse_guard.metrics.functional.regression import prediction_variance_ratio, r2_score, residual_tail_mass
 from collapse_guard.metrics.functional.knn import coverage, density, knn_precision, knn_radii, knn_recall, prdc
@@ -79,4 +80,7 @@ __all__ = [
     "residual_tail_mass",
     "mean_standard_error",
     "ratio_standard_error",
+    # the same held-out samples at two checks
+    "paired_counts",
+    "paired_difference",
 ]
