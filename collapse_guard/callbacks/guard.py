@@ -15,7 +15,8 @@ from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks._progress_bar import hide_words, show_word
 from collapse_guard.callbacks.monitor_keys import check_module_metrics, check_monitors, missing_metrics_message
-from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved, state_word
+from collapse_guard.callbacks.check_log import CheckLog
+from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
 from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state_key, older_state_keys
 from collapse_guard.callbacks.policy import (
     DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
@@ -166,6 +167,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         #: with ``restore_best``: ``{"epoch", "value", "weights"}`` of the first rule's best check (CPU tensors)
         self.best_weights: Optional[dict] = None
         self.state = "ok"
+        self.check_log = CheckLog()  #: every check: values, bounds in force, action, word
 
     @property
     def state_key(self) -> str:
@@ -246,7 +248,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         elif chosen > 0:
             self._act(trainer, DECISIONS[chosen], decision)
         pl_module.log("collapse/guard/state", float(STATE_CODES[self.state]))
-        show_word(trainer, "guard", state_word(DECISIONS[chosen], decision.fired, decision.cooling, self.state))
+        show_word(trainer, "guard", self.check_log.close(trainer, DECISIONS[chosen], decision, self.state))
         pl_module.log("collapse/guard/events", float(len(self.events)))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -325,7 +327,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             found = status.get(state.rule.monitor, MISSING)
             if found == STALE:
                 continue
-            verdict = state.judge_row(row) if found == FRESH else None
+            verdict = self.check_log.judge(state, row) if found == FRESH else None  # noted with its bound
             if verdict is None:
                 missing.append(state.rule.monitor)
                 continue
@@ -400,7 +402,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     def summary(self) -> dict:
         """What the guard did, as plain data (the report's ``guards`` entry): ``state``, ``injections``,
         ``cooldown_left``, ``config`` (its arguments), ``rules`` (each rule's settings, state, baseline and bound in
-        force, :meth:`RuleState.summary <collapse_guard.callbacks.rules.RuleState.summary>`) and ``events``."""
+        force, :meth:`RuleState.summary <collapse_guard.callbacks.rules.RuleState.summary>`), ``events``, ``checks``."""
         config = ("action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                   "restore_best")
         return {
@@ -410,11 +412,13 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             "config": {k: getattr(self, k) for k in config},
             "rules": [s.summary() for s in self.states],
             "events": [e.state_dict() for e in self.events],
+            "checks": self.check_log.state_dict()["checks"],
         }
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**self.book_state_dict(), "state": self.state, "best_weights": self.best_weights}
+        return {**self.book_state_dict(), **self.check_log.state_dict(), "state": self.state,
+                "best_weights": self.best_weights}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         guards = [cb for cb in trainer.callbacks if isinstance(cb, CollapseGuard)]
@@ -442,4 +446,5 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         self.load_book_state_dict(state_dict)
         self.state = state_dict["state"]
         self.best_weights = state_dict.get("best_weights")
+        self.check_log.load_state_dict(state_dict)  # a state saved before the log: no rows
 
