@@ -19,6 +19,7 @@ are not read in bulk.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ from collapse_guard.data.structure import non_finite_part
 CHUNK_ROWS = 65536
 #: samples of a source without bulk access read and checked together at set-up
 CHUNK_SAMPLES = 1024
+_DTYPE = operator.attrgetter("dtype")
 
 
 def _floating(column: Any) -> bool:
@@ -99,7 +101,11 @@ def non_finite_rows(samples: Sequence[Any]) -> np.ndarray:
 
 def _bad_items(items: list) -> np.ndarray:
     """Which of ``items`` (one part of every sample) hold NaN or an infinity: stacked if they stack, else one by one."""
-    if all(isinstance(x, (str, bytes)) for x in items):
+    first = items[0]
+    if isinstance(first, (Tensor, np.ndarray)) and not _floating(first):
+        if set(map(type, items)) == {type(first)} and set(map(_DTYPE, items)) == {first.dtype}:
+            return np.zeros(len(items), dtype=bool)  # integers or booleans of one dtype: not stacked
+    elif isinstance(first, (str, bytes, int)) and set(map(type, items)) <= {str, bytes, int, bool}:
         return np.zeros(len(items), dtype=bool)
     try:
         column = _column(items)
@@ -259,19 +265,20 @@ class FiniteScan(FirstEpochCheck):
             ValueError: see the class.
         """
         try:
-            if not len(indices) or not (self.always.any() or self.reading()):
+            first_epoch = self.reading()
+            if not len(indices) or not (first_epoch or self.always.any()):
                 return
-            idx = np.asarray(indices, dtype=np.int64)
+            idx = np.fromiter(indices, dtype=np.int64, count=len(indices))
             at = np.maximum(np.searchsorted(self.starts, idx, side="right") - 1, 0)
             wanted = (idx >= self.starts[at]) & (idx < self.stops[at])
-            if not self.reading():
+            if not first_epoch:
                 wanted &= self.always[at]
-            for k in np.unique(at[wanted]):
-                group = np.flatnonzero(wanted & (at == k))
+            for k in np.unique(at[wanted]).tolist():
+                group = np.flatnonzero(wanted & (at == k)).tolist()
                 bad = non_finite_rows([samples[j] for j in group])
                 if bad.any():
-                    first = int(group[np.argmax(bad)])
-                    raise self._error(int(k), int(idx[first]), samples[first], len(group), int(np.argmax(bad)))
+                    first = group[int(np.argmax(bad))]
+                    raise self._error(k, int(idx[first]), samples[first], len(group), int(np.argmax(bad)))
         finally:
             for stream in self.streams.values():
                 if stream.log is not None:

@@ -256,12 +256,12 @@ def leaf_lists(parts: list) -> Optional[list[list]]:
     if isinstance(first, (Tensor, np.ndarray)):
         return [parts]
     if isinstance(first, (tuple, list)):
-        if any(type(p) is not type(first) or len(p) != len(first) for p in parts):
+        if set(map(type, parts)) != {type(first)} or set(map(len, parts)) != {len(first)}:
             return None
         return [list(c) for c in zip(*parts)]
     if isinstance(first, dict):
         keys = sorted(first, key=str)
-        if any(type(p) is not dict or len(p) != len(keys) for p in parts):
+        if set(map(type, parts)) != {dict} or set(map(len, parts)) != {len(keys)}:
             return None
         try:
             return [[p[k] for p in parts] for k in keys]
