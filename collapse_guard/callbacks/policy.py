@@ -234,6 +234,21 @@ class RuleBook:
             state.reset_wait()
         self.cooldown_left = self.cooldown
 
+    @property
+    def cooldown_left(self) -> int:
+        """Checks left in the cooldown of the last action. When it runs out, every rule counts violations afresh
+        again: a violation judged during the cooldown (while the action takes effect) does not count towards
+        ``patience``, so a rule with patience ``p`` acts again only after ``p`` violating checks past the cooldown,
+        not at the first one (a recovering indicator gets its ``p`` checks)."""
+        return self._cooldown_left
+
+    @cooldown_left.setter
+    def cooldown_left(self, value: int) -> None:
+        if value <= 0 < getattr(self, "_cooldown_left", 0):
+            for state in self.states:
+                state.reset_wait()
+        self._cooldown_left = value
+
     def book_state_dict(self) -> dict:
         """Rule states, events, injections and cooldown (JSON-ready)."""
         return {
@@ -258,4 +273,4 @@ class RuleBook:
             state.load_state_dict(saved)
         self.events = [self.event_type.from_state(e) for e in state_dict["events"]]
         self.injections = state_dict["injections"]
-        self.cooldown_left = state_dict["cooldown_left"]
+        self._cooldown_left = state_dict["cooldown_left"]  # as saved: the patience counters just loaded stand

@@ -288,3 +288,47 @@ def test_min_change_is_left_out_of_the_repr_when_unset():
     assert "min_change" not in repr(Rule(ACC, sigmas=2.0))
     assert "min_change=0.02" in repr(Rule(ACC, sigmas=2.0, min_change=0.02))
     assert repr(Rule(ACC, sigmas=2.0)) != repr(Rule(ACC, sigmas=2.0, min_change=0.02))
+
+
+def test_zero_baseline_judges_a_paired_change_against_its_standard_error_and_min_change():
+    rule = Rule("collapse/heldout_real/acc_change", sigmas=3.0, baseline="zero", min_change=0.02, baseline_checks=2)
+    assert rule.stderr_key == "collapse/heldout_real/acc_change_stderr"
+    state = RuleState(rule)
+    row = lambda change, se: {rule.monitor: change, rule.stderr_key: se}  # noqa: E731
+    assert not state.judge_row(row(0.0, 0.0)).violated  # warming up
+    assert not state.judge_row(row(-0.5, 0.01)).violated  # still warming up: armed after 2 checks
+    verdict = state.judge_row(row(-0.05, 0.01))  # beyond 3 x 0.01 and 0.02 below 0
+    assert verdict.fired and verdict.bound == pytest.approx(-0.03)
+    assert not state.judge_row(row(-0.05, 0.02)).violated  # within 3 paired standard errors
+    assert state.judge_row(row(-0.025, 0.001)).bound == pytest.approx(-0.02)  # min_change: at least 2 points
+    assert not state.judge_row(row(-0.015, 0.001)).violated
+    with pytest.raises(ValueError, match="baseline"):
+        Rule("x", sigmas=2.0, baseline="nought")
+
+
+def test_a_violation_during_the_cooldown_does_not_count_towards_patience():
+    from collapse_guard.callbacks.policy import RuleBook
+
+    class Book(RuleBook):
+        event_type = dict
+
+    book = Book()
+    book.set_policy([Rule("acc", threshold=0.5, patience=2)], "warn", 1.0, 0.0, 1, cooldown=1, strict=False)
+    actions = []
+    for value in [0.4] * 6:  # an indicator that stays below its bound (a slow recovery)
+        decision = book.decide([s.judge_row({"acc": value}) for s in book.states], real_fraction=0.5)
+        if decision.cooling:
+            book.cooldown_left -= 1  # as both guards count a cooldown down
+        elif decision.action != "ok":
+            book.acted()
+        actions.append(decision.action)
+    # after the action and its one-check cooldown, two fresh violations again (not the first check past the cooldown)
+    assert actions == ["ok", "warn", "ok", "ok", "warn", "ok"]
+    book.states[0].judge_row({"acc": 0.4})
+    book.acted()
+    book.states[0].judge_row({"acc": 0.4})  # in the cooldown: one violation judged
+    saved = book.book_state_dict()
+    again = Book()
+    again.set_policy(book.rules, "warn", 1.0, 0.0, 1, cooldown=1, strict=False)
+    again.load_book_state_dict(saved)  # loading a cooldown does not clear the patience counters
+    assert again.cooldown_left == 1 and again.book_state_dict() == saved and again.states[0].wait == 1
