@@ -30,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "report from its report.json alone (written by the CollapseReport callback). Exit status: 0 when every "
         "part was written, 1 when a part failed (a warning says which), 2 when there is no readable report: none "
         "found, not UTF-8 JSON, nested too deeply, or not of a report's layout (the message names the file and the "
-        "first field missing or of the wrong type).",
+        "first field missing or of the wrong type; with --reference, of the reference too).",
     )
     report.add_argument(
         "run_dir",
@@ -41,6 +41,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     report.add_argument("--no-html", action="store_true", help="do not write report.html")
     report.add_argument("--no-summary", action="store_true", help="do not print the summary tables")
+    report.add_argument(
+        "--reference", default=None, metavar="REF",
+        help="another run's report to compare with (e.g. a fit on real data only): its report folder, run folder "
+        "or report.json; its indicators are overlaid on the plots and compared at the end (it replaces a reference "
+        "the record holds; report.json itself is not changed)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "report":
@@ -63,13 +69,15 @@ def run_report(args: argparse.Namespace) -> int:
     """``collapse-guard report``: re-render a saved report; 0 ok, 1 a part failed, 2 no readable report."""
     import sys
 
-    from collapse_guard.report import PROVENANCE_JSON, find_report, load_record, render
+    from collapse_guard.report import PROVENANCE_JSON, find_report, load_record, load_reference, render
     from collapse_guard.report.files import write_json
     from collapse_guard.report.record import jsonable
 
     try:
         path = find_report(args.run_dir)
         record = load_record(path)
+        if args.reference is not None:  # the same checks as any record; the message names the reference
+            record["reference"] = load_reference(args.reference)
     except (OSError, ValueError) as err:  # missing, unreadable, not a report, too deep, or a field wrongly typed
         print(f"collapse-guard report: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
 from collapse_guard.report.files import DEFAULT_SUBDIR
 from collapse_guard.report.record import build_record
+from collapse_guard.report.reference import load_reference
 from collapse_guard.report.render import ON_ERROR, ReportResult, write_report
 
 
@@ -28,10 +29,16 @@ class CollapseReport(Callback):
       :mod:`collapse_guard.report.record`);
     * ``provenance.json``: every training source of the ``MixedDataModule``: name, real or synthetic, generator
       and its parameters as given, generation, samples drawn and share of all training samples;
-    * ``real_fraction.png`` and ``indicators.png``: the real fraction and the indicators over training, guard
-      events marked (matplotlib's Agg canvas; no display, no ``pyplot`` state);
-    * ``report.html``: one self-contained page with all of it (plots as base64 data URIs, no external CSS/JS);
-    * a summary table on the terminal (``rich`` tables with ``rich`` installed, plain text without).
+    * ``real_fraction.png``: the real fraction over training; ``indicators.png``: the indicators a guard rule
+      reads, each rule's bound in force at each check as a step line, the values beyond it and those that fired
+      marked, the bad direction in each title; ``indicators_other.png``: the other indicators; guard events
+      marked in all, the reference run overlaid (matplotlib's Agg canvas; no display, no ``pyplot`` state);
+    * ``report.html``: one self-contained page with all of it (plots as base64 data URIs, no external CSS/JS): a
+      timeline of every check (real fraction, each monitored value and its bound, the rules that fired, the action,
+      the guard's word), a legend of the indicators (what each measures, which way is bad), the other indicators
+      folded, the comparison with the reference run;
+    * a summary on the terminal: the last action and the health at the last check, a compact timeline, the
+      rules, the events, the comparison (``rich`` tables with ``rich`` installed, plain text without).
 
     The Trainer's loggers get what each keeps beyond scalars (:mod:`collapse_guard.callbacks._logger_io`):
     TensorBoard the plots as figures, MLflow the report's files as run artifacts (``collapse_report/``), Weights &
@@ -53,17 +60,23 @@ class CollapseReport(Callback):
         summary: print the ``rich`` summary on rank zero.
         on_error: ``"warn"`` (default: warn and go on) or ``"raise"`` (for tests and CI: a report error fails the
             fit at its end). An error in ``on_exception`` only ever warns, so it never hides the fit's own error.
+        reference: another run's report to compare with (e.g. the same fit on real data only): its report folder,
+            run folder or ``report.json``. Read here, with the checks of any record, so a bad one is an error
+            before training; its indicators, real fraction and final state are kept in the record (``reference``).
 
     Attributes:
         record: the last record written (``None`` before), as saved in ``report.json``.
         result: the :class:`~collapse_guard.report.ReportResult` of the last write: files and errors.
+        reference: the reference run as the record keeps it (:func:`~collapse_guard.report.load_reference`), or
+            ``None``.
 
     Raises:
-        ValueError: for an unknown ``on_error``.
+        ValueError: for an unknown ``on_error``; for a ``reference`` that cannot be read or is not a report (the
+            message names it, and the field at fault).
 
     Example::
 
-        report = CollapseReport(dirpath="runs/exp1/report")
+        report = CollapseReport(dirpath="runs/exp1/report", reference="runs/real_only/collapse_report")
         trainer = pl.Trainer(callbacks=[RatioMonitor(), HeldOutRealCheck(), CollapseGuard(), report])
         trainer.fit(model, datamodule=dm)
         print(report.record["final"]["guard_state"], report.result.files)
@@ -76,9 +89,14 @@ class CollapseReport(Callback):
         html: bool = True,
         summary: bool = True,
         on_error: str = "warn",
+        reference: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
+        try:  # now, not at the end of the fit: a wrong path costs no training
+            self.reference = load_reference(reference) if reference is not None else None
+        except ValueError as err:
+            raise ValueError(f"CollapseReport(reference=...): {err}") from err
         self._dirpath_arg = dirpath
         self._resolved: Optional[Path] = Path(dirpath).expanduser() if dirpath is not None else None
         self.plots = plots
@@ -142,6 +160,7 @@ class CollapseReport(Callback):
                 status=status,
                 error=error,
                 dirpath=str(folder),
+                reference=self.reference,
             )
         except Exception as err:  # noqa: BLE001 - the report must not end the fit
             if on_error == "raise":

@@ -5,7 +5,9 @@ A run directory holds::
     report.json        the record (schema in :mod:`collapse_guard.report.record`)
     provenance.json    the provenance manifest alone (also inside report.json)
     real_fraction.png  real fraction and per-source shares over training, guard events marked
-    indicators.png     every indicator over the checks, guard events, values and bounds marked
+    indicators.png     the monitored indicators over the checks: each rule's bound in force at each check, the
+                       values beyond it and those that fired, guard events, a reference run when given
+    indicators_other.png   the other indicators, the same way (shown folded in the page)
     report.html        one self-contained page: all of the above, readable offline
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ REPORT_JSON = "report.json"
 PROVENANCE_JSON = "provenance.json"
 REAL_FRACTION_PNG = "real_fraction.png"
 INDICATORS_PNG = "indicators.png"
+INDICATORS_OTHER_PNG = "indicators_other.png"
 REPORT_HTML = "report.html"
 
 #: the folder :class:`~collapse_guard.CollapseReport` writes into, under the Trainer's log dir

@@ -10,8 +10,11 @@ import json
 from html import escape
 from typing import Any, Iterable, Mapping, Optional
 
-from collapse_guard.report.plots import ACTION_COLORS
+from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
+from collapse_guard.report.glossary import BAD_DIRECTIONS, legend
+from collapse_guard.report.plots import ACTION_COLORS, other_keys
 from collapse_guard.report.record import as_float, jsonable
+from collapse_guard.report.reference import comparison
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -22,8 +25,12 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right
 .badge{display:inline-block;padding:.1em .6em;border-radius:.8em;color:#fff;font-weight:600;font-size:.85em}
 .muted{color:#777}img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:1em;overflow:auto;
 font-size:.8em}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}dd{margin:0}
+tr.fired td{background:#fbe3d6}tr.violated td{background:#fff4dc}details{margin:.6em 0}summary{cursor:pointer}
 """
-STATE_COLORS = {"ok": "#009E73", "completed": "#009E73", "failed": "#D55E00", "interrupted": "#E69F00", **ACTION_COLORS}
+STATE_COLORS = {"ok": "#009E73", "completed": "#009E73", "failed": "#D55E00", "interrupted": "#E69F00", **ACTION_COLORS,
+                "ok (warned)": "#009E73", "ok (injected)": "#009E73", "ok (stopped)": "#009E73", "fired": "#E69F00",
+                "cooling": "#E69F00", "warned": ACTION_COLORS["warn"], "injected": ACTION_COLORS["inject"],
+                "stopped": ACTION_COLORS["stop"]}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -46,14 +53,52 @@ def _cell(value: Any, numeric: bool = False) -> str:
     return f'<td class="num">{escape(fmt(value))}</td>' if numeric else f"<td>{escape(fmt(value))}</td>"
 
 
-def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: Iterable[int] = ()) -> str:
-    """An HTML table; every value escaped; the columns in ``numeric`` right-aligned."""
-    numeric = set(numeric)
+def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: Iterable[int] = (),
+          classes: Iterable[str] = ()) -> str:
+    """An HTML table; every value escaped; the columns in ``numeric`` right-aligned; ``classes``: a CSS class per
+    row (``"fired"``, ``"violated"`` or ``""``)."""
+    numeric, classes = set(numeric), list(classes)
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(_cell(v, i in numeric) for i, v in enumerate(row)) + "</tr>" for row in rows
+        (f'<tr class="{escape(classes[r])}">' if r < len(classes) and classes[r] else "<tr>")
+        + "".join(_cell(v, i in numeric) for i, v in enumerate(row)) + "</tr>" for r, row in enumerate(rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def short(key: Any) -> str:
+    """A metric key without its ``collapse/`` prefix."""
+    key = str(key)
+    return key[len("collapse/"):] if key.startswith("collapse/") else key
+
+
+def judged_text(entry: Optional[dict], mode: Any = "max", compact: bool = False) -> str:
+    """What a rule judged at a check, in a few characters: ``"0.9306 < 0.9309 fired"`` (value, relation to the bound
+    in force, ``fired``), ``"0.9583 (warming up)"`` without a bound; a family rule's shown member first
+    (``"3: 0.8500 < 0.8700"``); ``""`` when the rule did not judge at that check. ``compact``: three digits, no
+    spaces, ``!`` for fired (``"0.931<0.931!"``), for the terminal."""
+    if not entry:
+        return ""
+    value, bound = entry.get("value"), entry.get("bound")
+    digits, gap, fired = (3, "", "!") if compact else (4, " ", " fired")
+    if bound is None:
+        text = f"{fmt(value, digits)}{gap}(warming up)" if not compact else f"{fmt(value, digits)} (warm)"
+    else:
+        worse = as_float(value) < as_float(bound) if mode == "max" else as_float(value) > as_float(bound)
+        if entry.get("violated") is True:
+            relation = "<" if mode == "max" else ">"
+        else:  # within the bound, or beyond it by less than the rule's margin
+            relation = "≈" if worse else ("≥" if mode == "max" else "≤")
+        text = f"{fmt(value, digits)}{gap}{relation}{gap}{fmt(bound, digits)}"
+    member = entry.get("member")
+    if member is not None and entry.get("members"):
+        text = f"{member}:{gap}{text}"
+    return text + (fired if entry.get("fired") is True else "")
+
+
+def direction_text(direction: Optional[str]) -> str:
+    """A bad direction in words with its arrow (``"↓ falls"``); ``"—"`` for context."""
+    return f"{BAD_DIRECTIONS[direction]} {direction}" if direction in BAD_DIRECTIONS else "—"
 
 
 def badge(text: str) -> str:
@@ -72,7 +117,8 @@ def _overview(record: dict) -> str:
     final, run = record.get("final", {}), record.get("run", {})
     items = [
         ("status", badge(record.get("status", "?"))),
-        ("guard state", badge(final["guard_state"]) if final.get("guard_state") else "no CollapseGuard"),
+        ("last action (guard state)", badge(final["guard_state"]) if final.get("guard_state") else "no CollapseGuard"),
+        ("health at the last check", badge(health(record)) if health(record) else "—"),
         ("guard events", escape(fmt(final.get("events")))),
         ("stopped by guard", escape(fmt(final.get("stopped_by_guard")))),
         ("last epoch", escape(fmt(final.get("epoch")))),
@@ -81,6 +127,8 @@ def _overview(record: dict) -> str:
         ("real fraction, cumulative", escape(fmt(final.get("real_fraction_cumulative")))),
         ("created", escape(fmt(record.get("created")))),
     ]
+    if record.get("reference"):
+        items.append(("reference run", f"<code>{escape(fmt(record['reference'].get('path')))}</code>"))
     if record.get("error"):
         items.insert(1, ("error", f"<code>{escape(record['error'])}</code>"))
     return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
@@ -157,17 +205,100 @@ def _provenance(record: dict) -> str:
     return out
 
 
-def _indicators(record: dict) -> str:
+def _timeline(record: dict) -> str:
+    rows = timeline(record)
+    if not rows:
+        return '<p class="muted">No per-check record of the guard (no CollapseGuard, or a report written before it).</p>'
+    columns = timeline_columns(record)
+    modes = {(g, r["name"]): r["mode"] for g, guard in enumerate(record.get("guards", [])) for r in guard.get("rules", [])}
+    refs = list(dict.fromkeys(m for _, _, m in columns if m in rows[0]["reference"]))
+    several = len(record.get("guards", [])) > 1
+    headers = (["epoch", "real fraction"]
+               + [f"{'guard ' + str(g) + ': ' if several else ''}{name} ({short(monitor)}): value vs bound"
+                  for g, name, monitor in columns]
+               + [f"reference {short(k)}" for k in refs] + ["fired", "action", "guard"])
+    body, classes = [], []
+    for row in rows:
+        entries = [row["rules"].get((g, name)) for g, name, _ in columns]
+        body.append([row["epoch"], row["real_fraction"]]
+                    + [judged_text(e, modes.get((g, name))) for e, (g, name, _) in zip(entries, columns)]
+                    + [row["reference"].get(k) for k in refs] + [", ".join(row["fired"]) or "—", row["action"],
+                                                                  row["word"]])
+        violated = any(e.get("violated") is True for e in entries if e)
+        classes.append("fired" if row["fired"] else "violated" if violated else "")
+    numeric = range(0, 2 + len(columns) + len(refs))
+    return ("<p>Every check: the value each rule judged against the bound in force at that check (&lt; or &gt;: "
+            "beyond it; ≈: beyond by less than the rule's margin), the rules that fired, the action taken and the "
+            "guard's word for the check (<code>ok (injected)</code>: it injected earlier and the indicators are "
+            "back within their bounds).</p>" + table(headers, body, numeric=numeric, classes=classes))
+
+
+def _legend(keys: list[str], monitored: set) -> str:
+    rows = [(i.key.replace("/*", "/<member>"), i.measures, direction_text(i.bad),
+             "yes" if any(k in monitored for k in members) else "no")
+            for i, members in legend(keys)]
+    if not rows:
+        return ""
+    return table(["indicator", "what it measures", "bad when it", "read by a rule"], rows)
+
+
+def _first_last(record: dict, keys: list[str]) -> str:
     history = (record.get("indicators") or {}).get("history") or []
-    if not history:
-        return '<p class="muted">No HeldOutRealCheck values.</p>'
+    if not history or not keys:
+        return ""
     first, last = history[0], history[-1]
-    keys = (record.get("indicators") or {}).get("keys", [])
     rows = [(k, first.get(k), last.get(k)) for k in keys]
+    return (f"<p>{len(history)} checks, epochs {escape(fmt(first['epoch']))} to {escape(fmt(last['epoch']))}.</p>"
+            + table(["indicator", f"first check (epoch {fmt(first['epoch'])})",
+                     f"last check (epoch {fmt(last['epoch'])})"], rows, numeric=(1, 2)))
+
+
+def _indicators(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
+    history = (record.get("indicators") or {}).get("history") or []
+    keys = list((record.get("indicators") or {}).get("keys", []))
+    monitored = monitored_keys(record)
+    if not history and not monitored:
+        return '<p class="muted">No HeldOutRealCheck values.</p>'
+    if not monitored:  # no rule: the one plot holds every indicator
+        return (image(images.get("indicators"), "collapse indicators over training") + _legend(keys, set())
+                + _first_last(record, keys))
+    others = other_keys(record)
     return (
-        f"<p>{len(history)} checks, epochs {escape(fmt(first['epoch']))} to {escape(fmt(last['epoch']))}.</p>"
-        + table(["indicator", f"first check (epoch {first['epoch']})", f"last check (epoch {last['epoch']})"],
-                rows, numeric=(1, 2))
+        "<p>The indicators a guard rule reads: each rule's bound in force at each check (a step line), the values "
+        "beyond it circled, those on which a rule fired crossed.</p>"
+        + image(images.get("indicators"), "monitored collapse indicators over training")
+        + _legend(monitored, set(monitored))
+        + f"<details><summary>The other indicators ({len(others)}; no rule reads them)</summary>"
+        + image(images.get("indicators_other"), "other collapse indicators over training")
+        + _legend(others, set()) + _first_last(record, monitored + others) + "</details>"
+    )
+
+
+def comparison_cells(rows: list[dict]) -> list[tuple]:
+    """The cells of comparison rows (:func:`~collapse_guard.report.reference.comparison`): indicator, this run,
+    reference, difference, bad direction, ``worse`` / ``not worse`` / ``—``."""
+    return [(c["key"], c["this"], c["reference"], c["difference"], direction_text(c["bad"]),
+             {True: "worse", False: "not worse"}.get(c["worse"], "—")) for c in rows]
+
+
+def _comparison(record: dict) -> str:
+    reference = record.get("reference")
+    if not reference:
+        return ""
+    monitored = monitored_keys(record)
+    headers = ["indicator", "this run (last check)", "reference (last check)", "difference", "bad when it",
+               "this run"]
+    mine = comparison(record, monitored)
+    rest = [c for c in comparison(record) if c["key"] not in monitored]
+    final, theirs = record.get("final", {}), reference.get("final") or {}
+    return (
+        f"<p>Reference run <code>{escape(fmt(reference.get('path')))}</code> ({escape(fmt(reference.get('status')))}"
+        f", created {escape(fmt(reference.get('created')))}): last epoch {escape(fmt(theirs.get('epoch')))}, "
+        f"cumulative real fraction {escape(fmt(theirs.get('real_fraction_cumulative')))} (this run: "
+        f"{escape(fmt(final.get('real_fraction_cumulative')))}). Its values are dashed in the plots.</p>"
+        + table(headers, comparison_cells(mine), numeric=(1, 2, 3), classes=["fired" if c["worse"] else "" for c in mine])
+        + (f"<details><summary>The other indicators ({len(rest)})</summary>"
+           + table(headers, comparison_cells(rest), numeric=(1, 2, 3)) + "</details>" if rest else "")
     )
 
 
@@ -176,20 +307,22 @@ def render_html(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
 
     Args:
         record: a report record (:func:`~collapse_guard.report.record.build_record` or ``report.json``).
-        images: ``{"real_fraction": png, "indicators": png}``.
+        images: ``{"real_fraction": png, "indicators": png, "indicators_other": png}``.
     """
     raw = escape(json.dumps(jsonable(record), indent=1, allow_nan=False))  # NaN read back: "nan", as written
     sections = [
         ("Overview", _overview(record)),
         ("Guard events", _events(record)),
+        ("Timeline: every check", _timeline(record)),
         ("Real fraction", image(images.get("real_fraction"), "real fraction over training")),
-        ("Indicators", image(images.get("indicators"), "collapse indicators over training") + _indicators(record)),
+        ("Indicators", _indicators(record, images)),
+        ("Comparison with the reference run", _comparison(record)),
         ("Guard rules: baselines and bounds at the end", _rules(record)),
         ("Training data provenance", _provenance(record)),
         ("Record", f"<details><summary>report.json (schema version {escape(fmt(record.get('schema_version')))})"
                    f"</summary><pre>{raw}</pre></details>"),
     ]
-    body = "".join(f"<h2>{escape(title)}</h2>{content}" for title, content in sections)
+    body = "".join(f"<h2>{escape(title)}</h2>{content}" for title, content in sections if content)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'

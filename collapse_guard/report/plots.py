@@ -1,11 +1,13 @@
-"""Plots of a report record: the real fraction and every indicator over training, guard events marked.
+"""Plots of a report record: the real fraction over training, the monitored indicators (each rule's bound in force
+at each check), the other indicators; guard events marked, a reference run overlaid when the record has one.
 
 The data behind each plot comes from a pure function of the record (:func:`event_markers`,
-:func:`real_fraction_series`, :func:`indicator_series`); the figures are drawn with matplotlib's object API
-(``matplotlib.figure.Figure``, rendered by the Agg canvas), never ``pyplot``, so drawing changes no global
-backend or state of the user's process and works without a display. Every label that comes from the record (source
-names, indicator keys, actions) is drawn as plain text: its ``$`` escaped (:func:`plain`), so a name like ``$x^$``
-is not read as mathtext, and the plots are drawn and saved with ``text.usetex`` off, so no name is read as LaTeX.
+:func:`real_fraction_series`, :func:`indicator_series`, :func:`~collapse_guard.report.checks.bound_steps`); the
+figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, rendered by the Agg canvas), never
+``pyplot``, so drawing changes no global backend or state of the user's process and works without a display. Every
+label that comes from the record (source names, indicator keys, rule names, actions) is drawn as plain text: its
+``$`` escaped (:func:`plain`), so a name like ``$x^$`` is not read as mathtext, and the plots are drawn and saved
+with ``text.usetex`` off, so no name is read as LaTeX.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from collapse_guard.report.files import INDICATORS_PNG, REAL_FRACTION_PNG, write_atomic
+from collapse_guard.report.checks import bound_steps, end_bounds, monitored_keys
+from collapse_guard.report.files import INDICATORS_OTHER_PNG, INDICATORS_PNG, REAL_FRACTION_PNG, write_atomic
+from collapse_guard.report.glossary import BAD_DIRECTIONS, bad_direction
 from collapse_guard.report.record import as_float
 
 #: colour of each guard action (Okabe-Ito: readable with colour-vision deficiencies)
@@ -64,13 +68,6 @@ def real_fraction_series(record: dict) -> Optional[dict]:
     return series
 
 
-def _monitored(record: dict) -> list[str]:
-    keys: list[str] = []
-    for guard in record.get("guards") or []:
-        keys += [r["monitor"] for r in guard.get("rules", []) if r["monitor"] not in keys]
-    return keys
-
-
 #: panel order of the indicator plot after the monitored keys: by key prefix
 GROUP_ORDER = ("collapse/heldout_real/", "collapse/gap/", "collapse/heldout_synthetic/", "collapse/features/",
                "collapse/generated/")
@@ -80,38 +77,46 @@ def _group(key: str) -> int:
     return next((i for i, prefix in enumerate(GROUP_ORDER) if key.startswith(prefix)), len(GROUP_ORDER))
 
 
-def indicator_series(record: dict) -> dict[str, dict]:
-    """``{key: {"epoch": [...], "value": [...]}}`` of every indicator: the keys guard rules monitor first, then
-    the others grouped (held-out real, gap, held-out synthetic, features, generated) in the order they were
-    logged. A monitored ``collapse/real_fraction*`` or ``collapse/share/*`` key is taken from the ratio history."""
-    out: dict[str, dict] = {}
-    indicators = record.get("indicators") or {}
-    rows = indicators.get("history", [])
-    ratio_rows = (record.get("ratio") or {}).get("history", [])
-    monitored = _monitored(record)
-    others = sorted((k for k in indicators.get("keys", []) if k not in monitored), key=_group)  # stable sort
-    for key in monitored + others:
-        points = [(r["epoch"], as_float(r[key])) for r in rows if key in r]
-        if not points and key.startswith("collapse/share/"):
-            name = key[len("collapse/share/"):]
-            points = [(r["epoch"], as_float(r.get("shares", {})[name])) for r in ratio_rows if name in r.get("shares", {})]
-        elif not points and key.startswith("collapse/real_fraction"):
-            field = key[len("collapse/"):]
-            points = [(r["epoch"], as_float(r[field])) for r in ratio_rows if field in r]
-        if points:
-            out[key] = {"epoch": [p[0] for p in points], "value": [p[1] for p in points]}
+def key_series(section: dict, key: str) -> Optional[dict]:
+    """``{"epoch": [...], "value": [...]}`` of ``key`` in a record (or a reference run's part of one): from the
+    indicator history, a ``collapse/real_fraction*`` or ``collapse/share/*`` key from the ratio history; ``None``
+    when neither has it."""
+    rows = (section.get("indicators") or {}).get("history", [])
+    points = [(r["epoch"], as_float(r[key])) for r in rows if key in r]
+    ratio_rows = (section.get("ratio") or {}).get("history", [])
+    if not points and key.startswith("collapse/share/"):
+        name = key[len("collapse/share/"):]
+        points = [(r["epoch"], as_float(r.get("shares", {})[name])) for r in ratio_rows if name in r.get("shares", {})]
+    elif not points and key.startswith("collapse/real_fraction"):
+        field = key[len("collapse/"):]
+        points = [(r["epoch"], as_float(r[field])) for r in ratio_rows if field in r]
+    return {"epoch": [p[0] for p in points], "value": [p[1] for p in points]} if points else None
+
+
+def indicator_series(record: dict, keys: Optional[list[str]] = None) -> dict[str, dict]:
+    """``{key: {"epoch": [...], "value": [...]}}`` of ``keys`` (default: every indicator: the keys guard rules
+    read first, :func:`~collapse_guard.report.checks.monitored_keys`, then the others grouped (held-out real, gap,
+    held-out synthetic, features, generated) in the order they were logged). A key without values is left out."""
+    if keys is None:
+        monitored = monitored_keys(record)
+        logged = (record.get("indicators") or {}).get("keys", [])
+        keys = monitored + sorted((k for k in logged if k not in monitored), key=_group)  # stable sort
+    out = {}
+    for key in keys:
+        series = key_series(record, key)
+        if series is not None:
+            out[key] = series
     return out
 
 
-def rule_bounds(record: dict) -> dict[str, list[dict]]:
-    """``{monitor: [{"rule", "bound", "mode"}]}``: the bound each rule has in force at the end of the record."""
-    bounds: dict[str, list[dict]] = {}
-    for guard in record.get("guards") or []:
-        for r in guard.get("rules", []):
-            bound = as_float(r.get("bound"))
-            if math.isfinite(bound):
-                bounds.setdefault(r["monitor"], []).append({"rule": r["name"], "bound": bound, "mode": r["mode"]})
-    return bounds
+def other_keys(record: dict) -> list[str]:
+    """The indicators no guard rule reads, grouped as in :func:`indicator_series`."""
+    monitored = set(monitored_keys(record))
+    return [k for k in indicator_series(record) if k not in monitored]
+
+
+#: the bounds each rule had in force at the end (what a record written before per-check bounds holds)
+rule_bounds = end_bounds
 
 
 # -- drawing ---------------------------------------------------------------------------------------------------
@@ -175,6 +180,9 @@ def figure_real_fraction(record: dict):
     top.plot(epochs, series["real_fraction"], marker="o", color="#009E73", linewidth=2, label="real fraction (epoch)")
     top.plot(epochs, series["real_fraction_target"], linestyle="--", color="#555555", label="target")
     top.plot(epochs, series["real_fraction_cumulative"], linestyle=":", color="#000000", label="cumulative")
+    reference = key_series(record["reference"], "collapse/real_fraction") if record.get("reference") else None
+    if reference is not None:
+        top.plot(reference["epoch"], reference["value"], linestyle="--", color=REFERENCE_COLOR, label="reference run")
     top.set_ylim(-0.03, 1.08)
     top.set_ylabel("real share of training samples")
     top.set_title("Real fraction trained on", loc="left", fontsize=11)
@@ -205,50 +213,134 @@ def figure_real_fraction(record: dict):
     return fig
 
 
-def figure_indicators(record: dict, columns: int = 4):
-    """One panel per indicator over the checks; in the panel of a monitored indicator, each rule's bound in force
-    at the end (dotted) and the value that fired each event (a cross in the action's colour); every panel marks
-    the guard events as dashed vertical lines. ``None`` when the record has no indicator values."""
-    series = indicator_series(record)
+#: colours of the bound lines of the rules on one indicator (a second and third rule on the same key)
+BOUND_COLORS = ("#777777", "#56B4E9", "#CC79A7")
+REFERENCE_COLOR = "#E69F00"
+
+
+def panel_title(key: str) -> str:
+    """A panel's title: the key without ``collapse/``, its bad direction as an arrow (``heldout_real/acc  ↓ bad``),
+    ``$`` escaped."""
+    title = plain(key[len("collapse/"):] if key.startswith("collapse/") else key)
+    direction = bad_direction(key)
+    return f"{title}  {BAD_DIRECTIONS[direction]} bad" if direction else title
+
+
+def _draw_bounds(ax, steps: list[dict]) -> set:
+    """Each rule's bound in force at each check as a step line (level around each check); the values beyond it as
+    open circles, those that fired as crosses (in the colour of the action taken; grey when none was, in a
+    cooldown). Returns the kinds of marks drawn, for the legend."""
+    drawn = set()
+    for i, step in enumerate(steps):
+        color = BOUND_COLORS[i % len(BOUND_COLORS)]
+        ax.plot(step["epoch"], step["bound"], drawstyle="steps-mid", color=color, linewidth=1.3, linestyle="-",
+                alpha=0.9, zorder=2, label="_bound")
+        drawn.add("bound")
+        for epoch, value, violated, fired, action in zip(step["epoch"], step["value"], step["violated"],
+                                                          step["fired"], step["action"]):
+            if not math.isfinite(value):
+                continue
+            if fired:
+                acted = action in ACTION_COLORS
+                ax.plot([epoch], [value], marker="X", markersize=9 if acted else 7, linestyle="none", zorder=5,
+                        color=ACTION_COLORS.get(action, "#777777"), gid=EVENT_GID if acted else None)
+                drawn.add("fired" if acted else "cooling")
+            elif violated:
+                ax.plot([epoch], [value], marker="o", markersize=7, linestyle="none", markerfacecolor="none",
+                        markeredgecolor="#D55E00", zorder=4)
+                drawn.add("violated")
+    if len(steps) > 1:  # which line is which rule
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=BOUND_COLORS[i % len(BOUND_COLORS)]) for i in range(len(steps))]
+        ax.legend(handles, [plain(s["rule"]) for s in steps], fontsize=6, loc="best", frameon=False)
+    return drawn
+
+
+def _legend(fig, markers: list[dict], drawn: set) -> None:
+    """The figure's legend: the marks drawn (``drawn``) and the guard actions of ``markers``."""
+    from matplotlib.lines import Line2D
+
+    kinds = {
+        "value": Line2D([], [], color="#333333", marker=".", label="value at each check"),
+        "reference": Line2D([], [], color=REFERENCE_COLOR, linestyle="--", label="reference run"),
+        "bound": Line2D([], [], color=BOUND_COLORS[0], drawstyle="steps-mid", label="bound in force at each check"),
+        "end_bound": Line2D([], [], color=BOUND_COLORS[0], linestyle=":", label="bound at the end (older record)"),
+        "violated": Line2D([], [], color="#D55E00", marker="o", markerfacecolor="none", linestyle="none",
+                           label="beyond the bound"),
+        "fired": Line2D([], [], color="#333333", marker="X", linestyle="none", label="rule fired: action taken"),
+        "cooling": Line2D([], [], color="#777777", marker="X", linestyle="none", label="fired in a cooldown"),
+    }
+    handles = [h for k, h in kinds.items() if k in drawn]
+    actions = [a for a in ACTION_COLORS if any(m["action"] == a for m in markers)]
+    handles += [Line2D([], [], color=ACTION_COLORS[a], linestyle="--", label=f"guard: {a}") for a in actions]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
+
+
+def figure_indicators(record: dict, keys: Optional[list[str]] = None, columns: int = 3,
+                      title: str = "Monitored collapse indicators per check"):
+    """One panel per indicator of ``keys`` (default: those a guard rule reads; every indicator in a record
+    without a rule): its value at each check; each rule's bound in force at each check as a step line, the values
+    beyond it circled and those that fired crossed (a record written before per-check bounds: the bound at the end,
+    dotted, and the values of the events); the reference run's values dashed; guard events as dashed vertical lines;
+    the bad direction in the title. ``None`` when none of ``keys`` has a value."""
+    if keys is None:
+        keys = monitored_keys(record) or None
+    series = indicator_series(record, keys)
     if not series:
         return None
     from matplotlib.ticker import MaxNLocator
 
     markers = event_markers(record)
-    bounds = rule_bounds(record)
-    monitored = set(_monitored(record))
+    steps, ends = bound_steps(record), end_bounds(record)
+    reference = record.get("reference") or None
     n = len(series)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    width, height = 3.6 * cols, 2.3 * rows + 1.0
+    width, height = max(3.9 * cols, 7.5), 2.5 * rows + 1.4
     fig = _new_figure(width, height)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, top=1 - 0.75 / height, bottom=0.7 / height,
-                        hspace=0.55, wspace=0.3)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.15 / width, top=1 - 0.6 / height, bottom=0.95 / height,
+                        hspace=0.6, wspace=0.3)
+    drawn = {"value"}
     for ax, (key, data) in zip(axes.flat, series.items()):
-        ax.plot(data["epoch"], data["value"], marker=".", color="#333333", linewidth=1.4)
-        title = key[len("collapse/"):] if key.startswith("collapse/") else key
-        ax.set_title(plain(title), fontsize=9, loc="left", fontweight="bold" if key in monitored else "normal",
-                     color="#000000" if key in monitored else "#333333")
-        for b in bounds.get(key, []):
-            ax.axhline(b["bound"], color="#888888", linestyle=":", linewidth=1.2)
+        ax.plot(data["epoch"], data["value"], marker=".", color="#333333", linewidth=1.4, zorder=3)
+        ref = key_series(reference, key) if reference else None
+        if ref is not None:
+            ax.plot(ref["epoch"], ref["value"], color=REFERENCE_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+            drawn.add("reference")
+        ax.set_title(panel_title(key), fontsize=9, loc="left")
+        if key in steps:
+            drawn |= _draw_bounds(ax, steps[key])
+        else:
+            for b in ends.get(key, []):
+                ax.axhline(b["bound"], color=BOUND_COLORS[0], linestyle=":", linewidth=1.2)
+                drawn.add("end_bound")
+            for m in markers:
+                if m["monitor"] == key and math.isfinite(m["value"]):
+                    ax.plot([m["epoch"]], [m["value"]], marker="X", markersize=9, linestyle="none",
+                            color=ACTION_COLORS.get(m["action"], "#444444"), gid=EVENT_GID, zorder=5)
+                    drawn.add("fired")
         _mark_events(ax, markers, label=False)
-        for m in markers:
-            if m["monitor"] == key and math.isfinite(m["value"]):
-                ax.plot([m["epoch"]], [m["value"]], marker="X", markersize=9, linestyle="none",
-                        color=ACTION_COLORS.get(m["action"], "#444444"), gid=EVENT_GID, zorder=5)
         ax.tick_params(labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(
-        "Collapse indicators per check. Bold: monitored by a guard rule; dotted: the rule's bound at the end; "
-        "X: the value that fired an event; dashed: guard events",
-        fontsize=10, y=1 - 0.2 / height, va="top",
-    )
-    _action_legend(fig, markers)
+    fig.suptitle(f"{plain(title)}  (↓ bad: a fall is collapse; ↑ bad: a rise is)", fontsize=10, y=1 - 0.2 / height,
+                 va="top")
+    _legend(fig, markers, drawn)
     return fig
+
+
+def figure_other_indicators(record: dict):
+    """:func:`figure_indicators` of the indicators no guard rule reads (four columns); ``None`` without a rule
+    (then :file:`indicators.png` holds them all) or without such indicators."""
+    if not monitored_keys(record):
+        return None
+    return figure_indicators(record, other_keys(record) or [], columns=4,
+                             title="Other collapse indicators per check (no rule reads them)")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -265,6 +357,7 @@ def save_figure(fig, path: Path) -> Path:
 PLOTS = (
     ("real_fraction", REAL_FRACTION_PNG, figure_real_fraction),
     ("indicators", INDICATORS_PNG, figure_indicators),
+    ("indicators_other", INDICATORS_OTHER_PNG, figure_other_indicators),
 )
 
 

@@ -29,13 +29,22 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
                    "members": {member: {...the same...}},                 # family rules ("prefix/*") only
                    "baseline_value": float | null,                        # RuleState.baseline()
                    "bound": float | null}],                # RuleState.bound(last_stderr)
-        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}]}],
+        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}],
                                                          # threshold: GuardEvent.bound, the bound in force
+        "checks": [{"epoch", "global_step", "action", "state", "word",   # optional: the guard's CheckLog, per check
+                    "rules": [{"rule", "monitor", "value", "bound", "violated", "fired",  # bound: in force then
+                               "member", "members": {member: {"value", "bound", "violated", "fired"}}}]}]}],
       "injections": [{"epoch", "samples", "real_fraction_floor", "reserve_remaining", "reason"}],
       "provenance": null | <the provenance manifest, below>,
       "final": {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state",
-                "events", "stopped_by_guard", "metrics": {"collapse/...": value}}
-    }
+                "events", "stopped_by_guard", "metrics": {"collapse/...": value},
+                "guard_health"},                         # optional: the guard's word at its last check
+      "reference": null | {"path", "created", "status", "ratio", "indicators", "final"}   # optional: a reference
+    }                                                    # run's record, in part (report.reference)
+
+``guard_state`` is the last action a guard took (it stays ``"inject"``); ``guard_health`` where the indicators
+stood at the last check (``"ok (injected)"``: back within their bounds since). Records written before ``checks``,
+``guard_health`` and ``reference`` existed lack them and still render.
 
 The provenance manifest (also written alone as ``provenance.json``)::
 
@@ -253,6 +262,7 @@ def build_record(
     status: str = "completed",
     error: Optional[BaseException] = None,
     dirpath: Optional[str] = None,
+    reference: Optional[dict] = None,
 ) -> dict:
     """The whole report record (see the module docstring for its layout), JSON-ready.
 
@@ -265,6 +275,7 @@ def build_record(
         status: ``"completed"``, ``"failed"`` or ``"interrupted"``.
         error: the exception that ended the fit, if any.
         dirpath: where the report is written, for the record.
+        reference: a reference run as :func:`~collapse_guard.report.reference.load_reference` reads it, or ``None``.
 
     Returns:
         The record, JSON-ready (:func:`jsonable`): ``json.dumps(record, allow_nan=False)`` succeeds.
@@ -298,5 +309,9 @@ def build_record(
         "injections": [dict(i) for i in provenance["injections"]] if provenance is not None else [],
         "provenance": provenance,
         "final": final_section(trainer, ratio, guard_records, provenance),
+        "reference": reference,
     }
+    from collapse_guard.report.checks import health  # it reads records: imported here, after this module
+
+    record["final"]["guard_health"] = health(record)
     return jsonable(record)

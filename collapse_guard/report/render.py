@@ -81,7 +81,8 @@ def render(
     Args:
         record: a report record.
         dirpath: the run directory.
-        plots: write ``real_fraction.png`` and ``indicators.png``.
+        plots: write ``real_fraction.png``, ``indicators.png`` and ``indicators_other.png`` (each when the record
+            has data for it).
         html: write ``report.html`` (with the plots of this call embedded).
         summary: print the ``rich`` summary.
         console: a ``rich.console.Console`` for the summary (default: standard output).

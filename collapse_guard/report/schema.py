@@ -90,12 +90,20 @@ EVENT = obj(
      "reason": STRING},
     {"global_step": INTEGER_OR_NULL, "monitor": STRING, "rules": array_of(STRING)},
 )
+#: what a rule judged at one check (CheckLog's rule entry): the value, the bound in force then, whether it lay
+#: beyond it and whether the rule fired; a family rule's with the member shown and every member judged
+JUDGED = {"value": NUMBER_OR_NULL, "bound": NUMBER_OR_NULL, "violated": BOOLEAN, "fired": BOOLEAN}
+CHECK = obj({"epoch": INTEGER}, {
+    "global_step": INTEGER_OR_NULL, "action": STRING, "state": STRING, "word": STRING,
+    "rules": array_of(obj({"rule": STRING}, {**JUDGED, "monitor": STRING, "member": STRING_OR_NULL,
+                                             "members": map_of(obj({}, JUDGED))})),
+})
 GUARD = obj({}, {
     "state": STRING, "injections": INTEGER, "cooldown_left": INTEGER,
     "config": obj({}, {"action": STRING_OR_NULL, "inject_fraction": NUMBER_OR_NULL,
                        "real_fraction_step": NUMBER_OR_NULL, "max_injections": INTEGER_OR_NULL,
                        "cooldown": INTEGER_OR_NULL, "strict": BOOLEAN, "restore_best": (BOOLEAN, NULL)}),
-    "rules": array_of(RULE), "events": array_of(EVENT),
+    "rules": array_of(RULE), "events": array_of(EVENT), "checks": array_of(CHECK),  # checks: added, optional
 })
 INJECTION = obj({}, {"epoch": INTEGER_OR_NULL, "samples": INTEGER, "real_fraction_floor": NUMBER_OR_NULL,
                      "reserve_remaining": INTEGER, "reason": STRING_OR_NULL, "real_fraction_before": NUMBER_OR_NULL,
@@ -124,14 +132,17 @@ RUN = obj({}, {"current_epoch": INTEGER_OR_NULL, "global_step": INTEGER_OR_NULL,
 FINAL = obj({}, {
     "epoch": INTEGER_OR_NULL, "global_step": INTEGER_OR_NULL, "real_fraction": NUMBER_OR_NULL,
     "real_fraction_cumulative": NUMBER_OR_NULL, "guard_state": STRING_OR_NULL, "events": INTEGER,
-    "stopped_by_guard": BOOLEAN, "metrics": map_of(NUMBER_OR_NULL),
+    "stopped_by_guard": BOOLEAN, "metrics": map_of(NUMBER_OR_NULL), "guard_health": STRING_OR_NULL,
 })
+#: a reference run (e.g. real data only) as a report keeps it (``report.reference.reference_section``)
+REFERENCE = obj({"path": STRING}, {"created": STRING_OR_NULL, "status": STRING_OR_NULL, "ratio": (RATIO, NULL),
+                                   "indicators": (INDICATORS, NULL), "final": FINAL})
 #: the whole record (``schema_version`` and ``kind`` are checked first, by ``check_record``)
 REPORT = obj({
     "schema_version": INTEGER, "kind": STRING, "created": STRING, "status": STRING, "error": STRING_OR_NULL,
     "run": RUN, "ratio": (RATIO, NULL), "indicators": (INDICATORS, NULL), "guards": array_of(GUARD),
     "injections": array_of(INJECTION), "provenance": (PROVENANCE, NULL), "final": FINAL,
-})
+}, {"reference": (REFERENCE, NULL)})  # optional: added after the first records were written
 
 
 # -- the checker ----------------------------------------------------------------------------------------------

@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Optional
 
-from collapse_guard.report.html import fmt
+from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
+from collapse_guard.report.html import comparison_cells, fmt, judged_text, short
+from collapse_guard.report.reference import comparison
 
 #: one table: ``(title, [(column, justify)], [(cells, style)])``
 Table = tuple[str, list[tuple[str, str]], list[tuple[list[str], Optional[str]]]]
-
-
-def short(key: str) -> str:
-    """A metric key without its ``collapse/`` prefix."""
-    return key[len("collapse/"):] if key.startswith("collapse/") else key
+#: the terminal timeline shows every check up to this many; beyond, the first, the last and those where something
+#: happened (a value beyond its bound, a rule fired, an action, a change of word)
+TIMELINE_ROWS = 12
 
 
 def cells(*values: Any) -> list[str]:
@@ -39,8 +39,12 @@ def headline(record: dict) -> list[tuple[str, Optional[str]]]:
          f"(cumulative {fmt(final.get('real_fraction_cumulative'), 3)}), ", None),
         ("guard " + (final.get("guard_state") or "absent"),
          "bold" if final.get("guard_state") in (None, "ok") else "bold yellow"),
-        (f", {fmt(final.get('events'))} event(s)", None),
+        (" (last action)" if final.get("guard_state") else "", None),
     ]
+    word = health(record)
+    if word is not None:
+        parts += [(", health at the last check: ", None), (word, "bold green" if word.startswith("ok") else "bold yellow")]
+    parts.append((f", {fmt(final.get('events'))} event(s)", None))
     if record.get("error"):
         parts.append((f"\nerror: {record['error']}", "red"))
     return parts
@@ -68,13 +72,58 @@ def tables(record: dict) -> list[Table]:
                                fired), "yellow" if fired else None))
         out.append(("Guard rules", [("rule (monitor)", "left"), ("last value", "right"), ("bound", "right"),
                                     ("wait", "right"), ("fired", "right")], rows))
+    out += timeline_table(record)
     events = [e for g in record.get("guards", []) for e in g.get("events", [])]
     if events:
         rows = [(cells(e["epoch"], e["rule"], e["action"], e["value"], e["threshold"]),
                  "red" if e["action"] == "stop" else "yellow") for e in events]
         out.append(("Guard events", [("epoch", "right"), ("rule", "left"), ("action", "left"), ("value", "right"),
                                      ("bound", "right")], rows))
+    compared = comparison(record, monitored_keys(record))
+    if compared:
+        rows = [(cells(*c), "yellow" if c[-1] == "worse" else None) for c in comparison_cells(compared)]
+        out.append((f"Against the reference run {record['reference'].get('path')}",
+                    [("indicator", "left"), ("this run", "right"), ("reference", "right"), ("difference", "right"),
+                     ("bad when it", "left"), ("this run", "left")], rows))
     return out
+
+
+def _column(name: str, monitor: str) -> str:
+    """A rule's timeline column: its name, or for a rule named by its monitor the key's last part
+    (``worst_class_recall``, ``class_recall/*``)."""
+    if name != monitor:
+        return name
+    parts = monitor.split("/")
+    return "/".join(parts[-2:]) if monitor.endswith("/*") else parts[-1]
+
+
+def timeline_table(record: dict) -> list[Table]:
+    """The compact timeline (``[]`` without per-check records): per check, epoch, real fraction, each rule's value
+    against its bound in force, the rules that fired, the action and the guard's word; beyond
+    :data:`TIMELINE_ROWS` checks, only the first, the last and those where something happened."""
+    rows = timeline(record)
+    if not rows:
+        return []
+    columns = timeline_columns(record)
+    modes = {(g, r["name"]): r["mode"] for g, guard in enumerate(record.get("guards", [])) for r in guard.get("rules", [])}
+    shown, previous = [], None
+    for i, row in enumerate(rows):
+        eventful = row["fired"] or row["action"] != "—" or row["word"] != previous or any(
+            e.get("violated") is True for e in row["rules"].values())
+        previous = row["word"]
+        if len(rows) <= TIMELINE_ROWS or i in (0, len(rows) - 1) or eventful:
+            shown.append(row)
+    out = []
+    for row in shown:
+        style = "yellow" if row["fired"] else None
+        out.append((cells(row["epoch"]) + [fmt(row["real_fraction"], 2)]
+                    + [judged_text(row["rules"].get((g, name)), modes.get((g, name)), compact=True)
+                       for g, name, _ in columns]
+                    + [row["action"], fmt(row["word"])], style))
+    title = "Timeline: each rule's value vs its bound in force at the check (<, >: beyond it; !: fired)" + (
+        f"; {len(rows) - len(shown)} quiet checks left out (all in report.html)" if len(shown) < len(rows) else "")
+    return [(title, [("epoch", "right"), ("real", "right")] + [(_column(name, m), "right") for _, name, m in columns]
+             + [("action", "left"), ("guard", "left")], out)]
 
 
 def summary_tables(record: dict) -> list[Any]:
@@ -85,10 +134,11 @@ def summary_tables(record: dict) -> list[Any]:
 
     out: list[Any] = [Text.assemble(*[(text, style or "") for text, style in headline(record)])]
     for title, columns, rows in tables(record):
-        table = RichTable(title=title, title_justify="left")
-        for name, justify in columns:
-            table.add_column(name, justify=justify)
-        table.columns[0].overflow = "fold"
+        table = RichTable(title=escape(title), title_justify="left")
+        for name, justify in columns:  # rule names and paths are the user's: escaped, never markup
+            table.add_column(escape(name), justify=justify)
+        for column in table.columns:  # a narrow terminal folds a cell, never cuts it
+            column.overflow = "fold"
         for row, style in rows:
             table.add_row(*[escape(c) for c in row], style=style)
         out.append(table)
