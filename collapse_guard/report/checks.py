@@ -35,8 +35,8 @@ def monitored_keys(record: dict) -> list[str]:
                 found = [rule["monitor"]]
             else:
                 found = [k for k in logged + judged if k.startswith(prefix) and "/" not in k[len(prefix):]]
-            keys += [k for k in found if k not in keys]
-    return keys
+            keys += found
+    return list(dict.fromkeys(keys))
 
 
 def _rule_monitor(guard: dict, name: str) -> Optional[str]:

@@ -26,20 +26,20 @@ from cg_testing import SYNTH_BASE, RealDM, TinyMLP, id_dataset, make_mixed, make
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPORT_KEYS = {"schema_version", "kind", "created", "status", "error", "run", "ratio", "indicators", "guards",
-               "injections", "provenance", "final"}
+               "injections", "provenance", "final", "reference"}
 RUN_KEYS = {"current_epoch", "global_step", "max_epochs", "world_size", "should_stop", "dirpath"}
 RATIO_ROW_KEYS = {"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target", "samples", "shares"}
-GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events"}
+GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events", "checks"}
 RULE_KEYS = {"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline", "baseline_checks",
              "min_change", "min_delta", "patience", "action", "non_finite", "noise", "state", "baseline_value", "bound"}
 EVENT_KEYS = {"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}
 FINAL_KEYS = {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state", "events",
-              "stopped_by_guard", "metrics"}
+              "stopped_by_guard", "metrics", "guard_health"}
 PROVENANCE_KEYS = {"schema_version", "kind", "seed", "samples_total", "real_share", "sources", "heldout",
                    "injections", "contamination"}
 SOURCE_KEYS = {"name", "kind", "generator", "generation", "params", "size", "training_pool", "samples", "share",
                "heldout_copies"}
-FILES = ["report.json", "provenance.json", "real_fraction.png", "indicators.png", "report.html"]
+FILES = ["report.json", "provenance.json", "real_fraction.png", "indicators.png", "indicators_other.png", "report.html"]
 
 
 def strict_json(path: Path) -> dict:
@@ -166,7 +166,7 @@ def test_html_page_is_self_contained(guarded_run):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "<script" not in page.lower() and "<link" not in page.lower()
     images = re.findall(r'<img[^>]*src="([^"]+)"', page)
-    assert len(images) == 2
+    assert len(images) == 3
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
@@ -177,7 +177,7 @@ def test_html_page_is_self_contained(guarded_run):
 
 
 def test_plots_are_valid_pngs(guarded_run):
-    for name in ("real_fraction.png", "indicators.png"):
+    for name in ("real_fraction.png", "indicators.png", "indicators_other.png"):
         path = guarded_run.out / name
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         pixels = matplotlib.image.imread(path)
@@ -201,12 +201,14 @@ def test_guard_events_are_in_the_plot_data_and_marked(guarded_run):
     assert _event_lines(figure_real_fraction(record)) == epochs
     fig = figure_indicators(record)
     assert _event_lines(fig) == epochs
-    # the values that fired are crosses in the monitored indicator's panel (the first: monitored keys go first)
+    # the values on which a rule fired and the guard acted are crosses in the monitored indicator's panel (the
+    # first: acc_floor fires at every check; in a cooldown its cross is grey and not an event's)
     crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in fig.axes[0].get_lines()
                if line.get_gid() == EVENT_GID and line.get_marker() == "X"]
     assert "heldout_real/acc" in fig.axes[0].get_title(loc="left")
-    assert [x for x, _ in crosses] == [e["epoch"] for e in events]
-    assert [y for _, y in crosses] == pytest.approx([e["value"] for e in events])  # flat: newer pytest refuses nested
+    acc_events = [e for e in events if e["monitor"] == "collapse/heldout_real/acc"]
+    assert [x for x, _ in crosses] == [e["epoch"] for e in acc_events]
+    assert [y for _, y in crosses] == pytest.approx([e["value"] for e in acc_events])  # flat: newer pytest refuses nested
 
 
 def test_cli_report_rerenders_from_the_json_alone(guarded_run, tmp_path, capsys):
@@ -218,7 +220,7 @@ def test_cli_report_rerenders_from_the_json_alone(guarded_run, tmp_path, capsys)
         assert (run_dir / name).is_file(), name
     assert (run_dir / "provenance.json").read_text() == (guarded_run.out / "provenance.json").read_text()
     page = (run_dir / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "acc_floor" in page
+    assert page.count("data:image/png;base64,") == 3 and "acc_floor" in page
     out = capsys.readouterr().out
     assert "Training data" in out and "Guard events" in out and "acc_floor" in out
 
@@ -244,7 +246,8 @@ def test_report_without_a_guard_in_the_default_folder(tmp_path, capsys):
     trainer.fit(TinyMLP(), datamodule=make_mixed())
     folder = tmp_path / "collapse_report"
     assert report.dirpath == folder and report.result.ok
-    assert all((folder / n).is_file() for n in FILES)
+    assert all((folder / n).is_file() for n in FILES if n != "indicators_other.png")
+    assert not (folder / "indicators_other.png").exists()  # no rule: indicators.png holds every indicator
     record = strict_json(folder / "report.json")
     assert record["guards"] == [] and record["final"]["guard_state"] is None
     assert not record["final"]["stopped_by_guard"] and record["final"]["events"] == 0
@@ -276,7 +279,7 @@ def test_a_plotting_failure_warns_and_the_fit_keeps_its_checkpoint(tmp_path, mon
         trainer.fit(TinyMLP(), datamodule=make_mixed())
     assert trainer.state.finished and trainer.current_epoch == 2
     assert list(tmp_path.glob("**/checkpoints/*.ckpt"))  # the checkpoint is untouched
-    assert set(report.result.errors) == {"real_fraction plot", "indicators plot"}
+    assert set(report.result.errors) == {"real_fraction plot", "indicators plot"}  # no guard: no other-indicators plot
     folder = tmp_path / "report"
     assert strict_json(folder / "report.json")["status"] == "completed"
     assert (folder / "provenance.json").is_file() and not list(folder.glob("*.png"))

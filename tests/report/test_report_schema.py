@@ -21,9 +21,11 @@ from rich.console import Console
 
 from collapse_guard import CollapseGuard, CollapseReport, HeldOutRealCheck, RatioMonitor, Rule, SyntheticSource
 from collapse_guard.cli import main
-from collapse_guard.report import load_record
+from collapse_guard.report import checks, load_record, load_reference
 from collapse_guard.report import plots
+from collapse_guard.report.files import write_json
 from collapse_guard.report.html import render_html
+from collapse_guard.report.reference import comparison
 from collapse_guard.report.record import check_record
 from collapse_guard.report.schema import PROVENANCE, REPORT, Arr, Obj, check_layout, format_path
 from collapse_guard.report.summary import plain_summary, print_summary
@@ -42,7 +44,9 @@ KEPT = ("collapse/heldout_real/acc", "collapse/heldout_real/acc_stderr", "collap
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> Path:
     """``report.json`` of a 3-epoch fit with a guard of every kind of rule (threshold, relative, sigmas, family)
-    that injects, a RatioMonitor, a HeldOutRealCheck and a MixedDataModule with provenance."""
+    that injects (its per-check log included), a RatioMonitor, a HeldOutRealCheck and a MixedDataModule with
+    provenance; with itself as its reference run (as ``CollapseReport(reference=...)`` keeps one), so that the
+    record has every optional field."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     dm = make_mixed(real_fraction=0.5, synth_sizes={})
@@ -60,6 +64,8 @@ def written(tmp_path_factory) -> Path:
     trainer = make_trainer(max_epochs=3, callbacks=[report, RatioMonitor(), HeldOutRealCheck(), guard])
     trainer.fit(TinyMLP(), datamodule=dm)
     assert report.result.ok and len(report.record["guards"][0]["events"]) >= 2
+    record = load_record(out)
+    write_json(out / "report.json", {**record, "reference": load_reference(out)})
     return out / "report.json"
 
 
@@ -72,6 +78,16 @@ def small(record: dict) -> dict:
     indicators["history"] = [{k: v for k, v in row.items() if k in ("epoch", "global_step", *KEPT)}
                              for row in indicators["history"]]
     record["final"]["metrics"] = {k: v for k, v in record["final"]["metrics"].items() if k in KEPT}
+    reference = record["reference"]  # one check and one epoch of the reference run, its final metrics kept
+    reference["indicators"] = copy.deepcopy({**indicators, "history": indicators["history"][-1:]})  # no aliasing
+    reference["ratio"]["history"] = reference["ratio"]["history"][-1:]
+    reference["final"]["metrics"] = dict(record["final"]["metrics"])
+    guard = record["guards"][0]  # two checks of the per-check log, one member of the family rule's
+    guard["checks"] = guard["checks"][:2]
+    for check in guard["checks"]:
+        for entry in check["rules"]:
+            if "members" in entry:
+                entry["members"] = dict(list(entry["members"].items())[:1])
     for rule in record["guards"][0]["rules"]:
         for part in (rule, rule["state"]):
             if "members" in part:
@@ -150,6 +166,18 @@ def renders(record: dict) -> None:
         assert m["epoch"] is None or isinstance(m["epoch"], numbers.Real) and not isinstance(m["epoch"], bool)
         assert isinstance(m["action"], str) and isinstance(m["value"], float)
     plots.rule_bounds(record)
+    for key, steps in checks.bound_steps(record).items():  # the bounds in force at each check
+        assert isinstance(key, str)
+        for step in steps:
+            assert all(isinstance(e, numbers.Real) and not isinstance(e, bool) for e in step["epoch"])
+            assert all(isinstance(v, float) for v in step["bound"] + step["value"])
+    checks.timeline(record)
+    assert checks.health(record) is None or isinstance(checks.health(record), str)
+    comparison(record, checks.monitored_keys(record))
+    for key in plots.indicator_series(record):
+        plots.panel_title(key)
+        if record.get("reference"):
+            plots.key_series(record["reference"], key)
     assert all(isinstance(s["name"], str) for s in (record["provenance"] or {}).get("sources", []))
 
 
@@ -213,8 +241,9 @@ def test_every_mutation_is_refused_naming_its_path_or_renders(written, tmp_path,
     for path, new, mutated in accepted[::53]:
         assert cli(tmp_path, mutated, "--no-plots")[0] == 0, (format_path(path), new, capsys.readouterr())
     # and the rich summary and the plots of the accepted mutations of what the plots read
-    drawn = [m for path, new, m in accepted if path[0] in ("ratio", "indicators", "guards")
-             and path[-1] in ("epoch", "action", "monitor", "value", "threshold", "bound", "shares", "history", "mode")]
+    drawn = [m for path, new, m in accepted if path[0] in ("ratio", "indicators", "guards", "reference")
+             and path[-1] in ("epoch", "action", "monitor", "value", "threshold", "bound", "shares", "history", "mode",
+                              "checks", "members", "rule", "fired", "violated")]
     for mutated in drawn[::max(1, len(drawn) // 3)]:
         assert cli(tmp_path, mutated)[0] == 0, capsys.readouterr()
     for path, new, mutated in accepted[::40]:
