@@ -215,3 +215,60 @@ def test_best_weights_are_copied_only_where_the_strategy_holds_the_whole_model()
     assert not copies_best_weights(FSDPStrategy(), None)  # the default quietly keeps no shard
     with pytest.raises(ValueError, match="restore_best=True.*FSDPStrategy"):
         copies_best_weights(FSDPStrategy(), True)
+
+
+# -- the paired indicators (round 2): rows made by the check's own code from per-sample correctness ----------------
+def paired_rows(recalls: list[dict], shuffled: tuple = (), support: int = 40, seed: int = 0) -> list[dict]:
+    """What HeldOutRealCheck logs at each check when class ``c`` gets ``round(recall * support)`` of its held-out
+    samples right: the same samples from check to check (the model's hardest ones wrong), but for the classes in
+    ``shuffled``, whose right samples are drawn afresh at every check (a confusable class whose decision boundary
+    moves between checks of healthy training)."""
+    from types import SimpleNamespace
+
+    from collapse_guard.callbacks.paired import PairedReference
+    from collapse_guard.metrics.classification import ClassificationIndicators
+
+    gen = torch.Generator().manual_seed(seed)
+    classes = len(recalls[0])
+    target = torch.arange(classes).repeat_interleave(support)
+    reference, rows = PairedReference(), []
+    for t, recall in enumerate(recalls):
+        right = torch.zeros(classes * support, dtype=torch.bool)
+        for c in range(classes):
+            order = torch.randperm(support, generator=gen) if c in shuffled else torch.arange(support)
+            right[c * support + order[:round(recall[c] * support)]] = True
+        predicted = torch.where(right, target, (target + 1) % classes)
+        metric = ClassificationIndicators(num_classes=classes)
+        metric.update(torch.nn.functional.one_hot(predicted, classes).float() * 5, target)
+        row = {PREFIX + k: float(v) for k, v in metric.compute().items()}
+        trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=t)
+        row.update(reference.values(trainer, metric, row))
+        rows.append(row)
+    return rows
+
+
+def paired_swinging_run() -> list[dict]:
+    return paired_rows([{c: (SWING[t] if c == 3 else STEADY[t] - 0.01 * (c % 3)) for c in range(5)}
+                        for t in range(len(SWING))], shuffled=(3,))
+
+
+def paired_mode_loss_run(lost: int = 2) -> list[dict]:
+    fall = [1.0] * 6 + [0.6, 0.25, 0.08, 0.03, 0.02, 0.02]
+    return paired_rows([{c: (STEADY[t] - 0.01 * (c % 3)) * (fall[t] if c == lost else 1.0) for c in range(5)}
+                        for t in range(len(fall))])
+
+
+def test_the_paired_rows_are_the_change_from_the_best_check():
+    rows = paired_mode_loss_run()
+    assert rows[0][PREFIX + "acc_change"] == 0.0 and PREFIX + "class_recall_change_stderr/4" in rows[0]
+    best = max(r[PREFIX + "acc"] for r in rows[:6])
+    assert rows[8][PREFIX + "acc_change"] == pytest.approx(rows[8][PREFIX + "acc"] - best)
+    assert rows[8][PREFIX + "class_recall_change/2"] < -0.8  # the lost class, against its own samples
+
+
+def test_the_default_rules_on_paired_rows_let_a_swinging_class_be_and_name_a_lost_class():
+    assert replay(paired_swinging_run(), default_rules()) == []
+    fired = replay(paired_mode_loss_run(lost=2), default_rules())
+    assert fired and fired[0][0] == 6
+    by_class = replay(paired_mode_loss_run(lost=2), [r for r in default_rules() if r.monitor.endswith("/*")])
+    assert by_class and all(label.endswith(" 2") for _, label in by_class)
