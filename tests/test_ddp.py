@@ -238,6 +238,8 @@ class Opaque:
 def split_fits(out: Path) -> dict:
     """Set-up of a 24k-row opaque real dataset on two ranks: the reads of each rank before training, and the error
     a planted copy of a held-out real sample in the training data gives on each rank."""
+    from torch.utils.data import TensorDataset
+
     from collapse_guard import MixedDataModule
     from collapse_guard._compat import Callback
     from collapse_guard.data import digest_cache
@@ -249,6 +251,24 @@ def split_fits(out: Path) -> dict:
             record["reads"], record["rank"] = real.reads, trainer.global_rank
             record["computed"] = dict(digest_cache.computed)
             raise SystemExit(0)  # the set-up is what is measured: no training
+
+    # a large opaque synthetic source (read at the first epoch, not at set-up) of copies of the real rows: each rank
+    # scans its share of the epoch, and the ranks join what they found at its end
+    digest_cache.clear_cache()
+    real = Opaque(120)
+
+    class Copies(Opaque):
+        def __getitem__(self, i):
+            return real.x[i % len(real.x)], real.y[i % len(real.y)]
+
+    dm = MixedDataModule(TensorDataset(real.x, real.y), {"big": Copies(20_000)}, real_fraction=0.5, holdout=0.25,
+                         batch_size=BATCH, samples_per_epoch=SAMPLES)
+    trainer = make_ddp_trainer([], max_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyMLP(), datamodule=dm)
+    record["first_epoch"] = {k: dm.contamination["sources"]["big"][k] for k in ("scanned", "duplicates", "deferred")}
+    record["first_epoch_warnings"] = [str(w.message) for w in caught if "first training epoch" in str(w.message)]
 
     for leak in (False, True):
         digest_cache.clear_cache()
@@ -554,3 +574,9 @@ def test_the_heldout_check_reads_a_large_opaque_real_dataset_a_share_per_rank(tm
         assert r["computed"].get("stacked across ranks") == 1 and "stacked" not in r["computed"]
         # the copy is found from the gathered digests on both ranks, each raising the set-up error itself
         assert r["leak_error"].startswith("ValueError") and "held-out" in r["leak_error"], r["leak_error"]
+    # the first-epoch scan: both ranks hold the joined counts of the whole epoch (32 synthetic samples of 64), and
+    # rank 0 alone warns, for all ranks
+    a, b = (r["first_epoch"] for r in ranks)
+    assert a == b and a["deferred"] and a["scanned"] == SAMPLES // 2 and a["duplicates"] >= 1, (a, b)
+    assert len(ranks[0]["first_epoch_warnings"]) == 1 and "(all 2 ranks)" in ranks[0]["first_epoch_warnings"][0]
+    assert ranks[1]["first_epoch_warnings"] == []

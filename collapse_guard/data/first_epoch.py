@@ -10,7 +10,9 @@ fingerprints (:class:`~collapse_guard.data.digests.RowDigests`): only the few ca
 finds goes back to the main process (directly, or through a pipe from the workers) and into the contamination
 report; at the end of the first epoch a warning names each source with copies and their counts.
 
-Under several processes every rank scans the samples it reads (its share of the epoch) and reports them itself.
+Under several processes every rank scans the samples it reads (its share of the epoch); at the end of the first epoch
+the ranks join what they found (``all_gather_object``), so every rank's record counts the whole epoch and rank 0
+warns once.
 With DataLoader workers the scan runs only under a Trainer: the main process drains what the workers send at every
 training batch (``MixedDataModule.on_after_batch_transfer``); a loader iterated by hand would leave the pipe full.
 
@@ -86,37 +88,47 @@ class FirstEpochCheck:
         """``dataset`` read through this check, for a training loader with ``num_workers`` workers."""
         return scanned(dataset, [self], num_workers)
 
-    def after_batch(self, epoch: int, batches_per_epoch: Any) -> None:
+    def after_batch(self, epoch: int, batches_per_epoch: Any, gather: Optional[Callable[[Any], list]] = None
+                    ) -> None:
         """A training batch reached the model: :meth:`drain`; at the end of the first epoch, :meth:`finish`.
 
         Args:
             epoch: the Trainer's current epoch.
             batches_per_epoch: the Trainer's training batches an epoch (``inf`` when unknown).
+            gather: under several processes, ``obj -> [every rank's obj]`` (a collective: every rank reaches the end
+                of the first epoch at the same batch), for :meth:`finish` to combine what the ranks found.
         """
         if not self.active:
             return
         if self.epoch is None:
             self.epoch = epoch
         if epoch != self.epoch:
-            self.finish()
+            self.finish(gather)
             return
         self.batches += 1
         self.drain()
         if self.batches >= batches_per_epoch:
-            self.finish()
+            self.finish(gather)
 
     def drain(self) -> None:
         """Take in what the workers sent (nothing here)."""
 
-    def finish(self) -> None:
-        """Stop the first epoch's checks (workers too), after a last :meth:`drain`; then :meth:`report`."""
+    def finish(self, gather: Optional[Callable[[Any], list]] = None) -> None:
+        """Stop the first epoch's checks (workers too), after a last :meth:`drain`; :meth:`combine` what every rank
+        found when given ``gather`` (see :meth:`after_batch`; never from a fit that stopped early, where the ranks
+        are not in step); then :meth:`report`."""
         if not self.active:
             return
         self.drain()
         self.active = False
         if self._flag is not None:
             self._flag.value = 0
+        if gather is not None:
+            self.combine(gather)
         self.report()
+
+    def combine(self, gather: Callable[[Any], list]) -> None:
+        """Take in what the other ranks found (nothing here)."""
 
     def report(self) -> None:
         """Say what the first epoch found (nothing here)."""
@@ -150,6 +162,7 @@ class FirstEpochScan(FirstEpochCheck):
         self.key, self.rank, self.world_size = key, rank, world_size
         self.reads = [0] * len(sources)
         self.hits: list[dict[int, int]] = [{} for _ in sources]
+        self.combined = False  # True once every rank's finds are joined (:meth:`combine`)
         self._queue: Any = None
 
     # -- the reading side (main process or DataLoader worker) ---------------------------------------------------
@@ -222,12 +235,23 @@ class FirstEpochScan(FirstEpochCheck):
         while self._queue is not None and not self._queue.empty():
             self._merge(*self._queue.get())
 
+    def combine(self, gather: Callable[[Any], list]) -> None:
+        """Every rank's reads summed and copies joined, so each rank's record (and the report rank 0 writes) counts
+        the whole first epoch, and one rank warns for all."""
+        parts = gather((self.reads, self.hits))
+        self.reads = [0] * len(self.names)
+        self.hits = [{} for _ in self.names]
+        for reads, hits in parts:
+            self._merge(reads, [(s, position, held) for s, found in enumerate(hits) for position, held in found.items()])
+        self.combined = True
+
     def report(self) -> None:
-        """Warn about the sources with copies (at :meth:`finish`)."""
+        """Warn about the sources with copies (at :meth:`finish`; after :meth:`combine`, on rank 0 only)."""
         dirty = {n: len(h) for n, h in zip(self.names, self.hits) if h}
-        if not dirty:
+        if not dirty or (self.combined and self.rank != 0):
             return
-        where = f" on rank {self.rank}" if self.world_size > 1 else ""
+        where = ("" if self.world_size == 1 else f" (all {self.world_size} ranks)" if self.combined
+                 else f" on rank {self.rank}")
         read = {n: r for n, r, h in zip(self.names, self.reads, self.hits) if h}
         warnings.warn(
             f"first training epoch{where}: synthetic samples identical to held-out real samples: {dirty} (samples "
