@@ -4,7 +4,9 @@ Biases tables and images; a logger of another kind keeps the scalars ``pl_module
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from collapse_guard._compat import rank_zero_warn
 
@@ -43,6 +45,29 @@ def _figures(record: dict) -> dict:
     return {name: fig for name, fig in drawn.items() if fig is not None}
 
 
+def run_folder(loggers: Iterable[Any]) -> Optional[Path]:
+    """The first logger's own folder of this run, where the report belongs, when it is not Lightning's ``log_dir``:
+    an MLflow run's artifact folder (a local ``file:`` store; ``trainer.log_dir`` is the tracking folder of every
+    run there), a Weights & Biases run's files folder. ``None``: use ``trainer.log_dir`` (TensorBoard and CSV
+    loggers' ``version_N/``). Rank zero only (other ranks hold no experiment).
+
+    Example::
+
+        folder = run_folder(trainer.loggers) or Path(trainer.log_dir or trainer.default_root_dir)
+    """
+    logger = next(iter(loggers), None)
+    try:
+        if _kind(logger) == "MLFlowLogger":
+            uri = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+            return Path(url2pathname(uri.path)) if uri.scheme in ("", "file") else None
+        if _kind(logger) == "WandbLogger":
+            return Path(logger.experiment.dir)
+    except Exception as err:  # noqa: BLE001 - the Trainer's log dir serves then
+        rank_zero_warn(f"collapse_guard could not find {_kind(logger)}'s run folder ({type(err).__name__}: {err}); "
+                       "the report goes under the Trainer's log dir.")
+    return None
+
+
 def log_report(loggers: Iterable[Any], folder: Path, record: dict, step: int) -> None:
     """The report of ``record`` to every logger that keeps more than scalars: TensorBoard its plots as figures
     (``add_figure``); MLflow the files of ``folder`` as run artifacts under ``collapse_report/``; Weights & Biases
@@ -55,7 +80,7 @@ def log_report(loggers: Iterable[Any], folder: Path, record: dict, step: int) ->
             if kind == "TensorBoardLogger":
                 for name, fig in figures.items():
                     logger.experiment.add_figure(f"collapse/report/{name}", fig, global_step=step, close=False)
-            elif kind == "MLFlowLogger":
+            elif kind == "MLFlowLogger" and run_folder([logger]) not in (folder, folder.parent):  # not already there
                 logger.experiment.log_artifacts(logger.run_id, str(folder), "collapse_report")
             elif kind == "WandbLogger":
                 logger.log_image(key="collapse/report", images=list(figures.values()), caption=list(figures))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
-from collapse_guard.callbacks._logger_io import log_report
+from collapse_guard.callbacks._logger_io import log_report, run_folder
 from collapse_guard.callbacks.guard import CollapseGuard
 from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
@@ -53,8 +53,10 @@ class CollapseReport(Callback):
     is written, as Lightning then writes no logs or checkpoints.
 
     Args:
-        dirpath: folder of the report. Default: ``<trainer.log_dir>/collapse_report``, i.e. under the first
-            logger's folder (``lightning_logs/version_N/``), or under ``default_root_dir`` without a logger.
+        dirpath: folder of the report. Default: ``collapse_report/`` in the first logger's folder of this run:
+            ``<trainer.log_dir>`` for TensorBoard and CSV loggers (``lightning_logs/version_N/``), the run's
+            artifact folder for MLflow (a local store; else under ``trainer.log_dir``, the files then logged as
+            artifacts), the run's files folder for Weights & Biases, ``default_root_dir`` without a logger.
         plots: write the two PNG plots.
         html: write ``report.html``.
         summary: print the ``rich`` summary on rank zero.
@@ -113,8 +115,11 @@ class CollapseReport(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and self._dirpath_arg is None:
-            # every rank runs set-up: `trainer.log_dir` broadcasts rank 0's folder, so all agree on it
-            self._resolved = Path(trainer.log_dir or trainer.default_root_dir) / DEFAULT_SUBDIR
+            # every rank runs set-up: `trainer.log_dir` broadcasts rank 0's folder, so all agree on it; an MLflow or
+            # W&B run's own folder instead (rank zero writes the report)
+            log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+            own = run_folder(trainer.loggers) if trainer.is_global_zero else None
+            self._resolved = (own or log_dir) / DEFAULT_SUBDIR
 
     def _folder(self, trainer: Trainer) -> Path:
         # before set-up (an error in the datamodule's setup): no collective here, rank 0 only

@@ -20,6 +20,9 @@ from typing import Union
 
 REPORT_JSON = "report.json"
 PROVENANCE_JSON = "provenance.json"
+EVENTS_CSV = "events.csv"
+#: the columns of :data:`EVENTS_CSV`, one row per guard event
+EVENT_COLUMNS = ("guard", "epoch", "global_step", "action", "rules", "monitor", "value", "bound", "reason")
 REAL_FRACTION_PNG = "real_fraction.png"
 INDICATORS_PNG = "indicators.png"
 INDICATORS_OTHER_PNG = "indicators_other.png"
@@ -50,6 +53,29 @@ def write_atomic(path: PathLike, data: Union[str, bytes]) -> Path:
 def write_json(path: PathLike, obj: dict) -> Path:
     """``obj`` (already JSON-ready: :func:`~collapse_guard.report.record.jsonable`) as strict JSON."""
     return write_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def events_csv(record: dict) -> str:
+    """Every guard event of ``record`` as CSV text, one row per event (:data:`EVENT_COLUMNS`; ``bound`` is schema
+    1's ``threshold``, ``rules`` every rule that fired joined by ``;``), for spreadsheets and loggers that keep files.
+
+    Example::
+
+        Path("events.csv").write_text(events_csv(record))
+    """
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EVENT_COLUMNS)
+    for g, guard in enumerate(record.get("guards") or []):
+        for event in guard.get("events") or []:
+            rules = event.get("rules") or [event.get("rule")]
+            writer.writerow([g, event.get("epoch"), event.get("global_step"), event.get("action"),
+                             ";".join(str(r) for r in rules), event.get("monitor"), event.get("value"),
+                             event.get("threshold"), event.get("reason")])
+    return out.getvalue()
 
 
 def find_report(run_dir: PathLike) -> Path:

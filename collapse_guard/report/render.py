@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from collapse_guard.report.files import PROVENANCE_JSON, REPORT_HTML, REPORT_JSON, write_atomic, write_json
+from collapse_guard.report.files import (
+    EVENTS_CSV, PROVENANCE_JSON, REPORT_HTML, REPORT_JSON, events_csv, write_atomic, write_json,
+)
 
 ON_ERROR = ("warn", "raise")
 
@@ -49,7 +51,8 @@ def _step(result: ReportResult, name: str, on_error: str, fn, *args: Any) -> Any
 
 
 def write_record(record: dict, dirpath: Path, on_error: str = "warn", result: Optional[ReportResult] = None) -> ReportResult:
-    """Write ``report.json`` and, when the record has provenance, ``provenance.json``.
+    """Write ``report.json``, ``events.csv`` (one row per guard event) and, when the record has provenance,
+    ``provenance.json``.
 
     Raises:
         ValueError: for an unknown ``on_error``.
@@ -59,6 +62,8 @@ def write_record(record: dict, dirpath: Path, on_error: str = "warn", result: Op
     result = result or ReportResult()
     dirpath = Path(dirpath)
     result.files["report.json"] = _step(result, "JSON record", on_error, write_json, dirpath / REPORT_JSON, record)
+    result.files[EVENTS_CSV] = _step(result, "events table", on_error, write_atomic, dirpath / EVENTS_CSV,
+                                     events_csv(record))
     if record.get("provenance") is not None:
         result.files["provenance.json"] = _step(
             result, "provenance manifest", on_error, write_json, dirpath / PROVENANCE_JSON, record["provenance"]
