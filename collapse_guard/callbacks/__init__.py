@@ -6,8 +6,9 @@ from collapse_guard.callbacks.heldout import HeldOutRealCheck
 from collapse_guard.callbacks.ratio import RatioMonitor
 from collapse_guard.callbacks.report import CollapseReport
 from collapse_guard.callbacks.rules import Rule, RuleState, Verdict
+from collapse_guard.callbacks.source_audit import SourceAudit
 
 __all__ = [
     "CollapseGuard", "CollapseReport", "Decision", "GuardEvent", "HeldOutRealCheck", "RatioMonitor", "Rule", "RuleState",
-    "Verdict", "decide", "default_rules",
+    "SourceAudit", "Verdict", "decide", "default_rules",
 ]

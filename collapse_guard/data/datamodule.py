@@ -165,6 +165,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self.verify_holdout, self.stream_heldout_samples = verify_holdout, stream_heldout_samples
         self.contamination: dict = {"checked": False}
+        self.audit: Optional[dict] = None  # a SourceAudit callback's audit of the synthetic sources, after set-up
         self._scan: Optional[FirstEpochScan] = None
         self._finite: Optional[FiniteScan] = None
         self.mixer: Optional[MixingState] = None

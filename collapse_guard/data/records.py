@@ -82,11 +82,14 @@ class MixingRecordsMixin:
     def provenance(self) -> Optional[dict]:
         """The provenance manifest (:func:`~collapse_guard.data.provenance.provenance_manifest`): every source with
         its provenance, training pool, samples drawn and share; held-out sizes; injections; the contamination
-        report. ``None`` before :meth:`setup`."""
+        report; with a ``SourceAudit`` among the callbacks, its audit (``"audit"``). ``None`` before :meth:`setup`."""
         if self.mixer is None:
             return None
-        return provenance_manifest(self.mixer, self.contamination, getattr(self, "heldout_real", None),
-                                   getattr(self, "heldout_synthetic", None))
+        manifest = provenance_manifest(self.mixer, self.contamination, getattr(self, "heldout_real", None),
+                                       getattr(self, "heldout_synthetic", None))
+        if getattr(self, "audit", None) is not None:
+            manifest["audit"] = self.audit
+        return manifest
 
     # -- the guard's handle ---------------------------------------------------------------------------------
     def _epoch(self) -> Optional[int]:

@@ -1,0 +1,82 @@
+"""SourceAudit: each synthetic source against the real training data at set-up (issue 17, the audit)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from collapse_guard import CollapseGuard, CollapseReport, MixedDataModule, Rule, SourceAudit
+from collapse_guard.data.audit import audit_metrics
+from collapse_guard.metrics.functional.class_marginal import class_shares, missing_classes
+
+from cg_testing import REAL_BASE, SYNTH_BASE, TinyMLP, id_dataset, make_trainer
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def without_classes(ds: TensorDataset, classes: set) -> TensorDataset:
+    x, y = ds.tensors
+    keep = torch.tensor([int(c) not in classes for c in y])
+    return TensorDataset(x[keep], y[keep])
+
+
+def mixed(synthetic: dict) -> MixedDataModule:
+    return MixedDataModule(id_dataset(300, REAL_BASE), synthetic, real_fraction=0.5, holdout=0.2, batch_size=16,
+                           samples_per_epoch=64)
+
+
+def test_missing_classes_and_shares():
+    real = torch.tensor([0, 1, 2] * 10 + [3])  # class 3: one real sample, too rare to judge
+    assert missing_classes(real, torch.tensor([0, 1] * 15), 4).tolist() == [2]
+    assert missing_classes(real, torch.tensor([0, 1, 2] * 10), 4).tolist() == []
+    # 1 of 60 samples of class 2 is below 10% of its real share (10/31): missing; 1 of 30 is not
+    assert missing_classes(real, torch.tensor([0, 1] * 29 + [2, 0]), 4).tolist() == [2]
+    assert missing_classes(real, torch.tensor([0, 1] * 14 + [2, 0]), 4).tolist() == []
+    assert class_shares(torch.tensor([0, 0, 2]), 3).tolist() == pytest.approx([2 / 3, 0, 1 / 3])
+
+
+def test_the_audit_names_the_source_that_lacks_a_class_before_training():
+    good = id_dataset(200, SYNTH_BASE)
+    bad = without_classes(id_dataset(300, 2 * SYNTH_BASE, seed=1), {2})
+    audit = SourceAudit(max_samples=500)
+    dm = mixed({"good": good, "bad": bad})
+    with pytest.warns(UserWarning, match=r"synthetic source 'bad' lacks classes \[2\]"):
+        make_trainer(max_epochs=1, callbacks=[audit]).fit(TinyMLP(), datamodule=dm)
+    sources = audit.report["sources"]
+    assert sources["good"]["missing_classes"] == [] and sources["bad"]["missing_classes"] == [2]
+    assert sources["bad"]["class_tv"] > 0.25 > sources["good"]["class_tv"]
+    # input space: both sources are real-like blobs; the k-NN measures and the real baseline are in range
+    for entry in (sources["good"], sources["bad"], audit.report["real"]):
+        assert 0.0 <= entry["precision"] <= 1.0 and 0.0 <= entry["coverage"] <= 1.0
+    assert sources["good"]["heldout_copies"] == 0
+    assert dm.provenance()["audit"] is audit.report
+    assert audit_metrics(audit.report)["collapse/audit/bad/missing_classes"] == 1.0
+
+
+def test_a_rule_reads_the_audit_at_the_first_check_and_the_report_holds_it(tmp_path):
+    bad = without_classes(id_dataset(300, 2 * SYNTH_BASE, seed=1), {2})
+    rule = Rule("collapse/audit/bad/missing_classes", mode="min", threshold=0.5, action="stop")
+    guard = CollapseGuard(rules=[rule])
+    report = CollapseReport(dirpath=str(tmp_path))
+    model = TinyMLP()
+    make_trainer(max_epochs=3, callbacks=[SourceAudit(), guard, report]).fit(model, datamodule=mixed({"bad": bad}))
+    assert [(e.epoch, e.action, e.monitor) for e in guard.events] == [(0, "stop", rule.monitor)]
+    assert list(model.seen) == [0]
+    assert report.record["provenance"]["audit"]["sources"]["bad"]["missing_classes"] == [2]
+
+
+def test_a_rule_on_an_audit_key_of_no_source_is_refused_at_setup():
+    guard = CollapseGuard(rules=[Rule("collapse/audit/gen9/missing_classes", mode="min", threshold=0.5)],
+                          action="stop")
+    model = TinyMLP()
+    with pytest.raises(ValueError, match=r"SourceAudit never logs.*audit/good/missing_classes"):
+        make_trainer(max_epochs=1, callbacks=[SourceAudit(), guard]).fit(
+            model, datamodule=mixed({"good": id_dataset(200, SYNTH_BASE)}))
+    assert model.seen == {}
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_samples=3), dict(k=0), dict(missing_share=1.5), dict(seed=-1),
+                                    dict(missing_share=float("nan"))])
+def test_settings_are_checked_when_built(kwargs):
+    with pytest.raises(ValueError):
+        SourceAudit(**kwargs)
