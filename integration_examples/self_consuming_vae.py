@@ -14,8 +14,9 @@ Guarded run: the same loop and seed with ``vae_guard(margin)``: a generation who
 falls more than ``margin`` below generation 0 is rejected and refit with the real share of its batches raised by
 0.25 (at most 0.75, so every generation still trains on at least 25% synthetic samples).
 
-Run:  python integration_examples/self_consuming_vae.py             (3 seeds, about 2 minutes on 2 CPU cores)
-      python integration_examples/self_consuming_vae.py --seeds 0   (one seed)
+Run:  python integration_examples/self_consuming_vae.py               (3 seeds, one after the other)
+      python integration_examples/self_consuming_vae.py --workers 3   (the 3 seeds in 3 processes: same results)
+      python integration_examples/self_consuming_vae.py --seeds 0     (one seed)
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--margin", type=float, default=0.15, help="guard margin below generation 0 (share)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--no-refit", action="store_true", help="inject for the next generation only")
+    parser.add_argument("--workers", type=int, default=1, help="processes running the seeds side by side")
     parser.add_argument("--json", type=Path, default=None, help="write the summary and tables here")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -58,6 +60,7 @@ def main(argv=None) -> dict:
         margin=args.margin,
         max_epochs=args.epochs,
         refit=not args.no_refit,
+        workers=args.workers,
         progress=lambda line: print(line, flush=True),
     )
     seconds = time.perf_counter() - start

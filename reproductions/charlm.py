@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from collapse_guard._compat import LightningModule
+from reproductions._epoch_loss import EpochLoss
 
 BOS = 0  #: id of the begin-of-sequence token every sequence starts from
 
@@ -154,6 +155,7 @@ class CharGRU(LightningModule):
         self.embedding = nn.Embedding(vocab_size, embed)
         self.rnn = nn.GRU(embed, hidden, batch_first=True)
         self.head = nn.Linear(hidden, vocab_size)
+        self.epoch_loss = EpochLoss()
 
     def forward(self, ids: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Next-id logits ``(B, L, V)`` after each position of ``ids`` ``(B, L)``, and the final GRU state."""
@@ -169,8 +171,11 @@ class CharGRU(LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.token_nll(batch[0]).mean()
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.epoch_loss.add(loss, len(batch[0]))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_loss.log(self, "train_loss")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 
 from collapse_guard._compat import LightningModule
 from collapse_guard._digits import split_digits_parts
+from reproductions._epoch_loss import EpochLoss
 
 PIXEL_MAX = 16.0
 
@@ -95,6 +96,7 @@ class DigitsVAE(LightningModule):
         self.logvar = nn.Linear(hidden, latent)
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, dim))
         self.log_sigma2 = nn.Parameter(torch.tensor(-3.0))  # shared pixel log-variance of the likelihood
+        self.epoch_loss = EpochLoss()
 
     def encode(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean and log-variance, each ``(n, latent)``."""
@@ -118,8 +120,11 @@ class DigitsVAE(LightningModule):
     def training_step(self, batch, batch_idx):
         x = batch[0]
         loss = self.negative_elbo(x).mean()
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.epoch_loss.add(loss, len(x))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_loss.log(self, "train_loss")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -239,11 +244,14 @@ def run_vae_experiment(
     refit: bool = True,
     num_threads: Optional[int] = 1,
     progress=None,
+    workers: int = 1,
 ) -> dict:
     """Shumailov et al.'s VAE experiment on real digits, unguarded and guarded, for each seed.
 
     For every seed: ``replace`` over ``generations`` generations without a guard, then the same loop (same seed:
-    generation 0 is the same fit) with :func:`vae_guard`.
+    generation 0 is the same fit) with :func:`vae_guard`. The guarded run takes the fits it shares with the
+    unguarded one (generation 0, and each later attempt 0 until the guard first acts) from it instead of
+    repeating them (:class:`reproductions._reuse.ReusingLoop`): the results are those of two separate runs.
 
     Args:
         generations: generations after generation 0.
@@ -255,6 +263,8 @@ def run_vae_experiment(
             generation's real share only).
         num_threads: torch threads during the runs.
         progress: ``f(str)`` called with a line after every run, or ``None``.
+        workers: processes that run the seeds side by side (``spawn``; each seed's result is the same as in one
+            process, the seeds being independent); 1 runs them here, one after the other.
 
     Returns:
         ``{"runs": {seed: {"replace": NeuralLoopResult, "guarded": NeuralLoopResult}}, "summary": {...}}``; the
@@ -262,28 +272,70 @@ def run_vae_experiment(
         the worst accepted generation guarded (values and changes relative to generation 0), and the guard's real
         share.
     """
+    seeds = tuple(seeds)
+    args = (generations, margin, max_epochs, n_train, refit, num_threads)
+    runs = {}
+    if workers > 1 and len(seeds) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch / Lightning
+        with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=context) as pool:
+            futures = {seed: pool.submit(_run_vae_seed, seed, *args) for seed in seeds}
+            for seed, future in futures.items():
+                runs[seed] = future.result()
+                if progress is not None:
+                    for name, res in runs[seed].items():
+                        progress(_run_line(seed, name, res))
+    else:
+        for seed in seeds:
+            runs[seed] = _run_vae_seed(seed, *args, progress=progress)
+    return {"runs": runs, "summary": summarize_vae(runs, generations, margin)}
+
+
+def _run_line(seed, name, res) -> str:
+    return f"seed {seed} {name}: {len(res.records)} fits, {sum(r.seconds for r in res.records):.1f} s"
+
+
+def vae_loop(guard=None, max_epochs: int = 100, num_threads: Optional[int] = 1, cache=None):
+    """The self-consuming loop of :func:`run_vae_experiment` (``replace``, a fresh :class:`DigitsVAE` each fit).
+
+    Args:
+        guard: a :class:`~collapse_guard.loop.GenerationGuard` (e.g. :func:`vae_guard`) or ``None``.
+        max_epochs: epochs per fit.
+        num_threads: torch threads during the run.
+        cache: a :class:`reproductions._reuse.FitCache` shared with the loops of the same seed (only ``guard``
+            may differ), or ``None``: a plain :class:`~collapse_guard.loop.LightningSelfConsumingLoop`.
+    """
     from collapse_guard.loop.neural import LightningSelfConsumingLoop
+    from reproductions._reuse import ReusingLoop
+
+    options = dict(
+        metrics=vae_metrics(),
+        guard=guard,
+        max_epochs=max_epochs,
+        num_threads=num_threads,
+        generator_name="DigitsVAE(64-32-8)",
+        generator_params={"sampling": "decoder mean of z ~ N(0, I)", "max_epochs": max_epochs},
+    )
+    if cache is None:
+        return LightningSelfConsumingLoop(lambda g: DigitsVAE(), "replace", **options)
+    return ReusingLoop(lambda g: DigitsVAE(), "replace", cache=cache, **options)
+
+
+def _run_vae_seed(seed, generations, margin, max_epochs, n_train, refit, num_threads, progress=None) -> dict:
+    """One seed of :func:`run_vae_experiment`: ``{"replace": NeuralLoopResult, "guarded": NeuralLoopResult}``."""
+    from reproductions._reuse import FitCache
 
     real, heldout = digits_split(n_train=n_train, seed=0)
-    runs = {}
-    for seed in seeds:
-        runs[seed] = {}
-        for name, guard in (("replace", None), ("guarded", vae_guard(margin, refit=refit))):
-            loop = LightningSelfConsumingLoop(
-                lambda g: DigitsVAE(),
-                "replace",
-                metrics=vae_metrics(),
-                guard=guard,
-                max_epochs=max_epochs,
-                num_threads=num_threads,
-                generator_name="DigitsVAE(64-32-8)",
-                generator_params={"sampling": "decoder mean of z ~ N(0, I)", "max_epochs": max_epochs},
-            )
-            runs[seed][name] = loop.run(real, generations, heldout=heldout, seed=seed)
-            if progress is not None:
-                res = runs[seed][name]
-                progress(f"seed {seed} {name}: {len(res.records)} fits, {sum(r.seconds for r in res.records):.1f} s")
-    return {"runs": runs, "summary": summarize_vae(runs, generations, margin)}
+    cache = FitCache()  # the unguarded run's fits, for the guarded run
+    out = {}
+    for name, guard in (("replace", None), ("guarded", vae_guard(margin, refit=refit))):
+        loop = vae_loop(guard, max_epochs=max_epochs, num_threads=num_threads, cache=cache)
+        out[name] = loop.run(real, generations, heldout=heldout, seed=seed)
+        if progress is not None:
+            progress(_run_line(seed, name, out[name]))
+    return out
 
 
 def summarize_vae(runs: dict, generations: int, margin: float) -> dict:

@@ -37,3 +37,17 @@ def _one_thread_and_seeded(request):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+#: test files whose tests start processes of their own (two DDP ranks each): under pytest-xdist they run in one
+#: worker, one after another (``--dist loadgroup``), so no more than two ranks compete with the other worker's test
+XDIST_GROUPS = {"test_ddp.py": "ddp"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = XDIST_GROUPS.get(Path(item.path).name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
