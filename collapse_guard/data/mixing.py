@@ -74,6 +74,9 @@ class MixingState:
         self.reserve_cursor = 0
         self.real_fraction_floor = 0.0
         self.injections: list[dict] = []
+        #: synthetic source name -> the factor its weight is multiplied by from the next epoch (0: dropped)
+        self.quarantined: dict[str, float] = {}
+        self.quarantines: list[dict] = []
         self.total_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.local_epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
@@ -141,17 +144,60 @@ class MixingState:
         return check_fraction(value, "real_fraction", epoch)
 
     def target_fraction(self, epoch: int) -> float:
-        """Target real fraction at ``epoch``: the schedule, raised to the floor set by injections."""
+        """Target real fraction at ``epoch``: the schedule, raised to the floor set by injections (1 once every
+        synthetic source is quarantined away)."""
+        if self.quarantined and not any(len(p) for p in self.effective_synthetic()[0]):
+            return 1.0
         return max(self.scheduled_fraction(epoch), self.real_fraction_floor)
+
+    def effective_synthetic(self) -> tuple[list[Tensor], Optional[Tensor]]:
+        """The synthetic pools and weights the next epoch draws from: as given, or, after :meth:`quarantine`, each
+        source's weight (its given weight, else its size) times its quarantine factor, a dropped source's pool
+        empty."""
+        if not self.quarantined:
+            return self.synthetic_pools, self.synthetic_weights
+        base = (self.synthetic_weights.double() if self.synthetic_weights is not None
+                else torch.tensor([float(len(p)) for p in self.synthetic_pools], dtype=torch.float64))
+        factor = torch.tensor([self.quarantined.get(s.name, 1.0) for s in self.sources[2:]], dtype=torch.float64)
+        weights = base * factor
+        return [p if w > 0 else p[:0] for p, w in zip(self.synthetic_pools, weights)], weights
+
+    def synthetic_shares(self) -> dict[str, float]:
+        """Each synthetic source's share of the synthetic samples the next epoch draws, by name (sums to 1, or 0
+        when nothing synthetic is drawn)."""
+        pools, weights = self.effective_synthetic()
+        w = weights if weights is not None else torch.tensor([float(len(p)) for p in pools], dtype=torch.float64)
+        w = torch.where(torch.tensor([len(p) > 0 for p in pools]), w.double(), torch.zeros_like(w, dtype=torch.float64))
+        total = float(w.sum())
+        return {s.name: (float(x) / total if total else 0.0) for s, x in zip(self.sources[2:], w)}
+
+    def quarantine(self, names: Sequence[str], weight: float, epoch: Optional[int], reason: str) -> dict:
+        """Multiply the weight of the synthetic sources ``names`` by ``weight`` from the next epoch on (0: drop them;
+        never raised back by a later call), their slots going to the other synthetic sources.
+
+        Returns:
+            A record ``{"epoch", "sources", "weight", "reason", "shares_before", "shares_after",
+            "real_fraction_before", "real_fraction_after"}``: synthetic shares and target real fraction of the next
+            epoch before and after.
+        """
+        before, fraction_before = self.synthetic_shares(), self._next_target(epoch)
+        for name in names:
+            self.quarantined[name] = min(float(weight), self.quarantined.get(name, 1.0))
+        record = {"epoch": epoch, "sources": list(names), "weight": float(weight), "reason": reason,
+                  "shares_before": before, "shares_after": self.synthetic_shares(),
+                  "real_fraction_before": fraction_before, "real_fraction_after": self._next_target(epoch)}
+        self.quarantines.append(record)
+        return record
 
     def batches_per_rank(self, batch_size: int, num_replicas: int) -> int:
         return max(1, self.samples_per_epoch // (batch_size * num_replicas))
 
     def start_epoch(self, epoch: int, batch_size: int, num_replicas: int, rank: int) -> EpochPlan:
         """Plan ``epoch`` (called by the batch sampler when the epoch's iteration starts) and reset its counts."""
+        pools, weights = self.effective_synthetic()
         self.plan = plan_epoch(
             real_pool=self.real_pool,
-            synthetic_pools=self.synthetic_pools,
+            synthetic_pools=pools,
             source_of=self.source_of,
             num_sources=len(self.sources),
             real_fraction=self.target_fraction(epoch),
@@ -159,7 +205,7 @@ class MixingState:
             num_batches=self.batches_per_rank(batch_size, num_replicas),
             seed=self.seed,
             epoch=epoch,
-            synthetic_weights=self.synthetic_weights,
+            synthetic_weights=weights,
             num_replicas=num_replicas,
             rank=rank,
         )
@@ -270,6 +316,8 @@ class MixingState:
             "reserve_cursor": self.reserve_cursor,
             "real_fraction_floor": self.real_fraction_floor,
             "injections": [dict(i) for i in self.injections],
+            **({"quarantined": dict(self.quarantined), "quarantines": [dict(q) for q in self.quarantines]}
+               if self.quarantines else {}),
             "total_counts": self.total_counts.tolist(),
             "epoch_counts": self.epoch_counts.tolist(),
             "current_epoch": self.current_epoch,
@@ -308,6 +356,8 @@ class MixingState:
         self.reserve_cursor = int(state["reserve_cursor"])
         self.real_fraction_floor = float(state["real_fraction_floor"])
         self.injections = [dict(i) for i in state["injections"]]
+        self.quarantined = {k: float(v) for k, v in state.get("quarantined", {}).items()}
+        self.quarantines = [dict(q) for q in state.get("quarantines", [])]
         self.total_counts = torch.tensor(state["total_counts"], dtype=torch.long)
         if "epoch_counts" in state:
             self.epoch_counts = torch.tensor(state["epoch_counts"], dtype=torch.long)

@@ -72,5 +72,6 @@ def provenance_manifest(
             "synthetic": len(heldout_synthetic) if heldout_synthetic is not None else 0,
         },
         "injections": [dict(i) for i in mixer.injections],
+        **({"quarantines": [dict(q) for q in mixer.quarantines]} if mixer.quarantines else {}),
         "contamination": dict(contamination),
     }

@@ -7,8 +7,9 @@ that nothing outside :mod:`collapse_guard.data` needs the mixer's internals; and
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
+from collapse_guard._numbers import check_real
 from collapse_guard.data.arguments import check_fraction
 from collapse_guard.data.provenance import provenance_manifest
 from collapse_guard.data.wiring import drop_foreign_stream_reads
@@ -78,6 +79,49 @@ class MixingRecordsMixin:
     def injections(self) -> list[dict]:
         """The injection records, oldest first (see :meth:`inject`); checkpointed with the datamodule."""
         return self.mixer.injections if self.mixer is not None else []
+
+    @property
+    def quarantines(self) -> list[dict]:
+        """The quarantine records, oldest first (see :meth:`quarantine`); checkpointed with the datamodule."""
+        return self.mixer.quarantines if self.mixer is not None else []
+
+    def quarantine(self, sources: Any, weight: float = 0.0, reason: str = "") -> dict:
+        """Drop or down-weight synthetic sources from the next epoch on; their slots go to the other synthetic
+        sources (every synthetic source dropped: the real fraction becomes 1).
+
+        Like :meth:`inject`, it acts through the batch sampler's plan of the next epoch (no dataloader reload), is
+        recorded with its reason (:attr:`quarantines`, the provenance) and checkpointed, so a resumed fit keeps it.
+        A later quarantine never raises a source's weight back.
+
+        Args:
+            sources: a synthetic source's name or a list of them.
+            weight: the factor each source's weight is multiplied by, in ``[0, 1)`` (0: dropped).
+            reason: why, for the record.
+
+        Returns:
+            The record: ``epoch``, ``sources``, ``weight``, ``reason``, ``shares_before`` / ``shares_after`` (each
+            synthetic source's share of the next epoch's synthetic samples) and ``real_fraction_before`` /
+            ``real_fraction_after`` (the next epoch's target real fraction).
+
+        Raises:
+            RuntimeError: before :meth:`setup`.
+            ValueError: a name that is not a synthetic source; a ``weight`` outside ``[0, 1)`` or not a number.
+
+        Example::
+
+            dm.quarantine("gen20", reason="k-NN recall of gen20 fell below the real baseline")
+            dm.quarantines[-1]["shares_after"]   # {"gen10": 1.0, "gen20": 0.0}
+        """
+        if self.mixer is None:
+            raise RuntimeError("MixedDataModule.quarantine() needs setup() first: the sources are known then.")
+        names = [sources] if isinstance(sources, str) else list(sources)
+        synthetic = [s.name for s in self.mixer.sources[2:]]
+        unknown = [n for n in names if n not in synthetic]
+        if unknown or not names:
+            raise ValueError(f"`sources` must name synthetic sources ({synthetic}), got {names!r}.")
+        if not 0.0 <= check_real(weight, "weight") < 1.0:
+            raise ValueError(f"`weight` must be in [0, 1) (0 drops the sources), got {weight!r}.")
+        return self.mixer.quarantine(names, float(weight), self._epoch(), reason)
 
     def provenance(self) -> Optional[dict]:
         """The provenance manifest (:func:`~collapse_guard.data.provenance.provenance_manifest`): every source with

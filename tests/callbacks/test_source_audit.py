@@ -80,3 +80,49 @@ def test_a_rule_on_an_audit_key_of_no_source_is_refused_at_setup():
 def test_settings_are_checked_when_built(kwargs):
     with pytest.raises(ValueError):
         SourceAudit(**kwargs)
+
+
+# -- quarantine: a synthetic source dropped or down-weighted from the next epoch ------------------------------------
+def test_a_quarantined_source_is_not_drawn_from_the_next_epoch_and_the_record_resumes(tmp_path):
+    from pytorch_lightning.callbacks import Callback
+
+    good, bad = id_dataset(200, SYNTH_BASE), id_dataset(200, 2 * SYNTH_BASE)
+    dm = mixed({"good": good, "bad": bad})
+
+    class QuarantineAtEpoch0(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                self.record = dm.quarantine("bad", reason="test")
+
+    q = QuarantineAtEpoch0()
+    model = TinyMLP()
+    make_trainer(max_epochs=3, callbacks=[q]).fit(model, datamodule=dm)
+    record = q.record
+    assert record["sources"] == ["bad"] and record["weight"] == 0.0 and record["epoch"] == 0
+    assert record["shares_before"] == pytest.approx({"good": 0.5, "bad": 0.5})
+    assert record["shares_after"] == {"good": 1.0, "bad": 0.0}
+    seen = {e: {i for i in ids if i >= SYNTH_BASE} for e, ids in model.seen.items()}
+    assert any(i >= 2 * SYNTH_BASE for i in seen[0])                       # drawn before
+    assert not any(i >= 2 * SYNTH_BASE for e in (1, 2) for i in seen[e])   # never after
+    assert dm.provenance()["quarantines"][0]["sources"] == ["bad"]
+    # checkpointed: a fresh datamodule restored from the state keeps the quarantine
+    fresh = mixed({"good": good, "bad": bad})
+    fresh.setup("fit")
+    fresh.load_state_dict(dm.state_dict())
+    assert fresh.mixer.quarantined == {"bad": 0.0} and fresh.quarantines == dm.quarantines
+
+
+def test_quarantining_every_synthetic_source_trains_on_real_only_and_bad_calls_are_refused():
+    dm = mixed({"good": id_dataset(200, SYNTH_BASE)})
+    with pytest.raises(RuntimeError, match="needs setup"):
+        dm.quarantine("good")
+    dm.setup("fit")
+    for bad_call in (lambda: dm.quarantine("real"), lambda: dm.quarantine([]), lambda: dm.quarantine("nope"),
+                     lambda: dm.quarantine("good", weight=1.0), lambda: dm.quarantine("good", weight=float("nan"))):
+        with pytest.raises(ValueError):
+            bad_call()
+    half = dm.quarantine("good", weight=0.5)
+    assert half["shares_after"] == {"good": 1.0} and half["real_fraction_after"] == 0.5
+    record = dm.quarantine("good")
+    assert record["real_fraction_after"] == 1.0 and dm.current_real_fraction(1) == 1.0
+    assert dm.quarantine("good", weight=0.5)["shares_after"] == {"good": 0.0}  # never raised back
