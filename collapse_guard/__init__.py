@@ -7,7 +7,7 @@ These classes belong to ``pytorch_lightning``; with ``import lightning.pytorch a
 :mod:`collapse_guard.lightning` (imported on demand, so ``lightning`` stays optional).
 """
 from collapse_guard.callbacks import CollapseGuard, GuardEvent, HeldOutRealCheck, RatioMonitor, Rule, default_rules
-from collapse_guard.callbacks import CollapseReport, SourceAudit
+from collapse_guard.callbacks import CollapseReport, SourceAudit, SourceCheck
 from collapse_guard.data import MixedDataModule, SyntheticSource
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "RatioMonitor",
     "Rule",
     "SourceAudit",
+    "SourceCheck",
     "SyntheticSource",
     "default_rules",
 ]

@@ -9,11 +9,12 @@ nothing is copied:
 
 * :class:`MixedDataModule` is :class:`~collapse_guard.data.datamodule.MixedDataModuleMixin` (all of the
   DataModule's code) on ``lightning.pytorch.LightningDataModule``;
-* :class:`RatioMonitor`, :class:`HeldOutRealCheck`, :class:`CollapseGuard`, :class:`CollapseReport` and
-  :class:`SourceAudit` are the :mod:`collapse_guard` callbacks with ``lightning.pytorch.Callback`` as a second
-  base: each is an instance of *both* namespaces' ``Callback`` (and of the :mod:`collapse_guard` class of its name), so it works in either
-  namespace's ``Trainer`` and ``LightningCLI``, finds and is found by the other callbacks, and keeps the checkpoint
-  key (``state_key``) of its :mod:`collapse_guard` class: a checkpoint written under one namespace resumes
+* :class:`RatioMonitor`, :class:`HeldOutRealCheck`, :class:`CollapseGuard`, :class:`CollapseReport`,
+  :class:`SourceAudit` and :class:`SourceCheck` are the :mod:`collapse_guard` callbacks with
+  ``lightning.pytorch.Callback`` as a second base: each is an instance of *both* namespaces' ``Callback`` (and of
+  the :mod:`collapse_guard` class of its name), so it works in either namespace's ``Trainer`` and ``LightningCLI``,
+  finds and is found by the other callbacks, and keeps the checkpoint key (``state_key``) of its
+  :mod:`collapse_guard` class: a checkpoint written under one namespace resumes
   under the other.
 
 Everything else (``Rule``, ``SyntheticSource``, ``GuardEvent``, ``default_rules``) holds no Lightning class and is
@@ -69,6 +70,10 @@ class CollapseReport(_callbacks.CollapseReport, _L.Callback):
 
 class SourceAudit(_callbacks.SourceAudit, _L.Callback):
     __doc__ = _callbacks.SourceAudit.__doc__
+
+
+class SourceCheck(_callbacks.SourceCheck, _L.Callback):
+    __doc__ = _callbacks.SourceCheck.__doc__
 
 
 #: the public names of :mod:`collapse_guard`, each bound here (to ``lightning.pytorch`` where it is a Lightning class)

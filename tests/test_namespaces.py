@@ -185,7 +185,7 @@ def test_checkpoint_written_under_one_namespace_resumes_under_the_other(tmp_path
 
 
 def test_lightning_callbacks_are_both_namespaces_callbacks():
-    for name in ("RatioMonitor", "HeldOutRealCheck", "CollapseGuard", "CollapseReport", "SourceAudit"):
+    for name in ("RatioMonitor", "HeldOutRealCheck", "CollapseGuard", "CollapseReport", "SourceAudit", "SourceCheck"):
         cls = getattr(cgl, name)
         assert issubclass(cls, getattr(cg, name)) and issubclass(cls, L.Callback) and issubclass(cls, pl.Callback)
         assert cls.__doc__ == getattr(cg, name).__doc__
@@ -201,7 +201,7 @@ def test_lightning_binding_offers_every_public_name():
     ``lightning.pytorch``, everything else the very same object."""
     assert cgl.__all__ == cg.__all__
     lightning_classes = {"MixedDataModule", "RatioMonitor", "HeldOutRealCheck", "CollapseGuard", "CollapseReport",
-                         "SourceAudit"}
+                         "SourceAudit", "SourceCheck"}
     for name in cg.__all__:
         ours, theirs = getattr(cgl, name), getattr(cg, name)
         if name in lightning_classes:

@@ -7,8 +7,9 @@ from collapse_guard.callbacks.ratio import RatioMonitor
 from collapse_guard.callbacks.report import CollapseReport
 from collapse_guard.callbacks.rules import Rule, RuleState, Verdict
 from collapse_guard.callbacks.source_audit import SourceAudit
+from collapse_guard.callbacks.source_check import SourceCheck
 
 __all__ = [
     "CollapseGuard", "CollapseReport", "Decision", "GuardEvent", "HeldOutRealCheck", "RatioMonitor", "Rule", "RuleState",
-    "SourceAudit", "Verdict", "decide", "default_rules",
+    "SourceAudit", "SourceCheck", "Verdict", "decide", "default_rules",
 ]

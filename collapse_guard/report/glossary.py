@@ -107,6 +107,14 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("collapse/audit/*/coverage", "share of real inputs with a source input nearby (audit)", "falls"),
     Indicator("collapse/audit/*/heldout_copies", "the source's exact copies of held-out real samples (audit)",
               "rises"),
+    # SourceCheck: each synthetic source at every check
+    Indicator("collapse/source/*/loss", "mean loss of the source's held-out samples", "moves"),
+    Indicator("collapse/source/*/acc", "accuracy on the source's held-out samples"),
+    Indicator("collapse/source/*/acc_gap", "accuracy on the source's held-out samples minus held-out real accuracy",
+              "rises"),
+    Indicator("collapse/source/*/grad_cosine", "cosine between the loss gradients of the source's batches and of "
+              "held-out real data (negative: its steps raise the real loss)", "falls"),
+    Indicator("collapse/source/*/grad_cosine_stderr", "standard error of grad_cosine over the source's batches"),
     # CollapseGuard
     Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped"),
     Indicator("collapse/guard/events", "number of guard events so far"),

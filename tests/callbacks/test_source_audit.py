@@ -126,3 +126,33 @@ def test_quarantining_every_synthetic_source_trains_on_real_only_and_bad_calls_a
     record = dm.quarantine("good")
     assert record["real_fraction_after"] == 1.0 and dm.current_real_fraction(1) == 1.0
     assert dm.quarantine("good", weight=0.5)["shares_after"] == {"good": 0.0}  # never raised back
+
+
+# -- SourceCheck: per-source indicators and the gradient alignment with held-out real data --------------------------
+def test_gradient_cosines_of_aligned_and_opposed_gradients():
+    from collapse_guard.metrics.functional.gradient_alignment import gradient_cosines
+
+    ref = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    mean, se = gradient_cosines([torch.tensor([1.0, 0.0]).double(), torch.tensor([1.0, 1.0]).double()], ref)
+    assert mean == pytest.approx((1 + 2 ** -0.5) / 2) and se > 0
+    assert gradient_cosines([-ref, -2 * ref], ref) == (pytest.approx(-1.0), pytest.approx(0.0))
+
+
+def test_a_source_with_wrong_labels_pulls_against_held_out_real_data_and_a_good_one_with_it():
+    from collapse_guard import SourceCheck
+
+    good = id_dataset(300, SYNTH_BASE, seed=3)
+    x, y = id_dataset(300, 2 * SYNTH_BASE, seed=4).tensors
+    wrong = TensorDataset(x, (y + 1) % 3)  # every label wrong
+    dm = MixedDataModule(id_dataset(300, REAL_BASE), {"good": good, "wrong": wrong}, real_fraction=0.5, holdout=0.2,
+                         batch_size=16, samples_per_epoch=128, synthetic_holdout=0.2)
+    check = SourceCheck(samples=48, batches=4)
+    trainer = make_trainer(max_epochs=3, callbacks=[check])
+    trainer.fit(TinyMLP(), datamodule=dm)
+    m = check.last
+    assert m["collapse/source/good/grad_cosine"] > 0 > m["collapse/source/wrong/grad_cosine"], m
+    assert m["collapse/source/wrong/acc_gap"] < 0 < m["collapse/source/good/acc"]
+    assert 0 < m["collapse/source/wrong/grad_cosine_stderr"] < 1
+    assert float(trainer.callback_metrics["collapse/source/wrong/grad_cosine"]) == pytest.approx(
+        m["collapse/source/wrong/grad_cosine"])
+    assert check.metric_keys(trainer) == set(m)

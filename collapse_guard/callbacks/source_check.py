@@ -1,0 +1,164 @@
+"""``SourceCheck``: every synthetic source's own indicators at every check, and how its batches pull the model."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from collapse_guard._compat import Callback, LightningModule, Trainer
+from collapse_guard._numbers import check_count
+from collapse_guard._rng import preserved_rng
+from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
+from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
+from collapse_guard.metrics.functional.gradient_alignment import flat_gradient, gradient_cosines
+
+PARAMS = ("last", "all")
+
+
+def _last_parameters(module: torch.nn.Module) -> list[Tensor]:
+    """The trainable parameters of the last submodule that holds any directly (a classifier's output layer)."""
+    owners = [m for m in module.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    return [p for p in owners[-1].parameters(recurse=False) if p.requires_grad] if owners else []
+
+
+class SourceCheck(Callback, CollapseMetricsProducer):
+    """Per synthetic source, every ``every_n_epochs`` epochs: its held-out samples through the model, and the cosine
+    between the gradient of a batch of that source and the gradient of held-out real data.
+
+    Logged for each synthetic source ``<s>`` of the fit's ``MixedDataModule`` with held-out samples
+    (``MixedDataModule(synthetic_holdout=...)``, on by default):
+
+    * ``collapse/source/<s>/loss``: mean loss of its held-out samples (cross-entropy of ``forward``'s logits, or
+      ``loss_fn``); ``collapse/source/<s>/acc`` and ``acc_gap`` (its accuracy minus held-out real accuracy: a
+      model that does well on the synthetic data and worse on real data has a large gap) for a classifier;
+    * ``collapse/source/<s>/grad_cosine`` in ``[-1, 1]`` and ``grad_cosine_stderr``: the mean cosine between the
+      loss gradient of each of ``batches`` batches of the source and the mean loss gradient of held-out real data,
+      and its standard error over the batches (:mod:`~collapse_guard.metrics.functional.gradient_alignment`:
+      GRAD-MATCH, Killamsetty et al. 2021; TracIn, Pruthi et al. 2020). A source whose steps raise the real loss
+      has a negative cosine; read it against its standard error, e.g.
+      ``Rule("collapse/source/gen20/grad_cosine", mode="max", threshold=0.0, action="warn")``.
+
+    The gradients are taken in eval mode on ``params`` (``"last"``: the last layer, as TracIn's and GRAD-MATCH's
+    practical versions do, cheap at any model size; ``"all"``: every trainable parameter), without touching
+    ``.grad`` or the optimizer, on the same fixed samples at every check and on every rank (no communication).
+
+    Args:
+        every_n_epochs: check every this many epochs (an integer ``>= 1``).
+        samples: held-out samples read per source and of real data, at most (an integer ``>= 2``).
+        batches: batches those samples are split into for the cosines (an integer ``>= 2``: the standard error).
+        batch_fn: ``batch -> (inputs, target)``; default: ``(x, y)`` tuples and dicts with usual key names.
+        forward_fn: ``(pl_module, inputs) -> logits``; default ``pl_module(inputs)`` (``.logits`` taken).
+        loss_fn: ``(pl_module, batch) -> per-sample losses (N,)`` for a model that is not a classifier.
+        params: ``"last"`` or ``"all"``.
+
+    Raises:
+        ValueError: for numbers out of range or of the wrong kind, or an unknown ``params``.
+        TypeError: at set-up, without a ``MixedDataModule``.
+
+    Example::
+
+        trainer = pl.Trainer(callbacks=[HeldOutRealCheck(), SourceCheck(), CollapseGuard()])
+        trainer.fit(model, datamodule=MixedDataModule(real_dm, {"gen10": ds10, "gen20": ds20}))
+        trainer.callback_metrics["collapse/source/gen20/grad_cosine"]   # e.g. tensor(-0.21)
+    """
+
+    produces = ("collapse/source/",)
+
+    def __init__(self, every_n_epochs: int = 1, samples: int = 256, batches: int = 4,
+                 batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None,
+                 forward_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None,
+                 loss_fn: Optional[Callable[[LightningModule, Any], Tensor]] = None, params: str = "last") -> None:
+        self.every_n_epochs = check_count(every_n_epochs, "every_n_epochs", minimum=1, optional=False)
+        self.samples = check_count(samples, "samples", minimum=2, optional=False)
+        self.batches = check_count(batches, "batches", minimum=2, optional=False)
+        if params not in PARAMS:
+            raise ValueError(f"`params` must be one of {PARAMS}, got {params!r}.")
+        self.batch_fn, self.forward_fn = batch_fn or default_batch_fn, forward_fn or default_forward_fn
+        self.loss_fn, self.params = loss_fn, params
+        #: source name -> training-set indices of its held-out samples read (fixed at set-up)
+        self._sources: dict[str, list[int]] = {}
+        self._real: list[int] = []
+        #: the values of the last check, by key
+        self.last: dict[str, float] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = require_mixed_datamodule(trainer, "SourceCheck")
+        held = dm.heldout_synthetic
+        indices = [int(i) for i in held.indices] if held is not None else []
+        ids = dm.mixer.source_of
+        self._sources = {}
+        for sid, source in enumerate(dm.mixer.sources[2:], start=2):
+            mine = [i for i in indices if int(ids[i]) == sid][: self.samples]
+            if len(mine) >= self.batches:
+                self._sources[source.name] = mine
+        self._real = list(range(min(self.samples, len(dm.heldout_real))))
+
+    def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
+        names = ("loss", "grad_cosine", "grad_cosine_stderr") + (() if self.loss_fn else ("acc", "acc_gap"))
+        return {f"collapse/source/{s}/{n}" for s in self._sources for n in names}
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self._sources or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        dm = trainer.datamodule
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with dm.counting_paused(), preserved_rng(), torch.enable_grad():
+                values = run_collectively(trainer, "SourceCheck", lambda: self._measure(trainer, pl_module, dm))
+        finally:
+            pl_module.train(was_training)
+        self.last = values
+        for key, value in values.items():
+            self.log_metric(trainer, pl_module, key, value, sync_dist=False)
+
+    # -- one check ------------------------------------------------------------------------------------------
+    def _split(self, trainer: Trainer, dataset: Any, indices: list[int], collate: Any) -> list:
+        size = -(-len(indices) // self.batches)
+        parts = [indices[i:i + size] for i in range(0, len(indices), size)]
+        return [trainer.strategy.batch_to_device((collate or default_collate)([dataset[i] for i in part]))
+                for part in parts]
+
+    def _losses(self, pl_module: LightningModule, batch: Any) -> tuple[Tensor, Optional[Tensor]]:
+        """Per-sample losses ``(N,)`` and, for a classifier, per-sample correctness ``(N,)``."""
+        if self.loss_fn is not None:
+            return self.loss_fn(pl_module, batch).reshape(-1), None
+        inputs, target = self.batch_fn(batch)
+        logits = self.forward_fn(pl_module, inputs)
+        return F.cross_entropy(logits, target, reduction="none"), (logits.argmax(-1) == target).double()
+
+    def _pass(self, pl_module: LightningModule, batches: list, params: list) -> tuple[list, float, Optional[float]]:
+        grads, losses, correct = [], [], []
+        for batch in batches:
+            loss, right = self._losses(pl_module, batch)
+            grads.append(flat_gradient(loss.mean(), params))
+            losses.append(loss.detach().double())
+            if right is not None:
+                correct.append(right)
+        acc = float(torch.cat(correct).mean()) if correct else None
+        return grads, float(torch.cat(losses).mean()), acc
+
+    def _measure(self, trainer: Trainer, pl_module: LightningModule, dm: Any) -> dict[str, float]:
+        params = _last_parameters(pl_module) if self.params == "last" else \
+            [p for p in pl_module.parameters() if p.requires_grad]
+        collate = dm._options.collate_fn
+        real_grads, _, real_acc = self._pass(pl_module, self._split(trainer, dm.heldout_real, self._real, collate),
+                                             params)
+        reference = torch.stack(real_grads).mean(0)
+        out: dict[str, float] = {}
+        for name, indices in self._sources.items():
+            grads, loss, acc = self._pass(pl_module, self._split(trainer, dm.train_set, indices, collate), params)
+            mean, se = gradient_cosines(grads, reference)
+            out.update({f"collapse/source/{name}/loss": loss, f"collapse/source/{name}/grad_cosine": mean,
+                        f"collapse/source/{name}/grad_cosine_stderr": se})
+            if acc is not None and real_acc is not None:
+                out.update({f"collapse/source/{name}/acc": acc, f"collapse/source/{name}/acc_gap": acc - real_acc})
+        return out
+
+
+__all__ = ["SourceCheck"]
