@@ -231,11 +231,11 @@ def test_an_old_default_guard_state_loads_into_the_new_default_guard(legacy):
     assert new.injections == 1 and new.state == "inject"
 
 
-@pytest.mark.parametrize("with_loss_rule", [True, False])
-def test_a_guard_saved_with_the_earlier_default_rules_resumes_its_events_with_fresh_rules(with_loss_rule):
+@pytest.mark.parametrize("version,with_loss_rule", [(0, True), (1, True), (2, False)])  # round 1; before issue 14
+def test_a_guard_saved_with_the_earlier_default_rules_resumes_its_events_with_fresh_rules(version, with_loss_rule):
     from collapse_guard.callbacks._state_keys import earlier_default_rules
 
-    rules = earlier_default_rules()[0 if with_loss_rule else 1]
+    rules = earlier_default_rules()[version]
     old = CollapseGuard(rules=rules)
     for state in old.states:
         state.judge(0.9, 0.01)
@@ -249,7 +249,7 @@ def test_a_guard_saved_with_the_earlier_default_rules_resumes_its_events_with_fr
     assert not [w for w in caught if "no guard of this Trainer has" in str(w.message)]
     assert new.injections == 1 and new.state == "inject"
     fresh = [s for s in new.states if s.checks == 0]
-    assert [s.rule.name for s in fresh] == ["heldout_real_acc", "class", "eff_classes"] + (
+    assert [s.rule.name for s in fresh] == ["heldout_real_acc", "acc_change", "class_change"] + (
         [] if with_loss_rule else ["heldout_real_loss"])
     if with_loss_rule:  # the same rule then and now: its state carries over
         assert new.states[3].checks == 1

@@ -54,10 +54,10 @@ def test_example_config_fits(example_cli, tmp_path):
     kinds = {type(cb).__name__: cb for cb in trainer.callbacks}
     assert {"RatioMonitor", "HeldOutRealCheck", "CollapseGuard", "CollapseReport"} <= set(kinds)
     guard = kinds["CollapseGuard"]
-    assert [r.name for r in guard.rules] == ["heldout_real_acc", "class", "gap"]
-    assert guard.rules[1].is_family and guard.rules[1].noise == "combined"
+    assert [r.name for r in guard.rules] == ["heldout_real_acc", "acc_change", "class_change", "gap"]
+    assert guard.rules[:3] == cg.default_rules()[:3]  # the default rules, spelled out
     assert all(isinstance(r, Rule) for r in guard.rules)
-    assert guard.rules[2] == Rule("collapse/gap/acc", mode="min", threshold=0.25, action="warn", name="gap")
+    assert guard.rules[3] == Rule("collapse/gap/acc", mode="min", threshold=0.25, action="warn", name="gap")
     assert trainer.current_epoch == 2
 
     metrics = trainer.callback_metrics

@@ -5,8 +5,9 @@ same guard; checkpoints saved before them still find their state through the old
 * ``Rule.margin`` was called ``min_delta`` (:meth:`Rule.legacy_repr <collapse_guard.callbacks.rules.Rule.legacy_repr>`);
 * :func:`~collapse_guard.callbacks.rules.heldout_loss_rule` joined :func:`~collapse_guard.default_rules` as its last
   rule: a default guard saved before holds the state of the rules before it;
-* the default rules took the noise model of issue 14 (:func:`earlier_default_rules`): a default guard saved with
-  the earlier defaults keeps its events and injections, and its rules start their baselines afresh.
+* the default rules took the noise model of issue 14 (:func:`earlier_default_rules`), then, in its round 2, the
+  paired indicators: a default guard saved with any earlier defaults keeps its events and injections; its rules
+  start their baselines afresh (a rule that is the same then and now, :func:`heldout_loss_rule`, keeps its state).
 """
 from __future__ import annotations
 
@@ -31,15 +32,25 @@ def legacy_state_key(make_key: MakeKey, rules: Sequence[Rule], action: str) -> s
 
 
 def earlier_default_rules() -> list[list[Rule]]:
-    """The rules of ``CollapseGuard()`` in earlier versions, newest first: before the noise model of issue 14 (the
-    first three rules in standard errors of the held-out sample, from the best single check), with and without
+    """The rules of ``CollapseGuard()`` in earlier versions, newest first: issue 14's round 1 (``benchmarks/
+    RESULTS.md`` section 5: accuracy in held-out standard errors below its best, each class's recall against its
+    own level and check-to-check noise, the effective number of classes), then before issue 14 (the first three
+    rules in standard errors of the held-out sample, from the best single check), with and without
     :func:`heldout_loss_rule`."""
+    round1 = [
+        Rule("collapse/heldout_real/acc", mode="max", sigmas=3.0, baseline_checks=3, name="heldout_real_acc"),
+        Rule("collapse/heldout_real/class_recall/*", mode="max", sigmas=4.0, noise="combined", baseline="level",
+             baseline_checks=3, patience=3, name="class"),
+        Rule("collapse/heldout_real/eff_classes_ratio", mode="max", sigmas=2.0, noise="checks", min_change=0.03,
+             baseline="level", baseline_checks=3, patience=2, name="eff_classes"),
+        heldout_loss_rule(),
+    ]
     before = [
         Rule("collapse/heldout_real/acc", mode="max", sigmas=2.0, patience=2, name="heldout_real_acc"),
         Rule("collapse/heldout_real/worst_class_recall", mode="max", sigmas=2.0, patience=2, name="worst_class"),
         Rule("collapse/heldout_real/eff_classes_ratio", mode="max", relative=0.05, patience=2, name="eff_classes"),
     ]
-    return [before + [heldout_loss_rule()], before]
+    return [round1, before + [heldout_loss_rule()], before]
 
 
 def older_state_keys(make_key: MakeKey, rules: Sequence[Rule], action: str) -> list[tuple[str, list[Rule]]]:

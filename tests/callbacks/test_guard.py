@@ -373,19 +373,18 @@ def test_sigmas_rule_with_a_misnamed_stderr_key_fails_at_setup():
 
 
 def test_default_rules_are_in_units_of_the_heldout_and_the_training_noise():
-    rules = {r.name: r for r in default_rules()}
-    assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr"
-    assert rules["class"].is_family and rules["class"].stderr_key == "collapse/heldout_real/class_recall_stderr/*"
-    assert rules["heldout_real_acc"].noise == "stderr" and rules["class"].noise == "combined"
-    assert rules["class"].baseline == "level"
-    assert rules["eff_classes"].noise == "checks" and rules["eff_classes"].stderr_key is None
-    assert rules["heldout_real_acc"].min_change == rules["class"].min_change == 0.0
+    rules = {r.name: r for r in default_rules()}  # issue 14 round 2: paired on the same held-out samples
+    assert rules["heldout_real_acc"].stderr_key == ACC + "_stderr" and rules["heldout_real_acc"].baseline == "level"
+    assert rules["class_change"].is_family
+    assert rules["class_change"].stderr_key == "collapse/heldout_real/class_recall_change_stderr/*"
+    assert rules["acc_change"].stderr_key == ACC + "_change_stderr" and rules["acc_change"].baseline == "zero"
+    assert rules["heldout_real_acc"].min_change == 0.0 and rules["acc_change"].min_change == 0.02
 
 
 def test_default_rules_take_a_practical_floor():
     rules = {r.name: r for r in default_rules(min_change=0.01)}
-    assert rules["heldout_real_acc"].min_change == rules["class"].min_change == 0.01
-    assert rules["eff_classes"].min_change == default_rules()[2].min_change  # a floor of its own, in its own units
+    assert rules["heldout_real_acc"].min_change == 0.01 and rules["acc_change"].min_change == 0.02  # its own floor
+    assert rules["class_change"].min_change == default_rules()[2].min_change  # a floor of its own, per class
     with pytest.raises(ValueError, match="`min_change`"):
         default_rules(min_change=-0.01)
 
