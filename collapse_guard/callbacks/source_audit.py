@@ -20,9 +20,10 @@ class SourceAudit(Callback, CollapseMetricsProducer):
     precision / recall / density / coverage in input space (Kynkäänniemi et al. 2019; Naeem et al. 2020) beside
     the real-vs-real baseline, and its exact copies of held-out real samples. The audit is kept in
     :attr:`report`, added to the datamodule's provenance (``provenance()["audit"]``, so the run report has it), and
-    logged once, at the end of the first training epoch, under ``collapse/audit/<source>/<name>`` and
-    ``collapse/audit/real/<name>``: a ``CollapseGuard`` rule can read it at its first check, e.g.
-    ``Rule("collapse/audit/gen20/missing_classes", mode="min", threshold=0.5, action="stop")``.
+    logged once, at the end of the first training epoch, under ``collapse/audit/<name>/<source>`` and
+    ``collapse/audit/<name>/real``: a ``CollapseGuard`` rule can read it at its first check, e.g.
+    ``Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5, action="stop")`` (a family rule: each
+    source judged, the event naming it).
 
     Args:
         batch_fn: ``batch -> (inputs, target)`` of a collated batch; default: ``(x, y)`` tuples and dicts with
@@ -76,7 +77,10 @@ class SourceAudit(Callback, CollapseMetricsProducer):
                 )
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
-        return set(audit_metrics(self.report)) if self.report is not None else None
+        if self.report is None:
+            return None
+        keys = set(audit_metrics(self.report))
+        return keys | {key.rsplit("/", 1)[0] + "/*" for key in keys}  # families, for a rule judging every source
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._logged or self.report is None or trainer.sanity_checking:

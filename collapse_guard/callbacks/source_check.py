@@ -31,15 +31,18 @@ class SourceCheck(Callback, CollapseMetricsProducer):
     Logged for each synthetic source ``<s>`` of the fit's ``MixedDataModule`` with held-out samples
     (``MixedDataModule(synthetic_holdout=...)``, on by default):
 
-    * ``collapse/source/<s>/loss``: mean loss of its held-out samples (cross-entropy of ``forward``'s logits, or
-      ``loss_fn``); ``collapse/source/<s>/acc`` and ``acc_gap`` (its accuracy minus held-out real accuracy: a
-      model that does well on the synthetic data and worse on real data has a large gap) for a classifier;
-    * ``collapse/source/<s>/grad_cosine`` in ``[-1, 1]`` and ``grad_cosine_stderr``: the mean cosine between the
+    * ``collapse/source/loss/<s>``: mean loss of its held-out samples (cross-entropy of ``forward``'s logits, or
+      ``loss_fn``); ``collapse/source/acc/<s>`` and ``collapse/source/acc_gap/<s>`` (its accuracy minus held-out
+      real accuracy: a model that does well on the synthetic data and worse on real data has a large gap) for a
+      classifier;
+    * ``collapse/source/grad_cosine/<s>`` in ``[-1, 1]`` and ``collapse/source/grad_cosine_stderr/<s>``: the mean
+      cosine between the
       loss gradient of each of ``batches`` batches of the source and the mean loss gradient of held-out real data,
       and its standard error over the batches (:mod:`~collapse_guard.metrics.functional.gradient_alignment`:
       GRAD-MATCH, Killamsetty et al. 2021; TracIn, Pruthi et al. 2020). A source whose steps raise the real loss
       has a negative cosine; read it against its standard error, e.g.
-      ``Rule("collapse/source/gen20/grad_cosine", mode="max", threshold=0.0, action="warn")``.
+      ``Rule("collapse/source/grad_cosine/*", threshold=0.0, action="warn")``, a family rule judging each source
+      and naming it in the event.
 
     The gradients are taken in eval mode on ``params`` (``"last"``: the last layer, as TracIn's and GRAD-MATCH's
     practical versions do, cheap at any model size; ``"all"``: every trainable parameter), without touching
@@ -62,7 +65,7 @@ class SourceCheck(Callback, CollapseMetricsProducer):
 
         trainer = pl.Trainer(callbacks=[HeldOutRealCheck(), SourceCheck(), CollapseGuard()])
         trainer.fit(model, datamodule=MixedDataModule(real_dm, {"gen10": ds10, "gen20": ds20}))
-        trainer.callback_metrics["collapse/source/gen20/grad_cosine"]   # e.g. tensor(-0.21)
+        trainer.callback_metrics["collapse/source/grad_cosine/gen20"]   # e.g. tensor(-0.21)
     """
 
     produces = ("collapse/source/",)
@@ -100,7 +103,8 @@ class SourceCheck(Callback, CollapseMetricsProducer):
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         names = ("loss", "grad_cosine", "grad_cosine_stderr") + (() if self.loss_fn else ("acc", "acc_gap"))
-        return {f"collapse/source/{s}/{n}" for s in self._sources for n in names}
+        # every source's key, and each family (``collapse/source/grad_cosine/*``) for a rule judging every source
+        return {f"collapse/source/{n}/{s}" for s in [*self._sources, "*"] for n in names}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self._sources or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -154,10 +158,10 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         for name, indices in self._sources.items():
             grads, loss, acc = self._pass(pl_module, self._split(trainer, dm.train_set, indices, collate), params)
             mean, se = gradient_cosines(grads, reference)
-            out.update({f"collapse/source/{name}/loss": loss, f"collapse/source/{name}/grad_cosine": mean,
-                        f"collapse/source/{name}/grad_cosine_stderr": se})
+            out.update({f"collapse/source/loss/{name}": loss, f"collapse/source/grad_cosine/{name}": mean,
+                        f"collapse/source/grad_cosine_stderr/{name}": se})
             if acc is not None and real_acc is not None:
-                out.update({f"collapse/source/{name}/acc": acc, f"collapse/source/{name}/acc_gap": acc - real_acc})
+                out.update({f"collapse/source/acc/{name}": acc, f"collapse/source/acc_gap/{name}": acc - real_acc})
         return out
 
 

@@ -118,12 +118,12 @@ def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_sa
 
 
 def audit_metrics(report: dict) -> dict[str, float]:
-    """The audit as metric keys ``collapse/audit/<source>/<name>`` (and ``collapse/audit/real/...``, the
+    """The audit as metric keys ``collapse/audit/<name>/<source>`` (and ``collapse/audit/<name>/real``, the
     real-vs-real baseline): numbers only; ``missing_classes`` as their count.
 
     Example::
 
-        audit_metrics(report)["collapse/audit/gen20/missing_classes"]   # 2.0
+        audit_metrics(report)["collapse/audit/missing_classes/gen20"]   # 2.0
     """
     out: dict[str, float] = {}
     for name, entry in [("real", report["real"]), *report["sources"].items()]:
@@ -133,7 +133,7 @@ def audit_metrics(report: dict) -> dict[str, float]:
             if isinstance(value, list):
                 value = len(value)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[f"collapse/audit/{name}/{key}"] = float(value)
+                out[f"collapse/audit/{key}/{name}"] = float(value)
     return out
 
 

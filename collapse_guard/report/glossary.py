@@ -97,24 +97,24 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("collapse/generated/unigram_entropy_real", "token entropy of the held-out real text, nats", "falls"),
     Indicator("collapse/generated/vocab_coverage", "share of the real token types found in the samples", "falls"),
     # SourceAudit: each synthetic source (and the real-vs-real baseline) before training
-    Indicator("collapse/audit/*/missing_classes", "classes of the real data the source lacks (audit)", "rises"),
-    Indicator("collapse/audit/*/class_tv", "total variation between the source's and the real class marginals "
+    Indicator("collapse/audit/missing_classes/*", "classes of the real data the source lacks (audit)", "rises"),
+    Indicator("collapse/audit/class_tv/*", "total variation between the source's and the real class marginals "
               "(audit)", "rises"),
-    Indicator("collapse/audit/*/precision", "k-NN precision of the source's inputs against real ones (audit)",
+    Indicator("collapse/audit/precision/*", "k-NN precision of the source's inputs against real ones (audit)",
               "falls"),
-    Indicator("collapse/audit/*/recall", "k-NN recall of real inputs by the source's (audit)", "falls"),
-    Indicator("collapse/audit/*/density", "k-NN density of the source's inputs among real ones (audit)", "moves"),
-    Indicator("collapse/audit/*/coverage", "share of real inputs with a source input nearby (audit)", "falls"),
-    Indicator("collapse/audit/*/heldout_copies", "the source's exact copies of held-out real samples (audit)",
+    Indicator("collapse/audit/recall/*", "k-NN recall of real inputs by the source's (audit)", "falls"),
+    Indicator("collapse/audit/density/*", "k-NN density of the source's inputs among real ones (audit)", "moves"),
+    Indicator("collapse/audit/coverage/*", "share of real inputs with a source input nearby (audit)", "falls"),
+    Indicator("collapse/audit/heldout_copies/*", "the source's exact copies of held-out real samples (audit)",
               "rises"),
     # SourceCheck: each synthetic source at every check
-    Indicator("collapse/source/*/loss", "mean loss of the source's held-out samples", "moves"),
-    Indicator("collapse/source/*/acc", "accuracy on the source's held-out samples"),
-    Indicator("collapse/source/*/acc_gap", "accuracy on the source's held-out samples minus held-out real accuracy",
+    Indicator("collapse/source/loss/*", "mean loss of the source's held-out samples", "moves"),
+    Indicator("collapse/source/acc/*", "accuracy on the source's held-out samples"),
+    Indicator("collapse/source/acc_gap/*", "accuracy on the source's held-out samples minus held-out real accuracy",
               "rises"),
-    Indicator("collapse/source/*/grad_cosine", "cosine between the loss gradients of the source's batches and of "
+    Indicator("collapse/source/grad_cosine/*", "cosine between the loss gradients of the source's batches and of "
               "held-out real data (negative: its steps raise the real loss)", "falls"),
-    Indicator("collapse/source/*/grad_cosine_stderr", "standard error of grad_cosine over the source's batches"),
+    Indicator("collapse/source/grad_cosine_stderr/*", "standard error of grad_cosine over the source's batches"),
     # CollapseGuard
     Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped"),
     Indicator("collapse/guard/events", "number of guard events so far"),
@@ -130,12 +130,6 @@ def _family(key: str) -> Optional[Indicator]:
     return _BY_KEY.get(head + "/*") if sep and last and "*" not in last else None
 
 
-def _per_source(key: str) -> Optional[Indicator]:
-    """A key naming a source before its last part (``collapse/audit/<source>/recall``)."""
-    parts = key.split("/")
-    return _BY_KEY.get("/".join(parts[:-2] + ["*", parts[-1]])) if len(parts) >= 4 else None
-
-
 def describe(key: str) -> Optional[Indicator]:
     """The :class:`Indicator` describing a logged ``key`` (its family's for a member, the twin's for a held-out
     synthetic or a generated-sample key), or ``None`` for a key the package does not log.
@@ -145,7 +139,7 @@ def describe(key: str) -> Optional[Indicator]:
         describe("collapse/heldout_real/class_recall/3").bad   # 'falls'
         describe("collapse/heldout_synthetic/acc").bad         # None: context
     """
-    found = _BY_KEY.get(key) or _family(key) or _per_source(key)
+    found = _BY_KEY.get(key) or _family(key)
     if found is not None:
         return found
     for prefix, twin, words, keeps_direction in _TWINS:

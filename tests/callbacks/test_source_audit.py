@@ -50,12 +50,12 @@ def test_the_audit_names_the_source_that_lacks_a_class_before_training():
         assert 0.0 <= entry["precision"] <= 1.0 and 0.0 <= entry["coverage"] <= 1.0
     assert sources["good"]["heldout_copies"] == 0
     assert dm.provenance()["audit"] is audit.report
-    assert audit_metrics(audit.report)["collapse/audit/bad/missing_classes"] == 1.0
+    assert audit_metrics(audit.report)["collapse/audit/missing_classes/bad"] == 1.0
 
 
 def test_a_rule_reads_the_audit_at_the_first_check_and_the_report_holds_it(tmp_path):
     bad = without_classes(id_dataset(300, 2 * SYNTH_BASE, seed=1), {2})
-    rule = Rule("collapse/audit/bad/missing_classes", mode="min", threshold=0.5, action="stop")
+    rule = Rule("collapse/audit/missing_classes/bad", mode="min", threshold=0.5, action="stop")
     guard = CollapseGuard(rules=[rule])
     report = CollapseReport(dirpath=str(tmp_path))
     model = TinyMLP()
@@ -66,10 +66,10 @@ def test_a_rule_reads_the_audit_at_the_first_check_and_the_report_holds_it(tmp_p
 
 
 def test_a_rule_on_an_audit_key_of_no_source_is_refused_at_setup():
-    guard = CollapseGuard(rules=[Rule("collapse/audit/gen9/missing_classes", mode="min", threshold=0.5)],
+    guard = CollapseGuard(rules=[Rule("collapse/audit/missing_classes/gen9", mode="min", threshold=0.5)],
                           action="stop")
     model = TinyMLP()
-    with pytest.raises(ValueError, match=r"SourceAudit never logs.*audit/good/missing_classes"):
+    with pytest.raises(ValueError, match=r"SourceAudit never logs.*audit/missing_classes/good"):
         make_trainer(max_epochs=1, callbacks=[SourceAudit(), guard]).fit(
             model, datamodule=mixed({"good": id_dataset(200, SYNTH_BASE)}))
     assert model.seen == {}
@@ -150,9 +150,21 @@ def test_a_source_with_wrong_labels_pulls_against_held_out_real_data_and_a_good_
     trainer = make_trainer(max_epochs=3, callbacks=[check])
     trainer.fit(TinyMLP(), datamodule=dm)
     m = check.last
-    assert m["collapse/source/good/grad_cosine"] > 0 > m["collapse/source/wrong/grad_cosine"], m
-    assert m["collapse/source/wrong/acc_gap"] < 0 < m["collapse/source/good/acc"]
-    assert 0 < m["collapse/source/wrong/grad_cosine_stderr"] < 1
-    assert float(trainer.callback_metrics["collapse/source/wrong/grad_cosine"]) == pytest.approx(
-        m["collapse/source/wrong/grad_cosine"])
-    assert check.metric_keys(trainer) == set(m)
+    assert m["collapse/source/grad_cosine/good"] > 0 > m["collapse/source/grad_cosine/wrong"], m
+    assert m["collapse/source/acc_gap/wrong"] < 0 < m["collapse/source/acc/good"]
+    assert 0 < m["collapse/source/grad_cosine_stderr/wrong"] < 1
+    assert float(trainer.callback_metrics["collapse/source/grad_cosine/wrong"]) == pytest.approx(
+        m["collapse/source/grad_cosine/wrong"])
+    assert check.metric_keys(trainer) == set(m) | {k.rsplit("/", 1)[0] + "/*" for k in m}
+
+
+def test_a_family_rule_on_the_gradient_cosine_names_the_harmful_source():
+    from collapse_guard import SourceCheck
+
+    x, y = id_dataset(300, 2 * SYNTH_BASE, seed=4).tensors
+    dm = MixedDataModule(id_dataset(300, REAL_BASE), {"good": id_dataset(300, SYNTH_BASE, seed=3),
+                                                      "wrong": TensorDataset(x, (y + 1) % 3)},
+                         real_fraction=0.5, holdout=0.2, batch_size=16, samples_per_epoch=128, synthetic_holdout=0.2)
+    guard = CollapseGuard(rules=[Rule("collapse/source/grad_cosine/*", threshold=0.0, action="warn")], cooldown=0)
+    make_trainer(max_epochs=3, callbacks=[SourceCheck(samples=48, batches=4), guard]).fit(TinyMLP(), datamodule=dm)
+    assert guard.events and all("wrong" in e.reason and "good" not in e.reason for e in guard.events)
