@@ -143,14 +143,14 @@ def test_suite_smallest_configuration_and_choice(tmp_path, capsys):
         ("wine", s, 0) for s in ("pure_real", "good_generator", "accumulate", "mode_loss", "label_noise", "offset",
                                  "replace")]
     for run in record["runs"]:
-        assert len(run["trajectory"]) == 3 and suite.part(run) == "untouched"
+        assert len(run["trajectory"]) == 3 and suite.part(run) == "seen"  # round 1's untouched part (round 2)
         row = run["trajectory"][-1]
         for key in ("test_acc", "collapse/heldout_real/acc", "collapse/heldout_real/class_recall/2",
                     "collapse/heldout_real/class_recall_stderr/2"):
             assert math.isfinite(row[key]), key
     scores = record["scores"]
     assert scores["mismatches"] == []  # the replay of the default rules gives the live guard's first firings
-    assert scores["parts"]["untouched"]["summary"]["runs"] == 7 and scores["parts"]["development"]["summary"]["runs"] == 0
+    assert scores["parts"]["seen"]["summary"]["runs"] == 7 and scores["parts"]["development"]["summary"]["runs"] == 0
     assert "| part | caught / collapsed |" in printed
     rescored = suite.main(["--score-from", str(out)])
     assert rescored["scores"]["parts"] == json.loads(json.dumps(scores["parts"]))
