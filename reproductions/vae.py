@@ -245,6 +245,7 @@ def run_vae_experiment(
     num_threads: Optional[int] = 1,
     progress=None,
     workers: int = 1,
+    worker_nice: int = 0,
 ) -> dict:
     """Shumailov et al.'s VAE experiment on real digits, unguarded and guarded, for each seed.
 
@@ -265,6 +266,8 @@ def run_vae_experiment(
         progress: ``f(str)`` called with a line after every run, or ``None``.
         workers: processes that run the seeds side by side (``spawn``; each seed's result is the same as in one
             process, the seeds being independent); 1 runs them here, one after the other.
+        worker_nice: niceness added to those processes (``os.nice``): with other work running beside them (the
+            slow tests on two cores), they yield the CPU to it. No effect on the results.
 
     Returns:
         ``{"runs": {seed: {"replace": NeuralLoopResult, "guarded": NeuralLoopResult}}, "summary": {...}}``; the
@@ -280,7 +283,8 @@ def run_vae_experiment(
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch / Lightning
-        with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=context) as pool:
+        pool_args = dict(mp_context=context, initializer=_be_nice, initargs=(worker_nice,))
+        with ProcessPoolExecutor(min(workers, len(seeds)), **pool_args) as pool:
             futures = {seed: pool.submit(_run_vae_seed, seed, *args) for seed in seeds}
             for seed, future in futures.items():
                 runs[seed] = future.result()
@@ -291,6 +295,13 @@ def run_vae_experiment(
         for seed in seeds:
             runs[seed] = _run_vae_seed(seed, *args, progress=progress)
     return {"runs": runs, "summary": summarize_vae(runs, generations, margin)}
+
+
+def _be_nice(increment: int) -> None:
+    if increment:
+        import os
+
+        os.nice(increment)
 
 
 def _run_line(seed, name, res) -> str:

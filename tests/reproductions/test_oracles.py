@@ -37,5 +37,6 @@ def test_o6_gmm_scaled():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("one_core")  # under make test-slow: after the character LM, beside the VAE's processes
 def test_o6_gmm_published_scale():
     _check(oracle_o6())
