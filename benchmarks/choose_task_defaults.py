@@ -91,7 +91,7 @@ def choose(runs: list[dict], kind: str, top: int) -> dict:
     grids = [variants(rule, kind) for rule in base_rules(kind)]
     grids += [[None]] * (3 - len(grids))  # grid_scores combines three rules; the missing ones never fire
     epochs = [choose_defaults.fire_epochs(runs, g) for g in grids]
-    scores = choose_defaults.grid_scores(runs, *epochs)
+    scores = choose_defaults.grid_scores(runs, epochs)
     combos = list(itertools.product(*(range(len(g)) for g in grids)))
     q = [np.array([quietness(rule) for rule in g]) for g in grids]  # per grid: (settings, keys)
     quiet = (q[0][:, None, None, :] + q[1][None, :, None, :] + q[2][None, None, :, :]).reshape(len(combos), -1)

@@ -52,6 +52,7 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
 
     from collapse_guard._optional import require
 
-    monkeypatch.setitem(sys.modules, "sklearn", None)  # import fails as if it were not installed
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")] + ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if it were not installed
     with pytest.raises(ImportError, match=r"the real digits of the demo needs `sklearn`.*collapse-guard\[demo\]"):
         require("sklearn.datasets", "demo", "the real digits of the demo")
