@@ -30,17 +30,10 @@ def member_bounds(state: RuleState, row: Mapping[str, float]) -> dict[str, tuple
         state: the rule's state, before ``state.judge_row(row)``.
         row: the logged values of the check, ``{key: value}`` (standard errors under the rule's ``stderr`` keys).
     """
-    rule, out = state.rule, {}
-    if not rule.is_family:
-        return out
-    for key in row:
-        name = rule.member_of(key)
-        if name is None:
-            continue
-        stderr_key = rule.member_stderr_key(name)
-        stderr = row.get(stderr_key) if stderr_key is not None else None
-        member = state.members.get(name) or RuleState(rule.member(name))
-        out[name] = (float(row[key]), member.bound(None if stderr is None else float(stderr)))
+    out = {}
+    for name, (value, stderr) in state.member_readings(row).items():
+        member = state.members.get(name) or RuleState(state.rule.member(name))
+        out[name] = (value, member.bound(stderr))
     return out
 
 

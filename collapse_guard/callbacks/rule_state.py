@@ -201,14 +201,28 @@ class RuleState:
                 return None
             stderr = row.get(rule.stderr_key) if rule.stderr_key is not None else None
             return self.judge(float(row[rule.monitor]), None if stderr is None else float(stderr))
-        readings = {}
+        readings = self.member_readings(row)
+        return self.judge_members(readings) if readings else None
+
+    def member_readings(self, row: Mapping[str, float]) -> dict[str, tuple[float, Optional[float]]]:
+        """A family rule's members in ``row``: ``{member: (value, its standard error or None)}`` (``{}`` for a rule
+        on one key). What :meth:`judge_row` judges, read without judging.
+
+        Example::
+
+            >>> RuleState(Rule("recall/*", threshold=0.5)).member_readings({"recall/3": 0.4, "acc": 0.9})
+            {'3': (0.4, None)}
+        """
+        rule, readings = self.rule, {}
+        if not rule.is_family:
+            return readings
         for key in row:
             name = rule.member_of(key)
             if name is not None:
                 stderr_key = rule.member_stderr_key(name)
                 stderr = row.get(stderr_key) if stderr_key is not None else None
                 readings[name] = (float(row[key]), None if stderr is None else float(stderr))
-        return self.judge_members(readings) if readings else None
+        return readings
 
     def judge_members(self, readings: Mapping[str, tuple]) -> Verdict:
         """Judge a family rule's members at one check: ``{member: (value, stderr or None)}``."""

@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate
 
 from collapse_guard._rng import preserved_rng
+from collapse_guard.data.checks import split_batches
 from collapse_guard.metrics.functional.class_marginal import missing_classes
 from collapse_guard.metrics.functional.classification import marginal_total_variation
 from collapse_guard.metrics.functional.knn import prdc
@@ -36,9 +36,7 @@ CHUNK = 512
 def _read(dataset: Any, indices: Tensor, collate: Optional[Callable], batch_fn: Callable) -> tuple[Any, Tensor]:
     """``(inputs, targets)`` of ``dataset[i]`` for ``indices``, collated in chunks and split by ``batch_fn``."""
     inputs, targets = [], []
-    for start in range(0, len(indices), CHUNK):
-        batch = (collate or default_collate)([dataset[int(i)] for i in indices[start:start + CHUNK]])
-        x, y = batch_fn(batch)
+    for x, y in split_batches(dataset, indices.tolist(), collate, CHUNK, batch_fn):
         inputs.append(x)
         targets.append(torch.as_tensor(y))
     if not targets:

@@ -9,7 +9,7 @@ a large source without bulk access as the first epoch reads it, :func:`first_epo
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -371,10 +371,21 @@ def heldout_classes(
 ) -> Tensor:
     """The sorted distinct targets of ``heldout``: one pass in batches of ``batch_size``, collated with ``collate``
     (``None``: PyTorch's default), split by ``batch_fn: batch -> (inputs, target)``, no random state moved."""
-    n, found = len(heldout), []
     with preserved_rng():
-        for start in range(0, n, batch_size):
-            batch = (collate or default_collate)([heldout[i] for i in range(start, min(n, start + batch_size))])
-            _, target = batch_fn(batch)
-            found.append(torch.as_tensor(target).reshape(-1).unique())
+        found = [torch.as_tensor(target).reshape(-1).unique()
+                 for _, target in split_batches(heldout, range(len(heldout)), collate, batch_size, batch_fn)]
     return torch.cat(found).unique() if found else torch.empty(0)
+
+
+def split_batches(dataset: Dataset, indices: Sequence[int], collate: Optional[Callable], batch_size: int,
+                  batch_fn: Callable[[Any], tuple[Any, Tensor]]) -> Iterator[tuple[Any, Any]]:
+    """``(inputs, target)`` of ``dataset[i]`` for ``indices``, ``batch_size`` at a time, collated with ``collate``
+    (``None``: PyTorch's default) and split by ``batch_fn``. Moves no random state of its own.
+
+    Example::
+
+        for x, y in split_batches(heldout, range(len(heldout)), None, 256, lambda b: (b[0], b[1])): ...
+    """
+    indices = list(indices)
+    for start in range(0, len(indices), batch_size):
+        yield batch_fn((collate or default_collate)([dataset[int(i)] for i in indices[start:start + batch_size]]))

@@ -403,7 +403,7 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
         if self._counting and self._trainer_attached and self.trainer.training and self.mixer is not None:
             self.mixer.count_next_batch()
             for scan in (self._scan, self._finite):
-                if scan is not None:
+                if scan is not None and scan.active:  # after the first epoch: one attribute read a batch
                     scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches, self._gather())
         dm = self.real_datamodule
         return dm.on_after_batch_transfer(batch, dataloader_idx) if dm is not None else batch
