@@ -1,10 +1,7 @@
 """``CollapseGuard``: act on collapse indicators the way ``EarlyStopping`` acts on a monitored metric."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
-
-import torch
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
@@ -21,16 +18,13 @@ from collapse_guard.callbacks._state_keys import adopt_older_state, legacy_state
 from collapse_guard.callbacks.policy import (
     DECISIONS, EXHAUSTED, PERSISTS, Decision, RuleBook, as_rules, check_guard_arguments,
 )
-from collapse_guard.callbacks.rule_state import natural_order
-from collapse_guard.callbacks.rules import FAMILY, Rule, RuleState, Verdict, default_rules
+from collapse_guard.callbacks.readings import FRESH, MISSING, STALE, agree_across_ranks, read_monitors
+from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rules
 
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
 #: guard states logged as ``collapse/guard/state``
 STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
-
-#: what a monitored metric was at a check: measured now, left over from an earlier check, or not logged
-FRESH, STALE, MISSING = 0.0, 1.0, 2.0
 
 
 class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
@@ -256,67 +250,10 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             hide_words(trainer)
 
     def _read(self, trainer: Trainer) -> tuple[list[str], list[tuple[float, float]]]:
-        """The keys the rules read at this epoch, and ``(status, value)`` of each (local; no communication).
-
-        A metric of a :class:`CollapseMetricsProducer` (``HeldOutRealCheck``, ``RatioMonitor``) is fresh only at
-        the epochs it was logged, so a check every few epochs is never judged twice on a stale value; any other
-        logged metric (the module's own) is fresh whenever it is in ``trainer.callback_metrics``. A family rule
-        (``prefix/*``) reads every member logged now, each with its standard error, and the family's own status.
-        """
-        producers = [cb for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)]
-        keys: list[str] = []
-        for rule in self.rules:
-            if rule.is_family:
-                for name in self._members(trainer, producers, rule):
-                    keys += [k for k in (rule.member_key(name), rule.member_stderr_key(name)) if k is not None]
-            keys += [k for k in (rule.monitor, rule.stderr_key) if k is not None]
-        keys = list(dict.fromkeys(keys))
-        return keys, [self._read_key(trainer, producers, key) for key in keys]
-
-    @staticmethod
-    def _members(trainer: Trainer, producers: list, rule: Rule) -> list[str]:
-        """The members of a family rule logged at this epoch (by its producer, or in ``callback_metrics``)."""
-        producer = next((p for p in producers if p.logs(rule.monitor)), None)
-        logged = producer.keys_logged_at(trainer.current_epoch) if producer is not None else trainer.callback_metrics
-        return sorted({m for m in map(rule.member_of, logged) if m is not None}, key=natural_order)
-
-    @staticmethod
-    def _read_key(trainer: Trainer, producers: list, key: str) -> tuple[float, float]:
-        metrics, epoch = trainer.callback_metrics, trainer.current_epoch
-        producer = next((p for p in producers if p.logs(key)), None)
-        if key.endswith(FAMILY):  # the family's status: fresh when a member was logged now
-            prefix = key[:-1]
-            if producer is not None:
-                if producer.keys_logged_at(epoch, prefix):
-                    return (FRESH, math.nan)
-                return (MISSING if producer.ran_at(epoch) else STALE, math.nan)
-            return (FRESH if any(k.startswith(prefix) for k in metrics) else MISSING, math.nan)
-        if producer is not None and producer.logged_epoch(key) != epoch:
-            # it measured this epoch, but not this key: a misnamed monitor; else a check that did not run
-            return (MISSING if producer.ran_at(epoch) else STALE, math.nan)
-        if key not in metrics:
-            return (MISSING, math.nan)
-        return (FRESH, float(torch.as_tensor(metrics[key])))
+        return read_monitors(trainer, self.rules)
 
     def _agree(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
-        """Rank 0's readings on every rank, with a warning for a metric whose value differs between ranks."""
-        if trainer.world_size <= 1 or not readings:
-            return readings
-        local = torch.tensor(readings, dtype=torch.float64, device=trainer.strategy.root_device)
-        width = len(readings[0])
-        gathered = trainer.strategy.all_gather(local).cpu().reshape(trainer.world_size, len(readings), width)
-        first = gathered[0]
-        same = (gathered == first) | (torch.isnan(gathered) & torch.isnan(first))
-        for i in torch.nonzero(~same.all(dim=2).all(dim=0)).flatten().tolist():
-            key = keys[i]
-            if key not in self.__dict__.setdefault("_disagreeing_keys", set()):
-                self.__dict__["_disagreeing_keys"].add(key)
-                values = ", ".join(f"rank {r}: {gathered[r, i, 1].item():.6g}" for r in range(trainer.world_size))
-                rank_zero_warn(
-                    f"CollapseGuard: {key} differs between ranks ({values}); every rank judges rank 0's value. Log "
-                    "it with `sync_dist=True` (or as a synced torchmetrics Metric) so the guard judges all the data."
-                )
-        return [tuple(float(x) for x in row) for row in first.tolist()]
+        return agree_across_ranks(trainer, keys, readings, self.__dict__.setdefault("_disagreeing_keys", set()))
 
     def _judge(self, trainer: Trainer, keys: list[str], readings: list[tuple[float, float]]) -> list[Verdict]:
         """Verdicts of the rules whose metric was measured at this epoch (the same on every rank)."""
