@@ -43,6 +43,10 @@ Usage::
     python benchmarks/detection.py --quick    # 1 seed (about 1.5 min)
     python benchmarks/detection.py --scenarios mode_loss,pure_real --seeds 0 --epochs 6 --no-mitigation
     python benchmarks/detection.py --heldout 540 --permutations 0 --no-mitigation   # a larger held-out real set
+    python benchmarks/detection.py --multi-source --datasets digits,wine --seeds 0,1 --jobs 2   # issue 17 (section 9)
+
+``--multi-source`` runs the multi-source attribution benchmark of ``benchmarks/_multisource.py`` instead (a good and
+a harmful synthetic source, or two good ones, per fit; RESULTS.md, section 9).
 """
 from __future__ import annotations
 
@@ -662,9 +666,27 @@ def main(argv=None) -> dict:
                    help="held-out real digits (more than 360 moves that many training digits to the held-out set)")
     p.add_argument("--guard-kwargs", default="{}",
                    help='JSON keyword arguments of the acting CollapseGuard (experiments; default: none, the defaults)')
-    p.add_argument("--json", default="runs/bench/detection.json", help="where to write the full record ('' : nowhere)")
+    p.add_argument("--json", default=None, help="where to write the full record ('' : nowhere; default "
+                   "runs/bench/detection.json, with --multi-source runs/bench/multisource.json)")
     p.add_argument("--report-from", default=None, metavar="JSON", help="print the report of a saved record; run nothing")
+    ms = p.add_argument_group("multi-source attribution (issue 17; RESULTS.md, section 9; benchmarks/_multisource.py)")
+    ms.add_argument("--multi-source", action="store_true", help="run the multi-source benchmark instead: a good and a "
+                    "harmful synthetic source (or two good ones) per fit, with SourceAudit() + SourceCheck()")
+    ms.add_argument("--datasets", default=None, help="with --multi-source: comma-separated datasets (default: all of "
+                    "_datasets.DATASETS); --seeds defaults to 0,1 there")
+    ms.add_argument("--mixes", default=None, help="with --multi-source: comma-separated, of label_noise, mode_loss, "
+                    "offset, replace, good2, real_only (default: all)")
+    ms.add_argument("--jobs", type=int, default=1, help="with --multi-source: worker processes, one (dataset, seed) "
+                    "group each at a time")
+    ms.add_argument("--observe", action="store_true", help="with --multi-source: also an observe fit per mix (the "
+                    "guard warns, quarantine only recorded)")
     args = p.parse_args(argv)
+    if args.multi_source:
+        import _multisource
+
+        return _multisource.main(args, write_record)
+    if args.json is None:
+        args.json = "runs/bench/detection.json"
     if args.report_from:
         result = json.loads(Path(args.report_from).read_text())
         print(report(result))

@@ -168,3 +168,29 @@ def test_suite_smallest_configuration_and_choice(tmp_path, capsys):
 
     for rule in default_rules():  # the chosen rules are printed as code that builds them
         assert eval(choose.rule_code(rule), {"Rule": Rule, "heldout_loss_rule": heldout_loss_rule}) == rule
+
+
+def test_multi_source_smallest_configuration(tmp_path, capsys):
+    detection = _load("detection")
+    multisource = _load("_multisource")
+    out = tmp_path / "multisource.json"
+    record = detection.main(["--multi-source", "--datasets", "wine", "--seeds", "0", "--epochs", "2",
+                             "--mixes", "mode_loss,good2,real_only", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert out.exists() and json.loads(out.read_text())["scenarios"] == ["mode_loss", "good2", "real_only"]
+    runs = record["runs"]
+    assert [(r["dataset"], r["scenario"], r["seed"]) for r in runs] == [
+        ("wine", s, 0) for s in ("mode_loss", "good2", "real_only")]
+    mode_loss, control, real_only = runs
+    assert mode_loss["sources"] == ["good", "mode_loss"] and control["sources"] == ["good", "good2"]
+    assert mode_loss["harmful"] == "mode_loss" and control["harmful"] is None
+    assert mode_loss["audit_missing"]["mode_loss"] and not mode_loss["audit_missing"]["good"]  # flagged at set-up
+    for run in (mode_loss, control):
+        assert len(run["trajectory"]) == 2 and run["real_only_acc"] == real_only["final_test_acc"]
+        assert 0.0 < run["synthetic_share"] < 1.0 and sum(run["last_epoch_shares"].values()) == pytest.approx(1.0)
+        assert set(run["named"]) <= set(run["sources"]) and math.isfinite(run["final_test_acc"])
+        assert any(k.startswith("collapse/source/acc_gap/") for k in run["trajectory"][-1])
+    assert record["scores"]["parts"]["development"]["summary"]["two_source_runs"] == 2
+    assert multisource.part("iris", 0) == "untouched" and multisource.part("text", 1) == "development"
+    assert multisource.member_source("collapse/source/acc_gap/good2", ["good", "good2"]) == "good2"
+    assert "| part | harmful named |" in printed
