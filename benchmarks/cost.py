@@ -33,6 +33,7 @@ Usage::
     python benchmarks/cost.py --task language_model   # the character GRU of benchmarks/_tasks.py (issue 15, ~4 min)
     python benchmarks/cost.py --task language_model --synthetic-samples 512   # the language-model default before "auto"
     python benchmarks/cost.py --task language_model --lm-samples 256 --lm-synthetic 600 --epochs 1 --repeats 1  # smoke
+    python benchmarks/cost.py --task attribution   # issue 17: + SourceAudit() + SourceCheck(), two sources (RESULTS.md 9)
 
 The language-model variant (``--task language_model``; RESULTS.md, section 6): the suite's ``CharGRU`` on the
 ``pydoc`` text (seed 0) mixed at real fraction 0.3 with 6000 windows of the good 5-gram, 8192 windows an epoch,
@@ -70,6 +71,7 @@ from _common import (  # noqa: E402
 )
 
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor  # noqa: E402
+from collapse_guard import SourceAudit, SourceCheck  # noqa: E402
 from pytorch_lightning import Callback, LightningDataModule, Trainer  # noqa: E402
 from collapse_guard.callbacks import features as features_mod  # noqa: E402
 from collapse_guard.metrics.classification import ClassificationIndicators  # noqa: E402
@@ -233,10 +235,12 @@ def fit(variant: str, data: dict, args, profile: Profile, make_dm=mixed_dm, make
             callbacks += [RatioMonitor(), check, CollapseGuard(verbose=False)]
         elif variant == "guarded_features":
             callbacks += [RatioMonitor(), HeldOutRealCheck(features=True), CollapseGuard(verbose=False)]
+        elif variant == "attributed":  # issue 17: the default check with the attribution producers
+            callbacks += [RatioMonitor(), HeldOutRealCheck(), SourceAudit(), SourceCheck(), CollapseGuard(verbose=False)]
     kwargs = trainer_kwargs(args.epochs)
     kwargs["limit_train_batches"] = args.batches  # every variant trains on exactly the same number of batches
     trainer = Trainer(callbacks=callbacks, **kwargs)
-    profile.variant = variant if variant in PROFILED else None
+    profile.variant = variant if variant in PROFILED or variant == "attributed" else None
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit((make_model or MLP)(), datamodule=dm)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -347,6 +351,77 @@ def run(args) -> dict:
         "seconds": time.perf_counter() - t_start,
         "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": load_average()},
     }
+
+
+# -- the attribution variant (issue 17) -------------------------------------------------------------------------
+def two_source_dm(data: dict, args) -> MixedDataModule:
+    """The digits' MixedDataModule with the synthetic samples as two sources of equal weight (halves)."""
+    x, y = data["synthetic"].tensors
+    half = len(x) // 2
+    sources = {"gen_a": TensorDataset(x[:half], y[:half]), "gen_b": TensorDataset(x[half:], y[half:])}
+    return MixedDataModule(real=SplitsDataModule(data, args.batch_size), synthetic=sources,
+                           synthetic_weights={"gen_a": 1.0, "gen_b": 1.0}, real_fraction=args.real_fraction,
+                           holdout="val", reserve=0.2, seed=0)
+
+
+def run_attribution(args) -> dict:
+    """``RatioMonitor() + HeldOutRealCheck() + SourceAudit() + SourceCheck() + CollapseGuard()`` against the same
+    fit without callbacks, on the digits with two synthetic sources, in palindromic order; the attribution
+    producers' CPU seconds (``SourceAudit.setup`` per fit, ``SourceCheck`` per check)."""
+    quiet()
+    torch.set_num_threads(1)
+    load_before = load_average()
+    t_start = time.perf_counter()
+    data = make_data(args.synthetic)
+    dm = two_source_dm(data, args)
+    dm.setup("fit")
+    args.batches = len(dm.train_dataloader())
+    profile = Profile()
+    profile._wrap(SourceAudit, "setup", "SourceAudit.setup (per fit)")
+    profile._wrap(SourceCheck, "on_train_epoch_end", "SourceCheck (per check)")
+    profile._wrap(HeldOutRealCheck, "on_train_epoch_end", "HeldOutRealCheck (per check)")
+    profile._wrap(CollapseGuard, "on_train_epoch_end", "CollapseGuard (per check)")
+    variants = ["attributed", "mixed"]
+    fits: dict[str, list[dict]] = {v: [] for v in variants}
+    try:
+        for _ in range(args.repeats):
+            for variant in variants + variants[::-1]:
+                fits[variant].append(fit(variant, data, args, profile, make_dm=two_source_dm))
+    finally:
+        profile.unpatch()
+    fit_ratios = {"attributed/mixed": {"cpu": ratios(fits, "attributed", "mixed", "cpu_seconds"),
+                                       "wall": ratios(fits, "attributed", "mixed", "seconds")}}
+    checks = max(1, sum(len(f["epoch_seconds"]) for f in fits["attributed"]))
+    epoch = float(np.median([s for f in fits["mixed"] for s in f["epoch_seconds"]]))
+    seconds = profile.seconds["attributed"]
+    breakdown = {k: (v / len(fits["attributed"]) if "per fit" in k else v / checks) for k, v in seconds.items()}
+    return {
+        "config": {"sources": {"gen_a": len(data["synthetic"]) // 2, "gen_b": len(data["synthetic"]) - len(data["synthetic"]) // 2},
+                   "samples_per_epoch": dm.epoch_size, "batches_per_epoch": args.batches, "batch_size": args.batch_size,
+                   "epochs": args.epochs, "repeats": args.repeats, "real_fraction": args.real_fraction,
+                   "torch_threads": torch.get_num_threads()},
+        "fits": fits, "fit_ratios": fit_ratios, "training_epoch_seconds_median": epoch, "breakdown": breakdown,
+        "seconds": time.perf_counter() - t_start,
+        "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": load_average()},
+    }
+
+
+def report_attribution(r: dict) -> str:
+    c, d = r["config"], r["fit_ratios"]["attributed/mixed"]
+    met = "yes" if d["cpu"]["median"] <= 1.03 else "no"
+    m = r["machine"]
+    lines = [f"Digits MLP as the default cost fit, the synthetic samples as two sources of equal weight "
+             f"({c['sources']}); {c['samples_per_epoch']:,} samples per epoch, {c['epochs']} epochs, {c['repeats']} "
+             "repetitions in palindromic order, one torch thread.", "",
+             "| measure | CPU-time ratio (runs) | wall-time ratio (runs) | goal | met (CPU) |", "|---|---|---|---|---|",
+             f"| fit, RatioMonitor + HeldOutRealCheck + SourceAudit + SourceCheck + CollapseGuard (defaults) / same fit "
+             f"without callbacks | {d['cpu']['median']:.3f} ({_runs(d['cpu']['all'])}) | {d['wall']['median']:.3f} "
+             f"({_runs(d['wall']['all'])}) | ≤ 1.03 | {met} |", "",
+             f"CPU seconds of a training epoch without callbacks (median): {r['training_epoch_seconds_median']:.2f}; "
+             "CPU seconds inside each callback: " + ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown"].items()) + ".",
+             "", f"wall time {r['seconds']:.0f} s; {m['nproc']} cores, {m['cpu']}, load average before "
+             f"{m['loadavg_before']}, after {m['loadavg_after']}; torch {m['torch']}, Lightning {m['lightning']}."]
+    return "\n".join(lines)
 
 
 # -- the language-model variant (issue 15) ----------------------------------------------------------------------
@@ -515,8 +590,9 @@ def main(argv=None) -> dict:
     p.add_argument("--real-fraction", type=float, default=0.3)
     p.add_argument("--json", default=None, help="where to write the full record (default runs/bench/cost.json, "
                    "runs/bench/cost_language_model.json with --task language_model; '': nowhere)")
-    p.add_argument("--task", default="classification", choices=("classification", "language_model"),
-                   help="the digits MLP (default) or the suite's character GRU on pydoc (issue 15)")
+    p.add_argument("--task", default="classification", choices=("classification", "language_model", "attribution"),
+                   help="the digits MLP (default), the suite's character GRU on pydoc (issue 15), or the digits MLP "
+                   "with two synthetic sources and SourceAudit + SourceCheck (issue 17; only that ratio)")
     p.add_argument("--lm-samples", type=int, default=8192, help="language model: windows an epoch")
     p.add_argument("--lm-synthetic", type=int, default=6000, help="language model: 5-gram windows")
     p.add_argument("--lm-batch-size", type=int, default=32)
@@ -528,6 +604,11 @@ def main(argv=None) -> dict:
     args.epochs = args.epochs or (1 if args.quick and lm else 2 if args.quick or lm else 3)
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.loader_repeats = args.loader_repeats or (5 if args.quick else 7)
+    if args.task == "attribution":
+        result = run_attribution(args)
+        print(report_attribution(result))
+        write_record(result, "runs/bench/cost_attribution.json" if args.json is None else args.json)
+        return result
     if args.json is None:
         args.json = "runs/bench/cost_language_model.json" if lm else "runs/bench/cost.json"
     result = run_language_model(args) if lm else run(args)
