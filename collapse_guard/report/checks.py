@@ -15,7 +15,8 @@ from collapse_guard.report.record import as_float
 
 #: the guard's words (``CollapseGuard``'s progress-bar word at a check), mildest first: the health of several guards
 #: is the worst of theirs
-WORDS = ("ok", "ok (warned)", "ok (injected)", "ok (stopped)", "fired", "cooling", "warned", "injected", "stopped")
+WORDS = ("ok", "ok (warned)", "ok (quarantined)", "ok (injected)", "ok (stopped)", "fired", "cooling", "warned",
+         "quarantined", "injected", "stopped")
 
 
 def _family_prefix(monitor: str) -> Optional[str]:

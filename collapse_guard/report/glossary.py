@@ -105,6 +105,8 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("collapse/audit/recall/*", "k-NN recall of real inputs by the source's (audit)", "falls"),
     Indicator("collapse/audit/density/*", "k-NN density of the source's inputs among real ones (audit)", "moves"),
     Indicator("collapse/audit/coverage/*", "share of real inputs with a source input nearby (audit)", "falls"),
+    Indicator("collapse/audit/coverage_vs_best/*", "the source's coverage over the best synthetic source's (audit; "
+              "1: the best; a collapsed or offset source covers far less than a good one beside it)", "falls"),
     Indicator("collapse/audit/heldout_copies/*", "the source's exact copies of held-out real samples (audit)",
               "rises"),
     # SourceCheck: each synthetic source at every check
@@ -112,11 +114,14 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("collapse/source/acc/*", "accuracy on the source's held-out samples"),
     Indicator("collapse/source/acc_gap/*", "accuracy on the source's held-out samples minus held-out real accuracy",
               "rises"),
+    Indicator("collapse/source/acc_vs_best/*", "accuracy on the source's held-out samples minus the best source's (0: "
+              "the best; far below: labels that disagree with the inputs)", "falls"),
     Indicator("collapse/source/grad_cosine/*", "cosine between the loss gradients of the source's batches and of "
               "held-out real data (negative: its steps raise the real loss)", "falls"),
     Indicator("collapse/source/grad_cosine_stderr/*", "standard error of grad_cosine over the source's batches"),
     # CollapseGuard
-    Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped"),
+    Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped, "
+              "4 quarantined (synthetic sources dropped from the next epoch)"),
     Indicator("collapse/guard/events", "number of guard events so far"),
 )
 

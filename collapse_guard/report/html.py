@@ -30,7 +30,8 @@ tr.fired td{background:#fbe3d6}tr.violated td{background:#fff4dc}details{margin:
 STATE_COLORS = {"ok": "#009E73", "completed": "#009E73", "failed": "#D55E00", "interrupted": "#E69F00", **ACTION_COLORS,
                 "ok (warned)": "#009E73", "ok (injected)": "#009E73", "ok (stopped)": "#009E73", "fired": "#E69F00",
                 "cooling": "#E69F00", "warned": ACTION_COLORS["warn"], "injected": ACTION_COLORS["inject"],
-                "stopped": ACTION_COLORS["stop"]}
+                "stopped": ACTION_COLORS["stop"], "ok (quarantined)": "#009E73",
+                "quarantined": ACTION_COLORS["quarantine"]}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -309,6 +310,8 @@ def render_html(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
         record: a report record (:func:`~collapse_guard.report.record.build_record` or ``report.json``).
         images: ``{"real_fraction": png, "indicators": png, "indicators_other": png}``.
     """
+    from collapse_guard.report.sources import sources_html  # it renders with this module's helpers
+
     raw = escape(json.dumps(jsonable(record), indent=1, allow_nan=False))  # NaN read back: "nan", as written
     sections = [
         ("Overview", _overview(record)),
@@ -317,6 +320,7 @@ def render_html(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
         ("Real fraction", image(images.get("real_fraction"), "real fraction over training")),
         ("Indicators", _indicators(record, images)),
         ("Comparison with the reference run", _comparison(record)),
+        ("Synthetic sources", sources_html(record)),
         ("Guard rules: baselines and bounds at the end", _rules(record)),
         ("Training data provenance", _provenance(record)),
         ("Record", f"<details><summary>report.json (schema version {escape(fmt(record.get('schema_version')))})"

@@ -22,7 +22,7 @@ from collapse_guard.report.glossary import BAD_DIRECTIONS, bad_direction
 from collapse_guard.report.record import as_float
 
 #: colour of each guard action (Okabe-Ito: readable with colour-vision deficiencies)
-ACTION_COLORS = {"warn": "#E69F00", "inject": "#0072B2", "stop": "#D55E00"}
+ACTION_COLORS = {"warn": "#E69F00", "quarantine": "#882255", "inject": "#0072B2", "stop": "#D55E00"}
 #: ``gid`` of every artist that marks a guard event (tests and tools find the markers by it)
 EVENT_GID = "guard-event"
 REAL_COLORS = ["#009E73", "#7FD1B9"]

@@ -39,8 +39,12 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
       "final": {"epoch", "global_step", "real_fraction", "real_fraction_cumulative", "guard_state",
                 "events", "stopped_by_guard", "metrics": {"collapse/...": value},
                 "guard_health"},                         # optional: the guard's word at its last check
-      "reference": null | {"path", "created", "status", "ratio", "indicators", "final"}   # optional: a reference
-    }                                                    # run's record, in part (report.reference)
+      "reference": null | {"path", "created", "status", "ratio", "indicators", "final"},  # optional: a reference
+                                                         # run's record, in part (report.reference)
+      "source_indicators": null | {                      # optional: a SourceCheck's values at each of its checks
+        "every_n_epochs": 1, "keys": ["collapse/source/acc_gap/gen1", ...],
+        "history": [{"epoch", "global_step", "collapse/source/...": value, ...}, ...]}
+    }
 
 ``guard_state`` is the last action a guard took (it stays ``"inject"``); ``guard_health`` where the indicators
 stood at the last check (``"ok (injected)"``: back within their bounds since). Records written before ``checks``,
@@ -54,7 +58,10 @@ The provenance manifest (also written alone as ``provenance.json``)::
       "sources": [{"name", "kind": "real" | "synthetic", "generator", "generation", "params",
                    "size", "training_pool", "samples", "share", "heldout_copies"}],
       "heldout": {"real": 360, "synthetic": 60},
-      "injections": [...], "contamination": {...}
+      "injections": [...], "contamination": {...},
+      "audit": {"samples", "k", "real": {...}, "sources": {name: {...}}},   # optional: a SourceAudit's audit
+      "quarantines": [{"epoch", "sources", "weight", "reason", "shares_before", "shares_after",
+                       "real_fraction_before", "real_fraction_after"}]   # optional: MixedDataModule.quarantine
     }
 
 ``samples`` is the number of training samples drawn from the source over the whole fit (all ranks), ``share`` its
@@ -83,7 +90,7 @@ PROVENANCE_KIND = "collapse_guard.provenance"
 MAX_ARRAY_ELEMENTS = 64
 
 #: the guard states, mildest first (the report's guard state is the strongest of its guards')
-GUARD_STATES = ("ok", "warn", "inject", "stop")
+GUARD_STATES = ("ok", "warn", "quarantine", "inject", "stop")
 
 #: schema 1 keeps the key names it was published with: a rule's ``margin`` is written as ``min_delta``, an event's
 #: ``bound`` (the bound in force) as ``threshold``
@@ -203,6 +210,29 @@ def indicator_section(check: Any) -> Optional[dict]:
     return None if check is None else check.summary()
 
 
+def source_indicator_section(history: Optional[Sequence[Mapping[str, Any]]], every_n_epochs: Any = None
+                             ) -> Optional[dict]:
+    """The values of every check of a ``SourceCheck`` (``collapse/source/<indicator>/<source>``), in the layout of
+    :func:`indicator_section`'s: ``None`` without a ``SourceCheck`` (``history`` ``None``).
+
+    Args:
+        history: one mapping per check: ``epoch``, ``global_step`` and the values.
+        every_n_epochs: the check's interval.
+
+    Returns:
+        ``{"every_n_epochs", "keys" (in first-logged order), "history"}``, or ``None``.
+
+    Example::
+
+        source_indicator_section([{"epoch": 0, "global_step": 8, "collapse/source/acc/gen1": 0.9}], 1)["keys"]
+    """
+    if history is None:
+        return None
+    rows = [dict(row) for row in history]
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("epoch", "global_step")))
+    return {"every_n_epochs": every_n_epochs, "keys": keys, "history": rows}
+
+
 def _renamed(record: Mapping[str, Any], names: Mapping[str, str]) -> dict:
     return {names.get(k, k): v for k, v in record.items()}
 
@@ -263,6 +293,7 @@ def build_record(
     error: Optional[BaseException] = None,
     dirpath: Optional[str] = None,
     reference: Optional[dict] = None,
+    source_indicators: Optional[dict] = None,
 ) -> dict:
     """The whole report record (see the module docstring for its layout), JSON-ready.
 
@@ -276,6 +307,7 @@ def build_record(
         error: the exception that ended the fit, if any.
         dirpath: where the report is written, for the record.
         reference: a reference run as :func:`~collapse_guard.report.reference.load_reference` reads it, or ``None``.
+        source_indicators: a ``SourceCheck``'s checks (:func:`source_indicator_section`), or ``None``.
 
     Returns:
         The record, JSON-ready (:func:`jsonable`): ``json.dumps(record, allow_nan=False)`` succeeds.
@@ -310,6 +342,7 @@ def build_record(
         "provenance": provenance,
         "final": final_section(trainer, ratio, guard_records, provenance),
         "reference": reference,
+        "source_indicators": source_indicators,
     }
     from collapse_guard.report.checks import health  # it reads records: imported here, after this module
 

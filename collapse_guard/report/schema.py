@@ -88,7 +88,8 @@ RULE = obj(_RULE_REQUIRED, {
 EVENT = obj(
     {"epoch": INTEGER, "rule": STRING, "action": STRING, "value": NUMBER_OR_NULL, "threshold": NUMBER_OR_NULL,
      "reason": STRING},
-    {"global_step": INTEGER_OR_NULL, "monitor": STRING, "rules": array_of(STRING)},
+    {"global_step": INTEGER_OR_NULL, "monitor": STRING, "rules": array_of(STRING),
+     "sources": array_of(STRING)},  # sources: the sources a "quarantine" event names (empty for other actions)
 )
 #: what a rule judged at one check (CheckLog's rule entry): the value, the bound in force then, whether it lay
 #: beyond it and whether the rule fired; a family rule's with the member shown and every member judged
@@ -113,10 +114,26 @@ SOURCE = obj(  # generator, generation and params: as the user gave them
     {"generator": ANY, "generation": ANY, "params": ANY, "size": INTEGER_OR_NULL, "training_pool": INTEGER_OR_NULL,
      "samples": INTEGER, "share": NUMBER_OR_NULL, "heldout_copies": INTEGER_OR_NULL, "streaming": BOOLEAN},
 )
+_PRDC = {"precision": NUMBER_OR_NULL, "recall": NUMBER_OR_NULL, "density": NUMBER_OR_NULL, "coverage": NUMBER_OR_NULL}
+#: a SourceAudit's audit (``provenance.audit``): each synthetic source against the real training data, and the
+#: real-vs-real baseline
+AUDIT = obj({}, {
+    "samples": INTEGER, "k": INTEGER,
+    "real": obj({}, {"samples": INTEGER_OR_NULL, "classes": INTEGER_OR_NULL, **_PRDC}),
+    "sources": map_of(obj({}, {"samples": INTEGER_OR_NULL, "missing_classes": (array_of(INTEGER), NULL),
+                               "class_tv": NUMBER_OR_NULL, **_PRDC, "coverage_vs_best": NUMBER_OR_NULL,
+                               "heldout_copies": INTEGER_OR_NULL})),
+})
+#: a quarantine of synthetic sources (``MixedDataModule.quarantine``): their shares before and after
+QUARANTINE = obj({}, {"epoch": INTEGER_OR_NULL, "sources": array_of(STRING), "weight": NUMBER_OR_NULL,
+                      "reason": STRING_OR_NULL, "shares_before": map_of(NUMBER_OR_NULL),
+                      "shares_after": map_of(NUMBER_OR_NULL), "real_fraction_before": NUMBER_OR_NULL,
+                      "real_fraction_after": NUMBER_OR_NULL})
 PROVENANCE = obj({"sources": array_of(SOURCE)}, {
     "schema_version": INTEGER, "kind": STRING, "seed": INTEGER_OR_NULL, "samples_total": INTEGER,
     "real_share": NUMBER_OR_NULL, "heldout": obj({}, {"real": INTEGER_OR_NULL, "synthetic": INTEGER_OR_NULL}),
     "injections": (array_of(INJECTION), NULL), "contamination": map_of(ANY),
+    "audit": (AUDIT, NULL), "quarantines": array_of(QUARANTINE),  # added: a SourceAudit's, the quarantines
 })
 RATIO = obj({"sources": array_of(STRING)}, {"history": array_of(obj(
     {"epoch": INTEGER},
@@ -142,7 +159,8 @@ REPORT = obj({
     "schema_version": INTEGER, "kind": STRING, "created": STRING, "status": STRING, "error": STRING_OR_NULL,
     "run": RUN, "ratio": (RATIO, NULL), "indicators": (INDICATORS, NULL), "guards": array_of(GUARD),
     "injections": array_of(INJECTION), "provenance": (PROVENANCE, NULL), "final": FINAL,
-}, {"reference": (REFERENCE, NULL)})  # optional: added after the first records were written
+}, {"reference": (REFERENCE, NULL),  # optional: added after the first records were written
+    "source_indicators": (INDICATORS, NULL)})  # a SourceCheck's values at each check (collapse/source/...)
 
 
 # -- the checker ----------------------------------------------------------------------------------------------

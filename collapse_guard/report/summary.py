@@ -15,6 +15,7 @@ from typing import Any, Optional
 from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
 from collapse_guard.report.html import comparison_cells, fmt, judged_text, short
 from collapse_guard.report.reference import comparison
+from collapse_guard.report.sources import source_tables
 
 #: one table: ``(title, [(column, justify)], [(cells, style)])``
 Table = tuple[str, list[tuple[str, str]], list[tuple[list[str], Optional[str]]]]
@@ -59,6 +60,7 @@ def tables(record: dict) -> list[Table]:
                  + [fmt(s.get("share"), 3)], "green" if s["kind"] == "real" else None) for s in prov["sources"]]
         out.append(("Training data", [("source", "left"), ("kind", "left"), ("generator", "left"), ("gen", "right"),
                                       ("samples", "right"), ("share", "right")], rows))
+    out += source_tables(record, compact=True)
     rules = [(g, r) for g in record.get("guards", []) for r in g.get("rules", [])]
     if rules:
         last = ((record.get("indicators") or {}).get("history") or [{}])[-1]

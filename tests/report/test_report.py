@@ -26,7 +26,8 @@ from cg_testing import SYNTH_BASE, RealDM, TinyMLP, id_dataset, make_mixed, make
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPORT_KEYS = {"schema_version", "kind", "created", "status", "error", "run", "ratio", "indicators", "guards",
-               "injections", "provenance", "final", "reference"}
+               "injections", "provenance", "final", "reference",
+               "source_indicators"}
 RUN_KEYS = {"current_epoch", "global_step", "max_epochs", "world_size", "should_stop", "dirpath"}
 RATIO_ROW_KEYS = {"epoch", "real_fraction", "real_fraction_cumulative", "real_fraction_target", "samples", "shares"}
 GUARD_KEYS = {"state", "injections", "cooldown_left", "config", "rules", "events", "checks"}
@@ -127,7 +128,7 @@ def test_report_files_follow_the_documented_schema(guarded_run):
                                 for k, v in dataclasses.asdict(e).items()} for e in run.guard.events]
     assert [e["action"] for e in guard["events"]] == ["inject", "inject", "stop"]
     for event in guard["events"]:
-        assert set(event) == EVENT_KEYS and "bound 1.0100" in event["reason"]
+        assert set(event) - {"sources"} == EVENT_KEYS and not event.get("sources") and "bound 1.0100" in event["reason"]
     assert [i["samples"] for i in record["injections"]] == [i["samples"] for i in run.dm.injections]
 
     final = record["final"]

@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ import torch
 from rich.console import Console
 
 from collapse_guard import CollapseGuard, CollapseReport, HeldOutRealCheck, RatioMonitor, Rule, SyntheticSource
+from collapse_guard._compat import Callback
+from collapse_guard.callbacks.source_audit import SourceAudit
+from collapse_guard.callbacks.source_check import SourceCheck
 from collapse_guard.cli import main
 from collapse_guard.report import checks, load_record, load_reference
 from collapse_guard.report import plots
@@ -41,11 +45,20 @@ KEPT = ("collapse/heldout_real/acc", "collapse/heldout_real/acc_stderr", "collap
         "collapse/gap/acc")
 
 
+class QuarantineG2(Callback):
+    """Quarantines ``g2`` at the end of epoch 1: the record's provenance then has a quarantine."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            trainer.datamodule.quarantine("g2", weight=0.5, reason="a test")
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> Path:
     """``report.json`` of a 3-epoch fit with a guard of every kind of rule (threshold, relative, sigmas, family)
     that injects (its per-check log included), a RatioMonitor, a HeldOutRealCheck and a MixedDataModule with
-    provenance; with itself as its reference run (as ``CollapseReport(reference=...)`` keeps one), so that the
+    provenance (a SourceAudit's audit, a quarantine), a SourceCheck; with itself as its reference run (as
+    ``CollapseReport(reference=...)`` keeps one), so that the
     record has every optional field."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -61,8 +74,11 @@ def written(tmp_path_factory) -> Path:
     ], action="inject", verbose=False)
     out = tmp_path_factory.mktemp("schema") / "report"
     report = CollapseReport(dirpath=out, summary=False, plots=False)
-    trainer = make_trainer(max_epochs=3, callbacks=[report, RatioMonitor(), HeldOutRealCheck(), guard])
-    trainer.fit(TinyMLP(), datamodule=dm)
+    trainer = make_trainer(max_epochs=3, callbacks=[report, RatioMonitor(), HeldOutRealCheck(), guard, QuarantineG2(),
+                                                    SourceAudit(max_samples=24), SourceCheck(samples=8, batches=2)])
+    with warnings.catch_warnings():  # g1 and g2 hold one class: the audit says so
+        warnings.filterwarnings("ignore", message="SourceAudit: synthetic source")
+        trainer.fit(TinyMLP(), datamodule=dm)
     assert report.result.ok and len(report.record["guards"][0]["events"]) >= 2
     record = load_record(out)
     write_json(out / "report.json", {**record, "reference": load_reference(out)})
@@ -70,8 +86,9 @@ def written(tmp_path_factory) -> Path:
 
 
 def small(record: dict) -> dict:
-    """``record`` with fewer indicators, one member per family rule and one source's contamination (the same
-    layout, fewer mutations), and a streaming source (the one field of the layout a fit of map-style data lacks)."""
+    """``record`` with fewer indicators, one member per family rule and one source's contamination, audit and
+    per-source indicators (the same layout, fewer mutations), and what a fit of map-style data without a quarantining
+    guard lacks: a streaming source, an event naming sources, an audit's ``coverage_vs_best``."""
     record = copy.deepcopy(record)
     indicators = record["indicators"]
     indicators["keys"] = [k for k in indicators["keys"] if k in KEPT]
@@ -95,6 +112,15 @@ def small(record: dict) -> dict:
     contamination = record["provenance"]["contamination"]
     contamination["sources"] = dict(list(contamination["sources"].items())[:1])
     record["provenance"]["sources"][-1].update(streaming=True, size=None, training_pool=None)
+    event = record["guards"][0]["events"][0]
+    event["sources"] = event.get("sources") or ["g2"]
+    audit = record["provenance"]["audit"]
+    audit["sources"] = {name: {**entry, "coverage_vs_best": entry.get("coverage_vs_best", 1.0)}
+                        for name, entry in list(audit["sources"].items())[:1]}
+    checks = record["source_indicators"]
+    checks["keys"] = [k for k in checks["keys"] if k.endswith("/g1")][:3]
+    checks["history"] = [{k: v for k, v in row.items() if k in ("epoch", "global_step", *checks["keys"])}
+                         for row in checks["history"][:2]]
     return record
 
 
