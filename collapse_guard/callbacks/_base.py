@@ -62,6 +62,11 @@ class CollapseMetricsProducer:
         ``HeldOutRealCheck``: those of its task)."""
         return None
 
+    def attribution_rules(self, trainer: Trainer) -> Optional[list]:
+        """The family rules over synthetic sources (action ``None``) that a ``CollapseGuard`` without ``rules``
+        adds to the task's, to name a harmful source (``SourceAudit``, ``SourceCheck``); ``None``: none."""
+        return None
+
 
 #: the progress-bar names of the keys shown there: short, so a progress bar does not cut them (``collapse/real_fr…``)
 PROGRESS_BAR_NAMES = {
@@ -86,6 +91,12 @@ def producers_default_rules(trainer: Trainer) -> Optional[list]:
         if rules is not None:
             return rules
     return None
+
+
+def producers_attribution_rules(trainer: Trainer) -> list:
+    """The attribution rules of every :class:`CollapseMetricsProducer` among ``trainer.callbacks``, in their order."""
+    return [rule for cb in trainer.callbacks if isinstance(cb, CollapseMetricsProducer)
+            for rule in (cb.attribution_rules(trainer) or [])]
 
 
 class CollapseMetricsReader:

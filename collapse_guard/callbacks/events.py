@@ -21,7 +21,7 @@ class BoundEvent:
         monitor: the metric key that rule read (the member's key for a family rule).
         value: the metric's value at the check (NaN for a remote rule).
         bound: the bound in force (``None`` while a relative rule warms up).
-        action: ``"warn"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
+        action: ``"warn"``, ``"quarantine"``, ``"inject"`` or ``"stop"`` (what was actually done, after escalation).
         reason: every fired rule's verdict and the action's detail, in words.
         rules: the names of every rule (family members included) that fired at this check.
     """
@@ -97,10 +97,18 @@ class GuardEvent(BoundEvent):
     Attributes:
         epoch: the training epoch of the check.
         global_step: the optimizer step of the check.
+        sources: with action ``"quarantine"``, the synthetic sources dropped from the next epoch; else empty.
     """
 
     epoch: int
     global_step: int
+    sources: tuple = ()
+
+    @classmethod
+    def from_state(cls, state: dict) -> "GuardEvent":
+        event = super().from_state(state)
+        event.sources = tuple(event.sources or ())  # a list after a JSON round trip; absent before quarantines
+        return event
 
 
 def moved(samples: int, left: int) -> str:
@@ -129,7 +137,7 @@ def fraction_change(before: float, after: float, when: str = "from the next epoc
     return f"real fraction {before:.2f} -> {after:.2f} {when}"
 
 #: the progress bar's word for an action taken at a check
-PAST = {"warn": "warned", "inject": "injected", "stop": "stopped"}
+PAST = {"warn": "warned", "quarantine": "quarantined", "inject": "injected", "stop": "stopped"}
 
 
 def state_word(acted: str, fired: Any, cooling: bool, last: str) -> str:

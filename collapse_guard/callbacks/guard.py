@@ -1,16 +1,18 @@
 """``CollapseGuard``: act on collapse indicators the way ``EarlyStopping`` acts on a monitored metric."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence
 
 from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero_warn
 from collapse_guard.callbacks._base import (
-    CollapseMetricsProducer, CollapseMetricsReader, producers_default_rules, require_mixed_datamodule,
+    CollapseMetricsReader, producers_attribution_rules, producers_default_rules, require_mixed_datamodule,
     run_after_producers, run_collectively,
 )
 from collapse_guard.callbacks._logger_io import log_text
 from collapse_guard.callbacks._model_io import copies_best_weights
 from collapse_guard.callbacks._progress_bar import hide_words, show_word
+from collapse_guard.callbacks.quarantine import active_sources, quarantine, warn_without_attribution
 from collapse_guard.callbacks.monitor_keys import check_module_metrics, check_monitors, missing_metrics_message
 from collapse_guard.callbacks.check_log import CheckLog
 from collapse_guard.callbacks.events import GuardEvent, event_fields, fraction_change, moved
@@ -24,7 +26,7 @@ from collapse_guard.callbacks.rules import Rule, RuleState, Verdict, default_rul
 __all__ = ["CollapseGuard", "GuardEvent", "STATE_CODES", "default_rules"]
 
 #: guard states logged as ``collapse/guard/state``
-STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3}
+STATE_CODES = {"ok": 0, "warn": 1, "inject": 2, "stop": 3, "quarantine": 4}
 
 
 class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
@@ -185,14 +187,22 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
         return tuple(dict.fromkeys(keys))
 
     @property
-    def _injects(self) -> bool:
-        return any(self.action_of(r) == "inject" or r.non_finite == "inject" for r in self.rules)
+    def _injects(self) -> bool:  # a quarantine that would name every source left injects instead
+        return any(self.action_of(r) in ("inject", "quarantine") or r.non_finite == "inject" for r in self.rules)
+
+    @property
+    def _quarantines(self) -> bool:
+        return any(self.action_of(r) == "quarantine" for r in self.rules)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         if self._default_rules:  # those of the task of the Trainer's HeldOutRealCheck (a classifier's without one)
-            self.use_rules(producers_default_rules(trainer) or default_rules())
+            attribution = [replace(r, action="quarantine" if self.action == "inject" else None)
+                           for r in producers_attribution_rules(trainer)]
+            self.use_rules((producers_default_rules(trainer) or default_rules()) + attribution)
+            if not attribution:
+                warn_without_attribution(trainer)
         if self._injects:
             dm = require_mixed_datamodule(trainer, f"{type(self).__name__} with action 'inject'")
             self._check_reserve(dm)
@@ -297,11 +307,15 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             return {"real_fraction": 0.0}
         dm = trainer.datamodule
         return {"real_fraction": dm.current_real_fraction(), "reserve_size": dm.reserve_size,
-                "reserve_remaining": dm.reserve_remaining}
+                "reserve_remaining": dm.reserve_remaining,
+                "quarantinable": active_sources(dm) if self._quarantines else ()}
 
     def _act(self, trainer: Trainer, action: str, decision: Decision) -> None:
         fired = list(decision.fired)
         detail = ""
+        if action == "quarantine":
+            detail = quarantine(trainer.datamodule, decision.sources, trainer.current_epoch,
+                                "; ".join(v.reason for v in fired))
         if action == "inject":
             detail = self._inject(trainer, decision, "; ".join(v.reason for v in fired))
         elif decision.escalated == PERSISTS:
@@ -316,6 +330,7 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
             restored = self._restore(trainer.lightning_module)
             detail = f"{restored}; {detail}" if restored and detail else (restored or detail)
         self.events.append(GuardEvent(epoch=trainer.current_epoch, global_step=trainer.global_step, action=action,
+                                      sources=decision.sources if action == "quarantine" else (),
                                       **event_fields(fired, detail)))
         self.acted()
         if self.state != "stop":

@@ -2,7 +2,9 @@
 
 :func:`decide` is a pure function of numbers and verdicts: the strongest action among the fired verdicts (a
 non-finite value's ``Rule.non_finite`` first, else the rule's action, else the guard's default), the cooldown (a
-non-finite verdict acts even in a cooldown), the escalation of ``"inject"`` to ``"stop"`` after
+non-finite verdict acts even in a cooldown), ``"quarantine"`` of the synthetic sources the fired rules name (in
+place of ``"inject"`` when they name some but not all of the sources still trained on), the escalation of
+``"inject"`` to ``"stop"`` after
 ``max_injections`` injections or when nothing is left to inject, and the size of an injection. :class:`RuleBook`
 keeps what a guard carries from check to check (rule states, events, injections, cooldown) and asks
 :func:`decide` with it, so the policy is tested without a Trainer or a loop.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from collapse_guard.callbacks.rules import ACTIONS, Rule, RuleState, Verdict
+from collapse_guard.callbacks.rules import ACTIONS, GUARD_ACTIONS, Rule, RuleState, Verdict
 from collapse_guard._numbers import check_count, check_real
 
 #: a guard's decisions, mildest first (``"ok"``: nothing to do)
@@ -27,7 +29,7 @@ class Decision:
     """What :func:`decide` decided at one check.
 
     Attributes:
-        action: ``"ok"``, ``"warn"``, ``"inject"`` or ``"stop"``: what to do, after escalation.
+        action: ``"ok"``, ``"warn"``, ``"quarantine"``, ``"inject"`` or ``"stop"``: what to do, after escalation.
         asked: the strongest action the fired verdicts asked for (``"ok"``: none fired).
         fired: the verdicts that fired at this check.
         cooling: the check falls in a cooldown and nothing non-finite fired: count the cooldown down, do nothing.
@@ -35,6 +37,8 @@ class Decision:
             :data:`EXHAUSTED` (no reserve left and the real fraction at its ceiling); ``None`` otherwise.
         real_fraction: with ``"inject"``, the real fraction to train at from now on, in ``[0, 1]``; else ``None``.
         samples: with ``"inject"``, reserve samples to move into training (0: no reserve left, or none).
+        sources: with ``"quarantine"``, the synthetic sources to drop from the next epoch (those the fired
+            ``"quarantine"`` rules named that are still trained on).
     """
 
     action: str
@@ -44,12 +48,25 @@ class Decision:
     escalated: Optional[str] = None
     real_fraction: Optional[float] = None
     samples: int = 0
+    sources: tuple = ()
 
 
 def action_for(verdict: Verdict, default: str) -> str:
     """The action a fired verdict asks for: a non-finite value's ``Rule.non_finite``, else the rule's own action,
     else ``default`` (the guard's)."""
     return verdict.action or verdict.rule.action or default
+
+
+def named_sources(fired: Sequence[Verdict], default_action: str) -> list[str]:
+    """The members named by the fired verdicts that ask for ``"quarantine"``, in rule order, each once: the
+    synthetic sources the attribution blames.
+
+    Example::
+
+        named_sources(decision.fired, "inject")   # e.g. ['gen20']
+    """
+    names = [m for v in fired if action_for(v, default_action) == "quarantine" for m in (v.members or (v.member,))]
+    return list(dict.fromkeys(m for m in names if m is not None))
 
 
 def inject_size(inject_fraction: float, reserve_size: int, reserve_remaining: int) -> int:
@@ -80,6 +97,7 @@ def decide(
     inject_fraction: float = 1.0,
     reserve_size: int = 0,
     reserve_remaining: int = 0,
+    quarantinable: Sequence[str] = (),
 ) -> Decision:
     """Decide what a guard does after one check; a pure function (no state is changed).
 
@@ -97,10 +115,16 @@ def decide(
         inject_fraction: share in ``(0, 1]`` of the initial reserve one injection moves.
         reserve_size: the initial reserve, in samples (0: none).
         reserve_remaining: reserve samples not yet injected.
+        quarantinable: the synthetic sources still trained on (weight above 0), which ``"quarantine"`` may drop.
 
     Returns:
-        The :class:`Decision`. ``"inject"`` escalates to ``"stop"`` when ``injections >= max_injections``, or when
-        no reserve is left and the real fraction cannot rise.
+        The :class:`Decision`. When the strongest action asked is ``"quarantine"`` or ``"inject"`` and the fired
+        ``"quarantine"`` rules name sources in ``quarantinable`` (not all of them: one source at least must be
+        left), it is ``"quarantine"`` of those sources: the attribution is confident, so the harmful source is
+        dropped and the good synthetic data kept. Named sources already dropped are ignored (nothing new to do:
+        ``"ok"`` when nothing else asks more); naming every source left makes it an ``"inject"``. ``"inject"``
+        escalates to ``"stop"`` when ``injections >= max_injections``, or when no reserve is left and the real
+        fraction cannot rise.
 
     Example::
 
@@ -115,7 +139,14 @@ def decide(
     if not fired:
         return Decision("ok")
     asked = max((action_for(v, default_action) for v in fired), key=ACTIONS.index)
-    if asked != "inject":
+    if asked in ("quarantine", "inject"):
+        named = named_sources(fired, default_action)
+        active = [name for name in named if name in quarantinable]
+        if active and len(active) < len(quarantinable):
+            return Decision("quarantine", asked, fired, sources=tuple(active))
+        if asked == "quarantine" and not active:
+            return Decision("ok", asked, fired)  # every source named is dropped already
+    elif asked != "inject":
         return Decision(asked, asked, fired)
     if injections >= max_injections:
         return Decision("stop", asked, fired, escalated=PERSISTS)
@@ -132,12 +163,14 @@ def check_guard_arguments(action: str, inject_fraction: float, max_injections: i
     ``real_fraction_step`` is the guard's own to check (after this one: it is a finite number here).
 
     Raises:
-        ValueError: for an ``action`` not in :data:`ACTIONS`; an ``inject_fraction`` or ``real_fraction_step`` that
+        ValueError: for an ``action`` not in :data:`~collapse_guard.callbacks.rules.GUARD_ACTIONS`; an ``inject_fraction`` or ``real_fraction_step`` that
             is not a finite number (NaN, a bool, a str); an ``inject_fraction`` outside ``(0, 1]``; a
             ``max_injections`` or ``cooldown`` that is not an integer ``>= 0`` (``1.5``, NaN, a bool).
     """
-    if action not in ACTIONS:
-        raise ValueError(f"`action` must be one of {ACTIONS}, got {action!r}.")
+    if action not in GUARD_ACTIONS:
+        raise ValueError(f"`action` must be one of {GUARD_ACTIONS}, got {action!r}"
+                         + (" ('quarantine' is a rule's action: it needs a family rule naming sources)."
+                            if action == "quarantine" else "."))
     check_real(real_fraction_step, "real_fraction_step")
     if not 0.0 < check_real(inject_fraction, "inject_fraction") <= 1.0:
         raise ValueError(f"`inject_fraction` must be in (0, 1], got {inject_fraction!r}.")
@@ -155,6 +188,7 @@ def as_rules(rules: Any, owner: str) -> list:
     Raises:
         TypeError: ``rules`` is a str, not iterable, or holds something else than a ``Rule`` (a metric key: wrap it
             in ``Rule(key, ...)``).
+        ValueError: a rule asking for ``"quarantine"`` that is not a family rule (it could name no source).
 
     Example::
 
@@ -172,6 +206,12 @@ def as_rules(rules: Any, owner: str) -> list:
                             f"`Rule({rule!r}, mode=..., threshold=... / relative=... / sigmas=...)`, {example}.")
         if not isinstance(rule, Rule):
             raise TypeError(f"{owner}: `rules[{i}]` must be a Rule, got {type(rule).__name__} ({rule!r}); {example}.")
+        if rule.action == "quarantine" and not rule.is_family:
+            raise ValueError(
+                f"{owner}: `rules[{i}]` ({rule.monitor!r}) asks for 'quarantine', which drops the synthetic sources "
+                "a family rule names: give a family over sources (e.g. 'collapse/source/acc_vs_best/*'), or use "
+                "'inject' / 'stop'."
+            )
     return rules
 
 
@@ -219,13 +259,15 @@ class RuleBook:
         return action_for(verdict, self.action)
 
     def decide(self, verdicts: Sequence[Verdict], real_fraction: float, reserve_size: int = 0,
-               reserve_remaining: int = 0, real_fraction_floor: float = 0.0) -> Decision:
+               reserve_remaining: int = 0, real_fraction_floor: float = 0.0,
+               quarantinable: Sequence[str] = ()) -> Decision:
         """:func:`decide` with this guard's settings, injections and cooldown (changes nothing)."""
         return decide(
             verdicts, self.action, cooldown_left=self.cooldown_left, injections=self.injections,
             max_injections=self.max_injections, real_fraction=real_fraction, real_fraction_floor=real_fraction_floor,
             real_fraction_step=self.real_fraction_step, max_real_fraction=self.max_real_fraction,
             inject_fraction=self.inject_fraction, reserve_size=reserve_size, reserve_remaining=reserve_remaining,
+            quarantinable=quarantinable,
         )
 
     def acted(self) -> None:

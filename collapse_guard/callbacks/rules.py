@@ -16,8 +16,12 @@ from typing import Optional
 
 from collapse_guard._numbers import check_count, check_real
 
-ACTIONS = ("warn", "inject", "stop")
-NON_FINITE = ACTIONS + ("ignore",)
+#: what a rule may ask for, mildest first: ``"quarantine"`` drops the synthetic sources a family rule over sources
+#: names (``collapse/source/acc_gap/*``, ``collapse/audit/missing_classes/*``) from the next epoch
+ACTIONS = ("warn", "quarantine", "inject", "stop")
+#: a guard's own (default) action: one that needs no source named
+GUARD_ACTIONS = ("warn", "inject", "stop")
+NON_FINITE = GUARD_ACTIONS + ("ignore",)
 MODES = ("max", "min")
 BASELINES = ("best", "first", "level", "zero")
 #: what a ``sigmas`` bound is measured in: the logged standard error, the check-to-check movement, or both
@@ -72,7 +76,11 @@ class Rule:
             ``EarlyStopping``'s ``min_delta`` (the smallest change that counts as an improvement): ``min_delta=``
             is still accepted here as a deprecated alias of ``margin``.
         patience: consecutive violating checks before the rule fires, ``>= 1`` (as ``EarlyStopping``'s).
-        action: ``"warn"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
+        action: ``"warn"``, ``"quarantine"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
+            ``"quarantine"`` (a family rule over synthetic sources only, e.g. ``"collapse/source/acc_gap/*"``): the
+            sources whose members fired are dropped from the next epoch (``MixedDataModule.quarantine``); when
+            they would be every source still trained on, the rule asks for ``"inject"`` instead (no one source to
+            blame).
         name: short name for events; default: the monitor key.
         non_finite: what a NaN or infinite value does, as ``EarlyStopping(check_finite=True)``: ``"stop"``
             (default: it fires at once, whatever the patience, and the guard stops training, even in a cooldown:

@@ -9,7 +9,12 @@ from collapse_guard._compat import Callback, LightningModule, Trainer, rank_zero
 from collapse_guard._numbers import check_count, check_real
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
 from collapse_guard.callbacks._model_io import default_batch_fn
+from collapse_guard.callbacks.rules import Rule
 from collapse_guard.data.audit import audit_metrics, audit_sources
+
+#: a source covering less than this share of the best source's coverage is named by the default attribution;
+#: chosen on the development part of the multi-source benchmark (benchmarks/RESULTS.md, section 9)
+COVERAGE_VS_BEST = 0.9
 
 
 class SourceAudit(Callback, CollapseMetricsProducer):
@@ -75,6 +80,17 @@ class SourceAudit(Callback, CollapseMetricsProducer):
                     "samples read). A model trained on it loses those classes as the source's share grows: fix or "
                     "drop the source, or keep its share small."
                 )
+
+    def attribution_rules(self, trainer: Trainer) -> Optional[list[Rule]]:
+        """With two or more synthetic sources audited: a source lacking a class of the real data
+        (``collapse/audit/missing_classes/*`` above 0.5) or covering less than 0.9 of the best source's coverage
+        (``collapse/audit/coverage_vs_best/*``), judged once, at the first check; ``CollapseGuard()`` adds them to
+        its default rules (action ``"quarantine"`` when the guard's action is ``"inject"``)."""
+        if self.report is None or len(self.report["sources"]) < 2:
+            return None
+        return [Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5, name="missing classes"),
+                Rule("collapse/audit/coverage_vs_best/*", mode="max", threshold=COVERAGE_VS_BEST,
+                     name="coverage vs the best source")]
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         if self.report is None:

@@ -13,9 +13,15 @@ from collapse_guard._numbers import check_count
 from collapse_guard._rng import preserved_rng
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
+from collapse_guard.callbacks.rules import Rule
 from collapse_guard.metrics.functional.gradient_alignment import flat_gradient, gradient_cosines
 
 PARAMS = ("last", "all")
+#: the keys logged for a classifier only
+CLASSIFIER_KEYS = ("acc", "acc_gap", "acc_vs_best")
+#: a source this far below the best source's accuracy (two checks running) is named by the default attribution;
+#: chosen on the development part of the multi-source benchmark (benchmarks/RESULTS.md, section 9)
+ACC_VS_BEST = -0.15
 
 
 def _last_parameters(module: torch.nn.Module) -> list[Tensor]:
@@ -35,6 +41,11 @@ class SourceCheck(Callback, CollapseMetricsProducer):
       ``loss_fn``); ``collapse/source/acc/<s>`` and ``collapse/source/acc_gap/<s>`` (its accuracy minus held-out
       real accuracy: a model that does well on the synthetic data and worse on real data has a large gap) for a
       classifier;
+    * ``collapse/source/acc_vs_best/<s>`` in ``[-1, 0]`` for a classifier: its accuracy minus the best source's. A
+      source whose labels disagree with the inputs (label noise, a mislabelling generator) is far below the others,
+      whatever the task's difficulty, which moves every source alike. With two or more synthetic sources it is the
+      attribution :meth:`attribution_rules` give a ``CollapseGuard()`` without ``rules``:
+      ``Rule("collapse/source/acc_vs_best/*", threshold=-0.15, patience=2)``, the source named and quarantined;
     * ``collapse/source/grad_cosine/<s>`` in ``[-1, 1]`` and ``collapse/source/grad_cosine_stderr/<s>``: the mean
       cosine between the
       loss gradient of each of ``batches`` batches of the source and the mean loss gradient of held-out real data,
@@ -102,9 +113,18 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         self._real = list(range(min(self.samples, len(dm.heldout_real))))
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
-        names = ("loss", "grad_cosine", "grad_cosine_stderr") + (() if self.loss_fn else ("acc", "acc_gap"))
+        names = ("loss", "grad_cosine", "grad_cosine_stderr") + (() if self.loss_fn else CLASSIFIER_KEYS)
         # every source's key, and each family (``collapse/source/grad_cosine/*``) for a rule judging every source
         return {f"collapse/source/{n}/{s}" for s in [*self._sources, "*"] for n in names}
+
+    def attribution_rules(self, trainer: Trainer) -> Optional[list[Rule]]:
+        """With two or more synthetic sources measured and a classifier: ``Rule("collapse/source/acc_vs_best/*",
+        threshold=-0.15, patience=2)``, which ``CollapseGuard()`` adds to its default rules (action
+        ``"quarantine"`` when the guard's action is ``"inject"``)."""
+        if len(self._sources) < 2 or self.loss_fn is not None:
+            return None
+        return [Rule("collapse/source/acc_vs_best/*", mode="max", threshold=ACC_VS_BEST, patience=2,
+                     name="accuracy vs the best source")]
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self._sources or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -162,6 +182,9 @@ class SourceCheck(Callback, CollapseMetricsProducer):
                         f"collapse/source/grad_cosine_stderr/{name}": se})
             if acc is not None and real_acc is not None:
                 out.update({f"collapse/source/acc/{name}": acc, f"collapse/source/acc_gap/{name}": acc - real_acc})
+        accs = {k.rsplit("/", 1)[1]: v for k, v in out.items() if k.startswith("collapse/source/acc/")}
+        best = max(accs.values(), default=None)
+        out.update({f"collapse/source/acc_vs_best/{name}": acc - best for name, acc in accs.items()})
         return out
 
 

@@ -76,7 +76,7 @@ def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_sa
     Returns:
         ``{"samples", "k", "real": {"samples", "classes", "precision", "recall", "density", "coverage"},
         "sources": {name: {"samples", "missing_classes", "class_tv", "precision", "recall", "density",
-        "coverage", "heldout_copies"}}}``; a value that does not apply (no class target, inputs not comparable,
+        "coverage", "coverage_vs_best", "heldout_copies"}}}``; a value that does not apply (no class target, inputs not comparable,
         copies not yet known) is ``None``; ``missing_classes`` is a list of class ids.
 
     Example::
@@ -112,7 +112,19 @@ def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_sa
             if real_f is not None and f is not None and half > k and len(f) > k and f.shape[1] == real_f.shape[1]:
                 entry.update({m: float(v) for m, v in prdc(real_f[:half], f[:half], k=k).items()})
             report["sources"][source.name] = entry
+        _coverage_vs_best(report["sources"])
     return report
+
+
+def _coverage_vs_best(entries: dict) -> None:
+    """Each source's coverage over the best source's (``coverage_vs_best``, in ``[0, 1]``; ``None`` without one):
+    how much of the real data's neighbourhoods it covers beside the other synthetic sources. A good generator may
+    cover less than real data does (a text n-gram model: about 0.8 of real-vs-real), so a source is judged against
+    its peers: a collapsed generation or an offset source covers far less than a good one beside it."""
+    best = max((e["coverage"] for e in entries.values() if e.get("coverage") is not None), default=None)
+    for entry in entries.values():
+        coverage = entry.get("coverage")
+        entry["coverage_vs_best"] = coverage / best if coverage is not None and best else None
 
 
 def audit_metrics(report: dict) -> dict[str, float]:

@@ -167,7 +167,8 @@ class MixingState:
         when nothing synthetic is drawn)."""
         pools, weights = self.effective_synthetic()
         w = weights if weights is not None else torch.tensor([float(len(p)) for p in pools], dtype=torch.float64)
-        w = torch.where(torch.tensor([len(p) > 0 for p in pools]), w.double(), torch.zeros_like(w, dtype=torch.float64))
+        drawn = torch.tensor([len(p) > 0 for p in pools], dtype=torch.bool)  # bool even with no synthetic source
+        w = torch.where(drawn, w.double(), torch.zeros_like(w, dtype=torch.float64))
         total = float(w.sum())
         return {s.name: (float(x) / total if total else 0.0) for s, x in zip(self.sources[2:], w)}
 

@@ -101,8 +101,9 @@ class GenerationGuard(RuleBook):
         refit: reject and refit the generation that tripped an injection (see above).
 
     Raises:
-        ValueError: for an empty ``rules``, an unknown action, out-of-range numbers or numbers of the wrong kind
-            (NaN, a bool, a str, ``cooldown=1.5``).
+        ValueError: for an empty ``rules``, an unknown action, a rule with action ``"quarantine"`` (a generation has
+            one synthetic source), out-of-range numbers or numbers of the wrong kind (NaN, a bool, a str,
+            ``cooldown=1.5``).
         TypeError: ``rules`` holding something else than a ``Rule`` (a metric key: wrap it in ``Rule(key, ...)``).
 
     Example::
@@ -139,6 +140,11 @@ class GenerationGuard(RuleBook):
         rules = as_rules([] if rules is None else rules, type(self).__name__)
         if not rules:
             raise ValueError("`rules` is empty: give at least one Rule over a metric the loop records.")
+        quarantining = [r.label for r in rules if r.action == "quarantine"]
+        if quarantining:
+            raise ValueError(f"GenerationGuard: rules {quarantining} ask for 'quarantine', which drops synthetic sources "
+                             "within one fit (CollapseGuard); a generation loop trains on one synthetic source per "
+                             "generation: use 'inject' or 'stop'.")
         check_guard_arguments(action, inject_fraction, max_injections, cooldown, real_fraction_step)
         if not 0.0 < real_fraction_step <= 1.0:
             raise ValueError(f"`real_fraction_step` must be in (0, 1], got {real_fraction_step!r}.")
