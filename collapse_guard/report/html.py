@@ -135,9 +135,15 @@ def _overview(record: dict) -> str:
     return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
+def action_text(event: dict) -> str:
+    """An event's action, with the sources a quarantine named: ``"quarantine (gen2, gen3)"``."""
+    sources = event.get("sources") or []
+    return f"{event['action']} ({', '.join(sources)})" if sources else event["action"]
+
+
 def _events(record: dict) -> str:
     rows = [
-        (e["epoch"], e["rule"], e["action"], e["value"], e["threshold"], e["reason"])
+        (e["epoch"], e["rule"], action_text(e), e["value"], e["threshold"], e["reason"])
         for guard in record.get("guards", []) for e in guard.get("events", [])
     ]
     if not record.get("guards"):

@@ -25,6 +25,8 @@ from collapse_guard.report.record import as_float
 ACTION_COLORS = {"warn": "#E69F00", "quarantine": "#882255", "inject": "#0072B2", "stop": "#D55E00"}
 #: ``gid`` of every artist that marks a guard event (tests and tools find the markers by it)
 EVENT_GID = "guard-event"
+#: ``gid`` of the lines that mark a quarantine of synthetic sources on the share panel
+QUARANTINE_GID = "quarantine"
 REAL_COLORS = ["#009E73", "#7FD1B9"]
 SYNTHETIC_COLORS = ["#CC79A7", "#999999", "#56B4E9", "#F0E442", "#8C6BB1", "#BBBBBB"]
 DPI = 100
@@ -206,6 +208,13 @@ def figure_real_fraction(record: dict):
     bottom.set_xlabel("epoch")
     bottom.grid(alpha=0.3)
     _mark_events(bottom, markers, label=False)
+    for q in provenance.get("quarantines") or []:  # acting from the next epoch: drawn between the two
+        x = as_float(q.get("epoch")) + 0.5
+        if math.isfinite(x):
+            bottom.axvline(x, color=ACTION_COLORS["quarantine"], linestyle=":", linewidth=1.5, gid=QUARANTINE_GID)
+            bottom.annotate(plain("quarantined " + ", ".join(q.get("sources") or [])), xy=(x, 1.0), fontsize=7,
+                            xycoords=("data", "axes fraction"), xytext=(2, -2), textcoords="offset points",
+                            ha="left", va="top", color=ACTION_COLORS["quarantine"], gid=QUARANTINE_GID)
     from matplotlib.ticker import MaxNLocator
 
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))

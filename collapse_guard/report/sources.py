@@ -166,6 +166,19 @@ def indicator_table(record: dict) -> list[SourceTable]:
     return [(title, [("source", "left")] + [(n, "right") for n in names] + [("moved the bad way", "left")], rows)]
 
 
+def check_table(record: dict) -> list[SourceTable]:
+    """Every ``SourceCheck`` check, one row per check and source: its value of each indicator (the trend of
+    :func:`indicator_table`, in full; the HTML page folds it); ``[]`` without checks."""
+    checks, keys = _checks(record), indicator_keys(record)
+    names = list(dict.fromkeys(n for by_name in keys.values() for n in by_name))
+    rows = [([fmt(row.get("epoch")), source] + [fmt(row.get(by_name.get(n)), 3) for n in names], None)
+            for row in checks for source, by_name in keys.items()]
+    if not rows:
+        return []
+    return [(f"Synthetic sources: every check ({len(checks)})",
+             [("epoch", "right"), ("source", "left")] + [(n, "right") for n in names], rows)]
+
+
 def audit_table(record: dict) -> list[SourceTable]:
     """(c) The audit before training: the real-vs-real baseline, then each source (samples read, missing classes,
     class marginal TV, k-NN precision / recall / density / coverage, coverage over the best source's, copies of
@@ -289,8 +302,15 @@ def sources_html(record: dict) -> str:
            "plot), its indicators at each check of a <code>SourceCheck</code>, its audit before training "
            "(<code>SourceAudit</code>) and its quarantines.</p>"]
     for title, columns, rows in tables:
-        numeric = [i for i, (_, justify) in enumerate(columns) if justify == "right"]
-        classes = [ROW_CLASSES.get(style or "", "") for _, style in rows]
-        out.append(f"<h3>{escape(title.split(': ', 1)[-1])}</h3>"
-                   + table([c for c, _ in columns], [r for r, _ in rows], numeric=numeric, classes=classes))
+        out.append(f"<h3>{escape(title.split(': ', 1)[-1])}</h3>" + _html_table(columns, rows))
+        if "indicators at the last check" in title:
+            for every_title, every_columns, every_rows in check_table(record):
+                out.append(f"<details><summary>{escape(every_title.split(': ', 1)[-1])}</summary>"
+                           + _html_table(every_columns, every_rows) + "</details>")
     return "".join(out)
+
+
+def _html_table(columns: list[tuple[str, str]], rows: list[tuple[list[str], Optional[str]]]) -> str:
+    numeric = [i for i, (_, justify) in enumerate(columns) if justify == "right"]
+    classes = [ROW_CLASSES.get(style or "", "") for _, style in rows]
+    return table([c for c, _ in columns], [r for r, _ in rows], numeric=numeric, classes=classes)

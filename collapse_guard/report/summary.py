@@ -13,7 +13,7 @@ import importlib.util
 from typing import Any, Optional
 
 from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
-from collapse_guard.report.html import comparison_cells, fmt, judged_text, short
+from collapse_guard.report.html import action_text, comparison_cells, fmt, judged_text, short
 from collapse_guard.report.reference import comparison
 from collapse_guard.report.sources import source_tables
 
@@ -77,7 +77,7 @@ def tables(record: dict) -> list[Table]:
     out += timeline_table(record)
     events = [e for g in record.get("guards", []) for e in g.get("events", [])]
     if events:
-        rows = [(cells(e["epoch"], e["rule"], e["action"], e["value"], e["threshold"]),
+        rows = [(cells(e["epoch"], e["rule"], action_text(e), e["value"], e["threshold"]),
                  "red" if e["action"] == "stop" else "yellow") for e in events]
         out.append(("Guard events", [("epoch", "right"), ("rule", "left"), ("action", "left"), ("value", "right"),
                                      ("bound", "right")], rows))

@@ -105,6 +105,15 @@ def test_the_html_page_has_the_section(written):
     assert '<tr class="violated"><td class="num">1</td>' in section  # the quarantine's epoch, marked
 
 
+def test_the_share_plot_marks_the_quarantine(written):
+    from collapse_guard.report.plots import QUARANTINE_GID, figure_real_fraction
+
+    shares = figure_real_fraction(written.record).axes[1]
+    (line,) = [a for a in shares.get_lines() if a.get_gid() == QUARANTINE_GID]
+    assert list(line.get_xdata()) == [QUARANTINE_EPOCH + 0.5, QUARANTINE_EPOCH + 0.5]
+    assert [t.get_text() for t in shares.texts if t.get_gid() == QUARANTINE_GID] == ["quarantined wrong"]
+
+
 def test_missing_classes_copies_and_coverage_vs_best_are_shown_and_flagged(written):
     record = copy.deepcopy(written.record)
     audit = record["provenance"]["audit"]["sources"]
@@ -121,7 +130,9 @@ def test_missing_classes_copies_and_coverage_vs_best_are_shown_and_flagged(writt
     assert flagged["good"][1] is None and flagged["real (baseline)"][0] == "—"
     (_, _, (quarantine,)), = [t for t in source_tables(record) if "quarantines" in t[0]]
     assert quarantine[0][:4] == ["1", "wrong", "0.00", "accuracy vs the best source"]
-    assert "<td class=\"num\">0.250</td>" in render_html(record, {})
+    page = render_html(record, {})
+    assert '<td class="num">0.250</td>' in page and "<td>quarantine (wrong)</td>" in page  # the event's sources
+    assert "quarantine (wrong)" in plain_summary(record)
 
 
 def test_older_records_and_events_without_sources_still_pass(written):
