@@ -41,7 +41,20 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     * ``"inject"``: ``datamodule.inject(...)`` moves ``inject_fraction`` of the reserve into training and raises the
       real fraction by ``real_fraction_step``, from the next epoch on; it escalates to ``"stop"`` when neither
       more reserve nor a higher real fraction is left, or after ``max_injections`` injections;
-    * ``"stop"``: ``trainer.should_stop = True``.
+    * ``"stop"``: ``trainer.should_stop = True``;
+    * ``"quarantine"`` (a family rule over synthetic sources asks for it): the sources it names are dropped from the
+      next epoch (``MixedDataModule.quarantine``, weight 0), their slots going to the other synthetic sources; it
+      takes the place of ``"inject"`` whenever the fired rules name some, not all, of the sources still trained on
+      (the harmful source goes, the good synthetic data stays). A collapse that persists after it injects, then
+      stops.
+
+    **Which source.** With two or more synthetic sources and ``SourceAudit`` / ``SourceCheck`` among the callbacks,
+    the default rules add their attribution rules (each a family rule, one member per source, action
+    ``"quarantine"`` for a guard whose action is ``"inject"``, the guard's own otherwise): a source lacking a class
+    of the real data, or covering under 0.9 of the best source's k-NN coverage of real data (judged at the first
+    check), or whose held-out accuracy stays 0.15 below the best source's for two checks. The event names the source
+    (:attr:`GuardEvent.sources`) and the evidence. Without those callbacks a fit mixing several sources is warned
+    about at set-up.
 
     **Best weights.** ``"stop"`` puts back the model's weights from the check at which the first rule's indicator
     was at its best (by default the held-out real accuracy), as Keras' ``EarlyStopping(restore_best_weights=True)``:
@@ -56,7 +69,8 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
 
     Every action is one :class:`GuardEvent` (epoch, rule, rules, value, bound, action, reason: every rule that fired
     at that check, the reserve moved and the real fraction before and after) in :attr:`events`, logged as
-    ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped).
+    ``collapse/guard/events`` (count) and ``collapse/guard/state`` (0 ok, 1 warned, 2 injected, 3 stopped,
+    4 quarantined).
 
     A NaN or infinite indicator fires its rule at once with the rule's ``non_finite`` action, ``"stop"`` by
     default, as ``EarlyStopping(check_finite=True)`` does, and is acted on even during a cooldown: a diverged model
