@@ -122,20 +122,22 @@ def share_table(record: dict, compact: bool = False) -> list[SourceTable]:
                                                                               ("quarantine", "left")], out)]
 
 
-def _trend(first: Any, last: Any, key: str) -> tuple[str, bool]:
-    """The change since the first check as text (``"+0.120"``) and whether it went the bad way."""
+def _trend(first: Any, last: Any, key: str, stderr: Any = None) -> tuple[str, bool]:
+    """The change since the first check as text (``"+0.120"``) and whether it went the bad way (by more than twice
+    the standard error at the last check, when there is one)."""
     change = as_float(last) - as_float(first)
     if change != change:  # NaN
         return "", False
     direction = bad_direction(key)
-    worse = (direction == "falls" and change < 0) or (direction == "rises" and change > 0)
-    return f"{change:+.3f}", worse
+    noise = 2 * as_float(stderr) if stderr is not None else 0.0
+    worse = (direction == "falls" and change < -noise) or (direction == "rises" and change > noise)
+    return f"{change:+.3f}", bool(worse)
 
 
 def indicator_table(record: dict) -> list[SourceTable]:
     """(b) Per synthetic source, each of its ``SourceCheck`` indicators at the last check with its change since the
     first (``grad_cosine`` with its standard error), and the indicators that moved the bad way (by the glossary's
-    direction); ``[]`` without checks."""
+    direction; by more than twice the standard error for one that has it); ``[]`` without checks."""
     checks, keys = _checks(record), indicator_keys(record)
     if not checks or not keys:
         return []
@@ -151,11 +153,11 @@ def indicator_table(record: dict) -> list[SourceTable]:
                 cells.append("—")
                 continue
             text = fmt(seen[-1][key], 3)
-            stderr = by_name.get(name + "_stderr")
-            if stderr is not None and stderr in seen[-1]:
-                text += f" ± {fmt(seen[-1][stderr], 3)}"
+            stderr = seen[-1].get(by_name.get(name + "_stderr"))
+            if stderr is not None:
+                text += f" ± {fmt(stderr, 3)}"
             if len(seen) > 1:
-                change, bad = _trend(seen[0][key], seen[-1][key], key)
+                change, bad = _trend(seen[0][key], seen[-1][key], key, stderr)
                 text += f" ({change})" if change else ""
                 worse += [f"{name} {BAD_DIRECTIONS[bad_direction(key)]}"] if bad else []
             cells.append(text)
@@ -190,7 +192,7 @@ def audit_table(record: dict) -> list[SourceTable]:
     measures = [m for m in AUDIT_COLUMNS if m != "coverage_vs_best"
                 or any(isinstance(e, dict) and e.get(m) is not None for e in entries.values())]
     real = audit.get("real") or {}
-    classes = f" of {fmt(real.get('classes'))} classes" if real.get("classes") is not None else ""
+    classes = f": {fmt(real.get('classes'))} classes" if real.get("classes") is not None else ""
     rows = [(["real (baseline)", fmt(real.get("samples")), "—"] + [fmt(real.get(m), 3) for m in measures]
              + ["—", "—"], "green")]
     for source, entry in entries.items():
@@ -201,8 +203,8 @@ def audit_table(record: dict) -> list[SourceTable]:
             [f"{fmt(copies)} copies of held-out real samples"] if copied else [])
         rows.append(([source, fmt(entry.get("samples")), fmt(missing)] + [fmt(entry.get(m), 3) for m in measures]
                      + [fmt(copies), "; ".join(flags) or "—"], "red" if flags else None))
-    k = f", k = {fmt(audit.get('k'))}" if audit.get("k") is not None else ""
-    title = f"Synthetic sources: audit before training (against the real training data{k}{classes})"
+    k = f"; k-NN measures with k = {fmt(audit.get('k'))}" if audit.get("k") is not None else ""
+    title = f"Synthetic sources: audit before training (against the real training data{classes}{k})"
     columns = [("source", "left"), ("samples", "right"), ("missing classes", "left")] + [
         (m.replace("_", " "), "right") for m in measures] + [("held-out copies", "right"), ("flags", "left")]
     return [(title, columns, rows)]

@@ -105,6 +105,20 @@ def test_the_html_page_has_the_section(written):
     assert '<tr class="violated"><td class="num">1</td>' in section  # the quarantine's epoch, marked
 
 
+def test_the_trend_flags_a_fall_beyond_twice_its_standard_error_only(written):
+    record = copy.deepcopy(written.record)
+    first, last = record["source_indicators"]["history"][0], record["source_indicators"]["history"][-1]
+    key, se = "collapse/source/grad_cosine/{}", "collapse/source/grad_cosine_stderr/{}"
+    first.update({key.format("wrong"): 0.5, key.format("good"): 0.8})
+    last.update({key.format("wrong"): -0.4, key.format("good"): 0.7, se.format("wrong"): 0.1, se.format("good"): 0.1})
+    (_, columns, rows), = [t for t in source_tables(record) if "indicators" in t[0]]
+    cell = {row[0]: dict(zip([c for c, _ in columns], row)) for row, _ in rows}
+    assert cell["wrong"]["grad_cosine"] == "-0.400 ± 0.100 (-0.900)" and "grad_cosine ↓" in cell["wrong"][
+        "moved the bad way"]
+    assert cell["good"]["grad_cosine"] == "0.700 ± 0.100 (-0.100)" and "grad_cosine" not in cell["good"][
+        "moved the bad way"]
+
+
 def test_the_share_plot_marks_the_quarantine(written):
     from collapse_guard.report.plots import QUARANTINE_GID, figure_real_fraction
 
