@@ -108,9 +108,6 @@ class CollapseReport(Callback):
         self.on_error = on_error
         self.record: Optional[dict] = None
         self.result: Optional[ReportResult] = None
-        self._source_checks: list[dict] = []  # a SourceCheck's checks, for the record's source_indicators
-        self._source_seen: Optional[dict] = None
-        self._ended: tuple = (None, None)
 
     @property
     def dirpath(self) -> Optional[Path]:
@@ -118,8 +115,6 @@ class CollapseReport(Callback):
         return self._resolved
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._source_checks, self._source_seen, self._ended = [], None, (None, None)
         if stage == "fit" and self._dirpath_arg is None:
             # every rank runs set-up: `trainer.log_dir` broadcasts rank 0's folder, so all agree on it; an MLflow or
             # W&B run's own folder instead (rank zero writes the report)
@@ -130,24 +125,6 @@ class CollapseReport(Callback):
     def _folder(self, trainer: Trainer) -> Path:
         # before set-up (an error in the datamodule's setup): no collective here, rank 0 only
         return self._resolved or Path(trainer.default_root_dir) / DEFAULT_SUBDIR
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._keep_source_check(trainer)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._keep_source_check(trainer, ended=True)
-
-    def _keep_source_check(self, trainer: Trainer, ended: bool = False) -> None:
-        """Keep a ``SourceCheck``'s new check (its ``last``: a new dict at each check), at the epoch it ran: this
-        one when seen at its end, else the last that ended (the check ran after this callback at that epoch's end)."""
-        last = getattr(self._find(trainer, SourceCheck), "last", None)
-        if last and last is not self._source_seen:
-            self._source_seen = last
-            epoch, step = (trainer.current_epoch, trainer.global_step) if ended else self._ended
-            if epoch is not None:
-                self._source_checks.append({"epoch": epoch, "global_step": step, **last})
-        if ended:
-            self._ended = (trainer.current_epoch, trainer.global_step)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.write(trainer, status="completed")
@@ -180,9 +157,7 @@ class CollapseReport(Callback):
         on_error = on_error or self.on_error
         folder = self._folder(trainer)
         source_check = self._find(trainer, SourceCheck)
-        every = getattr(source_check, "every_n_epochs", None)
         try:
-            self._keep_source_check(trainer)
             record = build_record(
                 trainer,
                 ratio_monitor=self._find(trainer, RatioMonitor),
@@ -193,8 +168,8 @@ class CollapseReport(Callback):
                 error=error,
                 dirpath=str(folder),
                 reference=self.reference,
-                source_indicators=source_indicator_section(
-                    self._source_checks if source_check is not None else None, every),
+                source_indicators=None if source_check is None else source_indicator_section(
+                    source_check.history, source_check.every_n_epochs),
             )
         except Exception as err:  # noqa: BLE001 - the report must not end the fit
             if on_error == "raise":

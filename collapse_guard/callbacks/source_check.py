@@ -97,6 +97,9 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         self._real: list[int] = []
         #: the values of the last check, by key
         self.last: dict[str, float] = {}
+        #: every check: ``{"epoch", "global_step", key: value, ...}`` (checkpointed; the run report's
+        #: ``source_indicators``)
+        self.history: list[dict] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -138,8 +141,16 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         finally:
             pl_module.train(was_training)
         self.last = values
+        self.history.append({"epoch": trainer.current_epoch, "global_step": trainer.global_step, **values})
         for key, value in values.items():
             self.log_metric(trainer, pl_module, key, value, sync_dist=False)
+
+    def state_dict(self) -> dict:
+        return {"last": dict(self.last), "history": [dict(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last = dict(state_dict.get("last", {}))
+        self.history = [dict(row) for row in state_dict.get("history", [])]
 
     # -- one check ------------------------------------------------------------------------------------------
     def _split(self, trainer: Trainer, dataset: Any, indices: list[int], collate: Any) -> list:

@@ -136,3 +136,16 @@ def test_several_sources_without_attribution_callbacks_are_warned_about_at_setup
     with pytest.warns(UserWarning, match=r"mixes 2 synthetic sources, but no callback attributes harm.*SourceAudit"):
         make_trainer(max_epochs=1, callbacks=[HeldOutRealCheck(), CollapseGuard()]).fit(DigitsClassifier(),
                                                                                          datamodule=dm)
+
+
+def test_source_check_keeps_every_check_and_resumes_it():
+    check = SourceCheck()
+    dm = MixedDataModule(DigitsDataModule(SPLITS), {"a": source(*good_samples(1, 200), "GMM"),
+                                                    "b": source(*good_samples(7, 200), "GMM")},
+                         real_fraction=0.5, holdout="val", samples_per_epoch=256, seed=0)
+    make_trainer(max_epochs=2, callbacks=[check]).fit(DigitsClassifier(), datamodule=dm)
+    assert [row["epoch"] for row in check.history] == [0, 1]
+    assert set(check.history[-1]) >= {"collapse/source/acc_vs_best/a", "collapse/source/acc/b", "global_step"}
+    again = SourceCheck()
+    again.load_state_dict(check.state_dict())
+    assert again.history == check.history and again.last == check.last
