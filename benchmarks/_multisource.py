@@ -130,11 +130,21 @@ def _observing_datamodule():
     return ObservedQuarantine
 
 
-def _named(events: list[dict], quarantines: list[dict], sources: list[str]) -> list[str]:
-    """The sources named: listed in a quarantine event's ``sources``, or quarantined by the datamodule."""
+def _named(events: list[dict], quarantines: list[dict], sources: list[str], observe: bool = False) -> list[str]:
+    """The sources named: listed in a quarantine event's ``sources``, or quarantined by the datamodule. Observing
+    (the guard's action ``"warn"``, under which the attribution rules warn too), also the sources that a fired rule's
+    member names (``GuardEvent.rules``: ``"missing classes mode_loss"``)."""
     named = {s for e in events if e.get("action") == "quarantine" for s in (e.get("sources") or ())}
     named |= {s for q in quarantines for s in q.get("sources", ())}
+    if observe:
+        named |= {member_source(rule, sources) for e in events for rule in e.get("rules", ())} - {None}
     return [s for s in sources if s in named]
+
+
+def _first_named(events: list[dict], quarantines: list[dict], sources: list[str], observe: bool) -> Optional[int]:
+    epochs = [q["epoch"] for q in quarantines if q.get("epoch") is not None]
+    epochs += [e["epoch"] for e in events if _named([e], [], sources, observe)]
+    return min(epochs, default=None)
 
 
 def _event(e) -> dict:
@@ -170,7 +180,7 @@ def guarded_fit(dataset: str, scenario: str, seed: int, task, data, sources: dic
     names = list(sources)
     events = [_event(e) for e in guard.events]
     quarantines = [dict(q) for q in (dm.__dict__.get("observed_quarantines", []) if observe else dm.quarantines)]
-    named = _named(events, quarantines, names)
+    named = _named(events, quarantines, names, observe)
     harmful = scenario if scenario in HARMFUL else None
     total = dm.samples_by_source()
     last = shares.rows[-1]
@@ -186,7 +196,7 @@ def guarded_fit(dataset: str, scenario: str, seed: int, task, data, sources: dic
         "generators": {n: s.generator for n, s in sources.items()},
         "named": named, "harmful_named": harmful in named if harmful else None,
         "wrong_named": [n for n in named if n != harmful],
-        "first_quarantine": min((q["epoch"] for q in quarantines if q.get("epoch") is not None), default=None),
+        "first_quarantine": _first_named(events, quarantines, names, observe),
         "events": events, "quarantines": quarantines, "injections": [dict(i) for i in dm.injections],
         "epochs_run": len(rows), "max_epochs": cfg["epochs"], "final_test_acc": rows[-1]["test_acc"],
         "synthetic_share": sum(total.get(n, 0) for n in names) / max(1, sum(total.values())),
@@ -432,6 +442,22 @@ def main(args, write_record) -> dict:
     """``detection.py --multi-source``: fit, print the report, write the record."""
     import detection
 
+    if args.report_from:  # re-score a saved record (the observe fits' names re-read from their events)
+        import json
+
+        record = json.loads(Path(args.report_from).read_text())
+        for r in record["runs"]:
+            if r["scenario"] != "real_only":
+                observing = r.get("mode") == "observe"
+                r["named"] = _named(r["events"], r["quarantines"], r["sources"], observing)
+                r["first_quarantine"] = _first_named(r["events"], r["quarantines"], r["sources"], observing)
+                r["harmful_named"] = r["harmful"] in r["named"] if r["harmful"] else None
+                r["wrong_named"] = [n for n in r["named"] if n != r["harmful"]]
+        record["scores"] = score(record)
+        print(report(record, record["scores"]))
+        if args.json:
+            write_record(record, args.json)
+        return record
     datasets = [d for d in (args.datasets or ",".join(_datasets.DATASETS)).split(",") if d]
     unknown = set(datasets) - set(_datasets.DATASETS)
     if unknown:

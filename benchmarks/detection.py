@@ -681,7 +681,7 @@ def main(argv=None) -> dict:
     ms.add_argument("--observe", action="store_true", help="with --multi-source: also an observe fit per mix (the "
                     "guard warns, quarantine only recorded)")
     args = p.parse_args(argv)
-    if args.multi_source:
+    if args.multi_source:  # with --report-from: re-score a saved multi-source record
         import _multisource
 
         return _multisource.main(args, write_record)
