@@ -22,9 +22,16 @@ delay, subject to at most 2% false alarms on the development part's healthy runs
 delay, then the quieter setting (:func:`quietness`: larger ``sigmas``, longer ``patience``, ``noise="combined"``,
 ``baseline="level"``), then the grid's order.
 
+**Round 3** (``--round3``; RESULTS.md, section 10, written before the run): the accuracy rule also with
+``noise="detrended"`` (90 settings); round 2's paired accuracy rules or none (31); per class round 2's 27 paired
+class rules, round 1's class rule, or none (29); and one accumulating rule (:func:`accumulation_rules`: a CUSUM
+or an EWMA of the paired accuracy change, a CUSUM of held-out accuracy below its level; or none; 124). No
+effective-classes rule. 10,032,840 sets.
+
 Usage::
 
     python benchmarks/choose_defaults.py runs/bench/suite.json [--top 10] [--json runs/bench/choose_defaults.json]
+    python benchmarks/choose_defaults.py runs/bench/suite_round2.json --round3 --json runs/bench/choose_round3.json
 """
 from __future__ import annotations
 
@@ -52,6 +59,10 @@ ACC, CLASS, EFF = ("collapse/heldout_real/acc", "collapse/heldout_real/class_rec
 PAIRED, PAIRED_CLASS = "collapse/heldout_real/acc_change", "collapse/heldout_real/class_recall_change/*"
 NAMES = {ACC: "heldout_real_acc", CLASS: "class", EFF: "eff_classes", PAIRED: "acc_change",
          PAIRED_CLASS: "class_change"}
+#: round 3 (RESULTS.md, section 10): the accumulating rules' grid
+CUSUM_ALLOWANCE, CUSUM_H, ACCUMULATED_MIN_CHANGE = (0.5, 1.0, 1.5, 2.0), (2.0, 3.0, 4.0, 6.0, 8.0), (0.0, 0.01, 0.02)
+EWMA_SMOOTHING, EWMA_L = (0.2, 0.3, 0.5), (2.0, 2.5, 3.0, 3.5, 4.0)
+LEVEL_CUSUM_ALLOWANCE, LEVEL_CUSUM_H, LEVEL_CUSUM_NOISES = (0.5, 1.0, 1.5), (2.0, 4.0, 6.0), ("stderr", "detrended")
 PAIRED_SIGMAS, PAIRED_MIN_CHANGE, PAIRED_PATIENCE = (2.0, 2.5, 3.0, 3.5, 4.0), (0.0, 0.01, 0.02), (1, 2)
 PAIRED_CLASS_SIGMAS, PAIRED_CLASS_MIN_CHANGE, PAIRED_CLASS_PATIENCE = (3.0, 4.0, 5.0), (0.1, 0.2, 0.3), (1, 2, 3)
 SIGMAS, PATIENCE, NOISES, BASELINES = (2.0, 2.5, 3.0, 3.5, 4.0), (1, 2, 3), ("stderr", "combined"), ("best", "level")
@@ -62,6 +73,35 @@ MAX_FALSE_ALARMS = 0.02
 def noise_rules(monitor: str) -> list[Rule]:
     return [Rule(monitor, sigmas=s, noise=n, baseline=b, baseline_checks=3, patience=p, name=NAMES[monitor])
             for s, p, n, b in itertools.product(SIGMAS, PATIENCE, NOISES, BASELINES)]
+
+
+def round3_noise_rules() -> list[Rule]:
+    """Round 3's accuracy rules: round 2's grid with ``noise="detrended"`` as well (90)."""
+    return [Rule(ACC, sigmas=s, noise=n, baseline=b, baseline_checks=3, patience=p, name=NAMES[ACC])
+            for s, p, n, b in itertools.product(SIGMAS, PATIENCE, NOISES + ("detrended",), BASELINES)]
+
+
+def round3_class_rules() -> list[Optional[Rule]]:
+    """Round 3's class candidates: round 2's paired class rules, round 1's class rule, or none (29)."""
+    paired = [r for r in class_rules() if r is not None and r.monitor == PAIRED_CLASS]
+    round1 = Rule(CLASS, sigmas=4.0, noise="combined", baseline="level", baseline_checks=3, patience=3,
+                  name=NAMES[CLASS])
+    return paired + [round1, None]
+
+
+def accumulation_rules() -> list[Optional[Rule]]:
+    """Round 3's accumulating rules (:attr:`Rule.accumulate`): a CUSUM (60) or an EWMA (45) of the paired accuracy
+    change in paired standard errors, a CUSUM of held-out accuracy below its level (18), or none (124)."""
+    cusum = [Rule(PAIRED, sigmas=h, baseline="zero", min_change=m, baseline_checks=3, accumulate="cusum",
+                  allowance=k, name="acc_change_cusum")
+             for k, h, m in itertools.product(CUSUM_ALLOWANCE, CUSUM_H, ACCUMULATED_MIN_CHANGE)]
+    ewma = [Rule(PAIRED, sigmas=L, baseline="zero", min_change=m, baseline_checks=3, accumulate="ewma",
+                 smoothing=lam, name="acc_change_ewma")
+            for lam, L, m in itertools.product(EWMA_SMOOTHING, EWMA_L, ACCUMULATED_MIN_CHANGE)]
+    level = [Rule(ACC, sigmas=h, noise=n, baseline="level", baseline_checks=3, accumulate="cusum", allowance=k,
+                  name="acc_cusum")
+             for k, h, n in itertools.product(LEVEL_CUSUM_ALLOWANCE, LEVEL_CUSUM_H, LEVEL_CUSUM_NOISES)]
+    return cusum + ewma + level + [None]
 
 
 def eff_rules() -> list[Optional[Rule]]:
@@ -159,7 +199,7 @@ def quietness(families: list[list[Optional[Rule]]]) -> list[np.ndarray]:
         return out.reshape(-1)
 
     judged = [i for i, f in enumerate(families) if any(r is not None and r.monitor != EFF for r in f)]
-    eff_axis = next(i for i, f in enumerate(families) if any(r is not None and r.monitor == EFF for r in f))
+    eff_axis = next((i for i, f in enumerate(families) if any(r is not None and r.monitor == EFF for r in f)), None)
 
     def only(axes, arrays):
         return [a if i in axes else np.zeros_like(a) for i, a in enumerate(arrays)]
@@ -169,8 +209,9 @@ def quietness(families: list[list[Optional[Rule]]]) -> list[np.ndarray]:
         keys.append(total(only(judged, per_family(lambda r, a=attribute: _present(r, a)))))
     keys.append(total(only(judged, per_family(lambda r: r is not None and r.noise == "combined"))))
     keys.append(total(only(judged, per_family(lambda r: r is not None and r.baseline == "level"))))
-    for attribute in ("sigmas", "min_change", "patience"):
-        keys.append(total(only([eff_axis], per_family(lambda r, a=attribute: _present(r, a, -1.0)))))
+    if eff_axis is not None:
+        for attribute in ("sigmas", "min_change", "patience"):
+            keys.append(total(only([eff_axis], per_family(lambda r, a=attribute: _present(r, a, -1.0)))))
     return keys
 
 
@@ -226,8 +267,26 @@ def _setting(rule: Optional[Rule]) -> str:
     if rule is None:
         return "absent"
     text = f"s={rule.sigmas:g} {rule.noise} {rule.baseline} p={rule.patience}"
-    text = f"{NAMES[rule.monitor]}: {text}" if rule.monitor in (PAIRED, PAIRED_CLASS) else text
+    if rule.accumulate == "cusum":
+        text = f"{rule.label}: h={rule.sigmas:g} k={rule.allowance:g} {rule.noise} {rule.baseline}"
+    elif rule.accumulate == "ewma":
+        text = f"{rule.label}: L={rule.sigmas:g} λ={rule.smoothing:g} {rule.noise} {rule.baseline}"
+    elif rule.monitor in (PAIRED, PAIRED_CLASS):
+        text = f"{NAMES[rule.monitor]}: {text}"
     return text + (f" min_change={rule.min_change:g}" if rule.min_change else "")
+
+
+class _Combos:
+    """The combinations of one rule of each family, in ``itertools.product`` order, without listing them."""
+
+    def __init__(self, shape: tuple) -> None:
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __getitem__(self, i: int) -> tuple:
+        return tuple(int(k) for k in np.unravel_index(int(i), self.shape))
 
 
 def main(argv=None) -> dict:
@@ -235,12 +294,18 @@ def main(argv=None) -> dict:
     ap.add_argument("record", help="JSON record of benchmarks/suite.py")
     ap.add_argument("--top", type=int, default=10, help="candidates to print")
     ap.add_argument("--json", default="runs/bench/choose_defaults.json", help="where to write the result ('': nowhere)")
+    ap.add_argument("--round3", action="store_true", help="round 3's grid (RESULTS.md, section 10)")
     args = ap.parse_args(argv)
     runs = development_runs(json.loads(Path(args.record).read_text()))
-    families = [noise_rules(ACC), paired_rules(), class_rules(), eff_rules()]
-    labels = ("acc", "acc_change", "class", "eff_classes")
+    if args.round3:
+        families = [round3_noise_rules(), paired_rules(), round3_class_rules(), accumulation_rules()]
+        labels = ("acc", "acc_change", "class", "accumulation")
+    else:
+        families = [noise_rules(ACC), paired_rules(), class_rules(), eff_rules()]
+        labels = ("acc", "acc_change", "class", "eff_classes")
     scores = grid_scores(runs, [fire_epochs(runs, f) for f in families])
-    combos = list(itertools.product(*(range(len(f)) for f in families)))
+    shape = tuple(len(f) for f in families)
+    combos = _Combos(shape)
     order = rank(scores, quietness(families))
     allowed = int(MAX_FALSE_ALARMS * scores["healthy"] + 1e-9)
     print(f"Development part: {len(runs)} runs, {scores['collapsed']} collapsed, {scores['healthy']} healthy "
@@ -277,7 +342,7 @@ def main(argv=None) -> dict:
     index = {name: {r: i for i, r in enumerate(f)} for name, f in zip(labels, families)}
     present = {labels[next(i for i, f in enumerate(families) if r in f)]: r for r in today if r != heldout_loss_rule()}
     today_combo = tuple(index[name][present.get(name)] for name in labels)
-    today_i = combos.index(today_combo)
+    today_i = int(np.ravel_multi_index(today_combo, shape))
     defaults = suite.summarize(runs, lambda r: suite.replay(r["trajectory"], today)["epoch"])
     assert (defaults["caught"], defaults["false_alarms"]) == (scores["caught"][today_i], scores["false_alarms"][today_i])
     better = beats(scores, best, today_i)

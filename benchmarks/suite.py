@@ -15,7 +15,9 @@ member). For the default rules the replay must give the epochs of the live guard
 Parts (round 2, RESULTS.md, section 8): **development** = digits, digits4x4, text at seeds 0, 1, 2 (rules are chosen
 there, ``benchmarks/choose_defaults.py``); **untouched** = every dataset at seeds 6, 7, 8 (chatterbot and iris, new
 in round 2, at any seed); **seen** = round 1's untouched part (wine and breast_cancer at seeds 0-5, digits,
-digits4x4, text at seeds 3-5), reported apart: it was looked at in round 1. Per part: collapsed runs caught, false alarms on healthy runs (a firing at any epoch of a run the
+digits4x4, text at seeds 3-5), reported apart: it was looked at in round 1. Round 3 (``--round3``, ``--parts
+round3``; RESULTS.md, section 10): development as before; **untouched** = every dataset at the new seeds 30, 31,
+32; **seen** = every other run (rounds 1 and 2). Per part: collapsed runs caught, false alarms on healthy runs (a firing at any epoch of a run the
 ground truth calls healthy), median delay (firing epoch minus onset), firings in ``pure_real`` runs and in the
 warm-up (epochs 0-3); per dataset, per scenario, and each rule alone.
 
@@ -23,6 +25,8 @@ Usage::
 
     python benchmarks/suite.py --jobs 2                                 # seeds 0-5: 294 fits into runs/bench/suite.json
     python benchmarks/suite.py --round2 --jobs 2 --json runs/bench/suite_round2.json   # round 2: 357 fits
+    python benchmarks/suite.py --round3 --jobs 2 --json runs/bench/suite_round3.json   # round 3: 147 fits
+    python benchmarks/suite.py --score-from runs/bench/suite_round2.json,runs/bench/suite_round3.json --parts round3
     python benchmarks/suite.py --quick --datasets wine --epochs 3 --json ''   # the smoke test's configuration
     python benchmarks/suite.py --score-from runs/bench/suite.json      # re-score with the current default rules
     python benchmarks/suite.py --score-from runs/bench/suite.json --rules 'default_rules(min_change=0.01)'
@@ -49,16 +53,22 @@ from collapse_guard.callbacks.rules import Rule, RuleState, heldout_loss_rule  #
 DEV_DATASETS, DEV_SEEDS, SEEDS = ("digits", "digits4x4", "text"), (0, 1, 2), (0, 1, 2, 3, 4, 5)
 #: round 2 (RESULTS.md, section 8): new seeds of every dataset, and the datasets no earlier round used
 UNTOUCHED_SEEDS, NEW_DATASETS = (6, 7, 8), ("chatterbot", "iris")
+#: round 3 (RESULTS.md, section 10): seeds no benchmark of this project had run, every dataset
+ROUND3_SEEDS = (30, 31, 32)
 PARTS = ("development", "untouched", "seen")
 HEALTHY = tuple(s for s, (expected, _) in _datasets.SCENARIOS.items() if expected == "healthy")
 
 
-def part(run: dict) -> str:
+def part(run: dict, parts: str = "round2") -> str:
     """The part of a run, by round 2's protocol (RESULTS.md, section 8): ``"development"`` (digits, digits4x4, text
     at seeds 0-2), ``"untouched"`` (every dataset at seeds 6-8, and chatterbot and iris at any seed), ``"seen"``
-    (round 1's untouched part: seeds 0-5 outside the development part, looked at in round 1) or ``"other"``."""
+    (round 1's untouched part: seeds 0-5 outside the development part, looked at in round 1) or ``"other"``; by
+    round 3's (``parts="round3"``, section 10): the same development part, ``"untouched"`` at seeds 30-32,
+    ``"seen"`` for every other run."""
     if run["task"] in DEV_DATASETS and run["seed"] in DEV_SEEDS:
         return "development"
+    if parts == "round3":
+        return "untouched" if run["seed"] in ROUND3_SEEDS else "seen"
     if run["seed"] in UNTOUCHED_SEEDS or run["task"] in NEW_DATASETS:
         return "untouched"
     return "seen" if run["seed"] in SEEDS else "other"
@@ -88,6 +98,12 @@ def round2_groups() -> list[tuple[str, int]]:
     untouched = [(d, s) for d in _datasets.DATASETS for s in UNTOUCHED_SEEDS]
     seen = [(d, s) for d in _datasets.DATASETS if d not in NEW_DATASETS for s in SEEDS if (d, s) not in dev]
     return dev + untouched + seen
+
+
+def round3_groups() -> list[tuple[str, int]]:
+    """The (dataset, seed) groups fitted in round 3 (RESULTS.md, section 10): its untouched part, every dataset at
+    seeds 30-32 (the development part is replayed from round 2's record)."""
+    return [(d, s) for d in _datasets.DATASETS for s in ROUND3_SEEDS]
 
 
 def run(datasets: list[str], seeds: list[int], cfg: dict, jobs: int = 1,
@@ -171,15 +187,16 @@ def summarize(runs: list[dict], fired: Callable[[dict], Optional[int]]) -> dict:
     }
 
 
-def score(record: dict, rules: list[Rule]) -> dict:
-    """Every number of the tables, for ``rules`` replayed on every run of ``record``."""
+def score(record: dict, rules: list[Rule], parts: str = "round2") -> dict:
+    """Every number of the tables, for ``rules`` replayed on every run of ``record`` (parts by :func:`part`)."""
     runs = record["runs"]
+    part_of = lambda r: part(r, parts)  # noqa: E731
     replays = [replay(r["trajectory"], rules) for r in runs]
     by_id = {id(r): p for r, p in zip(runs, replays)}
     guard = lambda r: by_id[id(r)]["epoch"]  # noqa: E731
     out: dict = {"rules": [repr(rule) for rule in rules], "parts": {}}
     for name in PARTS + ("whole suite",):
-        rs = [r for r in runs if name == "whole suite" or part(r) == name]
+        rs = [r for r in runs if name == "whole suite" or part_of(r) == name]
         out["parts"][name] = {
             "summary": summarize(rs, guard),
             "datasets": {d: summarize([r for r in rs if r["task"] == d], guard)
@@ -188,11 +205,15 @@ def score(record: dict, rules: list[Rule]) -> dict:
                           for s in dict.fromkeys(r["scenario"] for r in rs)},
             "alone": {rule.label: summarize(rs, lambda r, k=rule.label: by_id[id(r)]["alone"][k]) for rule in rules},
         }
-    out["per_run"] = [{"dataset": r["task"], "scenario": r["scenario"], "seed": r["seed"], "part": part(r),
+    out["per_run"] = [{"dataset": r["task"], "scenario": r["scenario"], "seed": r["seed"], "part": part_of(r),
                        "onset": r["onset"], "fired": p["epoch"], "rule": p["rule"], "member": p["member"],
-                       "live": r["fired"]["collapse_guard"]} for r, p in zip(runs, replays)]
-    if record.get("live_rules") == out["rules"]:  # the rules the live guard ran: the replay must agree with it
-        out["mismatches"] = [x for x in out["per_run"] if x["fired"] != x["live"]]
+                       "live": r["fired"]["collapse_guard"],
+                       "live_rules_scored": r.get("live_rules", record.get("live_rules")) == out["rules"]}
+                      for r, p in zip(runs, replays)]
+    live = [x for x in out["per_run"] if x["live_rules_scored"]]
+    if live:  # runs whose live guard ran the rules scored: the replay must agree with it
+        out["mismatches"] = [x for x in live if x["fired"] != x["live"]]
+        out["live_checked"] = len(live)
     return out
 
 
@@ -254,7 +275,7 @@ def report(record: dict, scores: dict) -> str:
         lines += [f"{name}: missed {', '.join(_run(x) for x in missed) or 'none'}; false alarms {fires or 'none'}"]
     if "mismatches" in scores:
         bad = scores["mismatches"]
-        lines += ["", "Replay of the default rules against the live guard: "
+        lines += ["", f"Replay of the default rules against the live guard ({scores['live_checked']} runs ran them): "
                   + ("the same first firing on every run" if not bad else
                      f"WARNING: {len(bad)} mismatches: " + ", ".join(f"{_run(x)} replay {x['fired']} live {x['live']}"
                                                                     for x in bad))]
@@ -283,6 +304,24 @@ def rules_from(expression: Optional[str]) -> list[Rule]:
                                   "heldout_loss_rule": heldout_loss_rule}))
 
 
+def load_records(paths: str) -> dict:
+    """One record from one or more comma-separated records of :func:`run`: the runs of all (each keeps the rules
+    its live guard ran, ``live_rules``), the first record's other fields, datasets, seeds and margins merged."""
+    records = [json.loads(Path(p).read_text()) for p in paths.split(",") if p]
+    if len(records) == 1:
+        return records[0]
+    merged = dict(records[0], runs=[], datasets=[], seeds=[], margins={})
+    merged.pop("seconds", None)
+    for rec in records:
+        for r in rec["runs"]:
+            merged["runs"].append(dict(r, live_rules=rec.get("live_rules")))
+        merged["datasets"] += [d for d in rec["datasets"] if d not in merged["datasets"]]
+        merged["seeds"] = sorted(set(merged["seeds"]) | set(rec["seeds"]))
+        merged["margins"].update(rec["margins"])
+    merged["live_rules"] = None
+    return merged
+
+
 def main(argv=None) -> dict:
     import detection
 
@@ -293,16 +332,20 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="one seed")
     p.add_argument("--round2", action="store_true", help="round 2's groups (RESULTS.md, section 8): development, "
                    "untouched (seeds 6-8, chatterbot, iris) and seen; --datasets and --seeds are ignored")
+    p.add_argument("--round3", action="store_true", help="round 3's untouched part (RESULTS.md, section 10): every "
+                   "dataset at seeds 30-32; --datasets and --seeds are ignored")
+    p.add_argument("--parts", default="round2", choices=("round2", "round3"), help="which round's parts to report")
     p.add_argument("--epochs", type=int, default=detection.CONFIG["epochs"])
     p.add_argument("--jobs", type=int, default=1, help="worker processes, one (dataset, seed) group each at a time")
     p.add_argument("--json", default=None, help="where to write the record (default runs/bench/suite.json; '': "
                    "nowhere; with --score-from: only where given)")
-    p.add_argument("--score-from", default=None, metavar="JSON", help="re-score a saved record; run nothing")
+    p.add_argument("--score-from", default=None, metavar="JSON", help="re-score saved records (comma-separated: "
+                   "their runs together); run nothing")
     p.add_argument("--rules", default=None, help="the rules to score, a Python expression (default: default_rules())")
     args = p.parse_args(argv)
     rules = rules_from(args.rules)
     if args.score_from:
-        record = json.loads(Path(args.score_from).read_text())
+        record = load_records(args.score_from)
     else:
         datasets = [d for d in args.datasets.split(",") if d]
         unknown = set(datasets) - set(_datasets.DATASETS)
@@ -310,8 +353,9 @@ def main(argv=None) -> dict:
             p.error(f"unknown datasets {sorted(unknown)}; choose from {list(_datasets.DATASETS)}")
         seeds = [int(s) for s in (args.seeds or ("0" if args.quick else ",".join(map(str, SEEDS)))).split(",")]
         cfg = dict(detection.CONFIG, epochs=args.epochs, drift_permutations=0)
-        record = run(datasets, seeds, cfg, jobs=args.jobs, groups=round2_groups() if args.round2 else None)
-    record["scores"] = score(record, rules)
+        groups = round2_groups() if args.round2 else round3_groups() if args.round3 else None
+        record = run(datasets, seeds, cfg, jobs=args.jobs, groups=groups)
+    record["scores"] = score(record, rules, args.parts)
     print(report(record, record["scores"]))
     if "mismatches" in record["scores"] and record["scores"]["mismatches"]:
         print(f"WARNING: the replay differs from the live guard on {len(record['scores']['mismatches'])} runs",

@@ -12,7 +12,8 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Optional
 
-from collapse_guard.callbacks.noise import best_level, check_to_check_sigma, combined_sigma
+from collapse_guard.callbacks.noise import (accumulate, accumulation_units, best_level, check_to_check_sigma,
+                                            combined_sigma, detrended_sigma)
 from collapse_guard.callbacks.rules import Rule
 
 
@@ -68,6 +69,8 @@ class RuleState:
     values: list = field(default_factory=list)
     #: a family rule's member states, by member name
     members: dict = field(default_factory=dict)
+    #: ``Rule.accumulate``'s statistic after the last check (the CUSUM's ``S`` or the EWMA's ``Z``; 0 before)
+    accumulated: float = 0.0
 
     def baseline(self) -> Optional[float]:
         """The baseline in force (``None`` while warming up, and for a family rule, whose members have their own)."""
@@ -91,8 +94,32 @@ class RuleState:
         se = abs(stderr) if stderr is not None and math.isfinite(stderr) else None
         if self.rule.noise == "stderr":
             return se
+        if self.rule.noise == "detrended":
+            return combined_sigma(se, detrended_sigma(self.values))
         movement = check_to_check_sigma(self.values)
         return movement if self.rule.noise == "checks" else combined_sigma(se, movement)
+
+    def units(self) -> Optional[float]:
+        """The noise units of the ``sigmas`` bound at this check: ``Rule.sigmas``, or with ``Rule.accumulate`` the
+        units this check's fall must reach for the accumulated statistic to pass ``sigmas``
+        (:func:`~collapse_guard.callbacks.noise.accumulation_units`)."""
+        rule = self.rule
+        if rule.sigmas is None or rule.accumulate is None:
+            return rule.sigmas
+        parameter = rule.allowance if rule.accumulate == "cusum" else rule.smoothing
+        return accumulation_units(rule.accumulate, self.accumulated, rule.sigmas, parameter)
+
+    def _accumulate(self, value: float, stderr: Optional[float]) -> None:
+        """Add this check's fall in noise units to ``Rule.accumulate``'s statistic (before the value joins the
+        history; nothing while the baseline warms up; a unit not known or 0 counts as no fall)."""
+        rule = self.rule
+        base = self.baseline()
+        if rule.accumulate is None or base is None:
+            return
+        unit = self.noise_unit(stderr)
+        fall = (base - value if rule.mode == "max" else value - base) / unit if unit else 0.0
+        parameter = rule.allowance if rule.accumulate == "cusum" else rule.smoothing
+        self.accumulated = accumulate(rule.accumulate, self.accumulated, fall, parameter)
 
     def bound(self, stderr: Optional[float] = None) -> Optional[float]:
         """The bound in force now (``None`` while a rule with only baseline-relative bounds warms up).
@@ -110,7 +137,7 @@ class RuleState:
             bounds.append(base + sign * rule.relative * abs(base))
         unit = self.noise_unit(stderr) if rule.sigmas is not None else None
         if rule.sigmas is not None and base is not None and unit is not None:
-            bounds.append(base + sign * rule.sigmas * unit)
+            bounds.append(base + sign * self.units() * unit)
         if not bounds:
             return None
         bound = max(bounds) if rule.mode == "max" else min(bounds)
@@ -128,10 +155,14 @@ class RuleState:
         unit = self.noise_unit(stderr) if rule.sigmas is not None else None
         if unit is not None:
             se = abs(stderr) if stderr is not None and math.isfinite(stderr) else None
-            movement = check_to_check_sigma(self.values) if rule.noise != "stderr" else None
+            moved = detrended_sigma if rule.noise == "detrended" else check_to_check_sigma
+            movement = moved(self.values) if rule.noise != "stderr" else None
             parts = [f"standard error {se:.4f}"] if se is not None else []
             parts += [f"check-to-check {movement:.4f}"] if movement is not None else []
-            against += f"; {rule.sigmas:g} x noise {unit:.4f}" + (f" ({' and '.join(parts)})" if parts else "")
+            against += f"; {self.units():g} x noise {unit:.4f}" + (f" ({' and '.join(parts)})" if parts else "")
+            if rule.accumulate is not None:
+                against += (f"; {rule.accumulate.upper()} {self.accumulated:.2f} before this check, limit "
+                            f"{rule.sigmas:g}")
         if rule.min_change and bound == base + (-1.0 if rule.mode == "max" else 1.0) * rule.min_change:
             against += f"; at least min_change {rule.min_change:g} from it"
         return against + ")"
@@ -174,6 +205,7 @@ class RuleState:
         if violated:
             reason += f", {self.wait}/{rule.patience} consecutive checks"
         # update the baseline after judging, so a value is never compared with itself
+        self._accumulate(value, stderr)
         self.checks += 1
         self.values.append(float(value))
         if len(self.first_values) < rule.baseline_checks:
@@ -262,7 +294,8 @@ class RuleState:
         (the bound in force for the last standard error judged) and, for a family, ``members`` (each member's
         summary)."""
         rule = self.rule
-        record = {"name": rule.label, **{f.name: getattr(rule, f.name) for f in fields(rule) if f.name != "name"}}
+        skip = {"name"} | ({"accumulate", "allowance", "smoothing"} if rule.accumulate is None else set())
+        record = {"name": rule.label, **{f.name: getattr(rule, f.name) for f in fields(rule) if f.name not in skip}}
         record["stderr"] = rule.stderr_key
         record.update(state=self.state_dict(), baseline_value=self.baseline(), bound=self.bound(self.last_stderr))
         if rule.is_family:
@@ -271,27 +304,32 @@ class RuleState:
         return record
 
     def reset_wait(self) -> None:
-        """After an action: count violations afresh (the action needs an epoch to take effect)."""
+        """After an action: count violations afresh (the action needs an epoch to take effect); an accumulated
+        statistic restarts at 0 (as a CUSUM does after a signal)."""
         self.wait = 0
+        self.accumulated = 0.0
         for state in self.members.values():
             state.reset_wait()
 
     def state_dict(self) -> dict:
         state = {"checks": self.checks, "first_values": list(self.first_values), "best": self.best, "wait": self.wait,
                  "last_stderr": self.last_stderr, "values": list(self.values)}
+        if self.rule.accumulate is not None:
+            state["accumulated"] = self.accumulated
         if self.members:
             state["members"] = {n: s.state_dict() for n, s in self.members.items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (a state saved before ``values`` existed starts the check-to-check noise
-        afresh)."""
+        afresh; one saved without ``accumulated``, an accumulation at 0)."""
         self.checks = state["checks"]
         self.first_values = list(state["first_values"])
         self.best = state["best"]
         self.wait = state["wait"]
         self.last_stderr = state.get("last_stderr")
         self.values = list(state.get("values", []))
+        self.accumulated = float(state.get("accumulated", 0.0))
         self.members = {}
         for name, saved in (state.get("members") or {}).items():
             self.members[name] = RuleState(self.rule.member(name))

@@ -24,8 +24,11 @@ GUARD_ACTIONS = ("warn", "inject", "stop")
 NON_FINITE = GUARD_ACTIONS + ("ignore",)
 MODES = ("max", "min")
 BASELINES = ("best", "first", "level", "zero")
-#: what a ``sigmas`` bound is measured in: the logged standard error, the check-to-check movement, or both
-NOISES = ("stderr", "checks", "combined")
+#: what a ``sigmas`` bound is measured in: the logged standard error, the check-to-check movement, or both; or the
+#: logged standard error and the movement around the trend (second differences)
+NOISES = ("stderr", "checks", "combined", "detrended")
+#: ``Rule.accumulate``: how falls in noise units add up over checks (``None``: each check on its own)
+ACCUMULATIONS = ("cusum", "ewma")
 #: a monitor ending so names a family of keys, one rule state per member (``collapse/heldout_real/class_recall/*``)
 FAMILY = "/*"
 
@@ -55,6 +58,9 @@ class Rule:
             a fall must be beyond what the held-out sample and the model's own check-to-check movement explain.
             It assumes the checks judged so far are healthy (the real-heavy start of a fit); a collapse from the
             first checks on, or noise that grows late in a fit (a learning-rate restart), breaks it.
+            ``"detrended"``: as ``"combined"``, with the movement measured around the trend from second
+            differences (:func:`~collapse_guard.callbacks.noise.detrended_sigma`), which a learning curve still
+            rising does not inflate; it needs three checks.
         stderr: the logged key of the standard error for ``sigmas`` (noise ``"stderr"`` or ``"combined"``); default
             ``monitor + "_stderr"`` (for a family ``prefix/*``: ``prefix + "_stderr/*"``).
         baseline: ``"best"``: the best value of the earlier checks; ``"first"``: the mean of the first
@@ -76,6 +82,20 @@ class Rule:
             ``EarlyStopping``'s ``min_delta`` (the smallest change that counts as an improvement): ``min_delta=``
             is still accepted here as a deprecated alias of ``margin``.
         patience: consecutive violating checks before the rule fires, ``>= 1`` (as ``EarlyStopping``'s).
+        accumulate: ``None`` (default): each check is judged on its own. ``"cusum"``: the falls below the baseline
+            in noise units, ``d_t = (baseline - x_t) / unit`` (``"max"``), add up as Page's one-sided CUSUM, ``S_t =
+            max(0, S_{t-1} + d_t - allowance)``, and a check violates when ``S_t > sigmas`` (the decision interval
+            ``h``; Page 1954). ``"ewma"``: ``Z_t = smoothing d_t + (1 - smoothing) Z_{t-1}`` violates above
+            ``sigmas * sqrt(smoothing / (2 - smoothing))`` (Roberts 1959). Either catches a fall of a point or two
+            a check that no single check shows; the bound in force is the value this check would need to reach
+            the limit (:func:`~collapse_guard.callbacks.noise.accumulation_units`), ``min_change`` still asks this
+            check's fall to be that large. The statistic starts when the baseline is armed and restarts after an
+            action. It assumes healthy checks fall by 0 units on average: a ``"best"`` baseline (the best of noisy
+            checks sits high) or a unit smaller than the model's own movement makes it drift up in a long healthy
+            fit (a larger ``allowance`` absorbs that). Needs ``sigmas``.
+        allowance: the CUSUM's reference value ``k`` in noise units, ``>= 0`` (default 0.5: tuned to a shift of one
+            unit; Montgomery 2013, section 9.1.3).
+        smoothing: the EWMA's weight ``λ`` of the newest check, in ``(0, 1]`` (default 0.3).
         action: ``"warn"``, ``"quarantine"``, ``"inject"`` or ``"stop"``; ``None`` takes the guard's default action.
             ``"quarantine"`` (a family rule over synthetic sources only, e.g. ``"collapse/source/acc_gap/*"``): the
             sources whose members fired are dropped from the next epoch (``MixedDataModule.quarantine``); when
@@ -126,11 +146,15 @@ class Rule:
     name: Optional[str] = None
     non_finite: str = "stop"
     noise: str = "stderr"
+    accumulate: Optional[str] = None
+    allowance: float = 0.5
+    smoothing: float = 0.3
 
     def __post_init__(self) -> None:
         self._check_types()
         if self.noise not in NOISES:
             raise ValueError(f"Rule({self.monitor!r}): `noise` must be one of {NOISES}, got {self.noise!r}.")
+        self._check_accumulation()
         if self.noise != "stderr" and self.sigmas is None:
             raise ValueError(f"Rule({self.monitor!r}): `noise` is the unit of a `sigmas` bound; give `sigmas` too.")
         for argument, key in (("monitor", self.monitor), ("stderr", self.stderr)):
@@ -175,6 +199,19 @@ class Rule:
                 f"patience={self.patience!r}, baseline_checks={self.baseline_checks!r}, margin={self.margin!r}."
             )
 
+    def _check_accumulation(self) -> None:
+        """``accumulate`` one of :data:`ACCUMULATIONS` with ``sigmas``; ``allowance`` and ``smoothing`` in range."""
+        owner = f"Rule({self.monitor!r}): "
+        check_real(self.allowance, "allowance", owner=owner)
+        check_real(self.smoothing, "smoothing", owner=owner)
+        if self.accumulate is not None and self.accumulate not in ACCUMULATIONS:
+            raise ValueError(f"{owner}`accumulate` must be None or one of {ACCUMULATIONS}, got {self.accumulate!r}.")
+        if self.accumulate is not None and self.sigmas is None:
+            raise ValueError(f"{owner}`accumulate` sums falls in noise units up to a limit of `sigmas`; give `sigmas`.")
+        if not self.allowance >= 0 or not 0.0 < self.smoothing <= 1.0:
+            raise ValueError(f"{owner}`allowance` must be >= 0 and `smoothing` in (0, 1]; got "
+                             f"allowance={self.allowance!r}, smoothing={self.smoothing!r}.")
+
     def _check_types(self) -> None:
         """Strings where strings are expected; numbers (not bools, not NaN) where numbers are."""
         if not isinstance(self.monitor, str) or not self.monitor:
@@ -195,9 +232,11 @@ class Rule:
     def __repr__(self) -> str:
         # ``min_change`` is shown only when set: a guard's ``state_key`` holds its rules' repr, and checkpoints
         # saved before ``min_change`` existed must still find their guard's state
-        # (``noise`` likewise, when it is the ``"stderr"`` every earlier rule had)
+        # (``noise`` likewise, when it is the ``"stderr"`` every earlier rule had; and the accumulation's fields when
+        # at their defaults)
         shown = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if (f.name != "min_change" or self.min_change) and (f.name != "noise" or self.noise != "stderr"))
+                 if (f.name != "min_change" or self.min_change) and (f.name != "noise" or self.noise != "stderr")
+                 and (f.name not in _HIDDEN_AT_DEFAULT or getattr(self, f.name) != _HIDDEN_AT_DEFAULT[f.name]))
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def legacy_repr(self) -> str:
@@ -251,6 +290,10 @@ class Rule:
         """The rule on one member of this family: its own key and standard error, named ``"<label> <member>"``."""
         return replace(self, monitor=self.member_key(name), name=f"{self.label} {name}",
                        stderr=self.member_stderr_key(name))
+
+
+#: fields added after checkpoints were saved: left out of the repr (a guard's ``state_key``) at their defaults
+_HIDDEN_AT_DEFAULT = {"accumulate": None, "allowance": 0.5, "smoothing": 0.3}
 
 
 def default_rules(min_change: float = 0.0, task: str = "classification") -> list[Rule]:
