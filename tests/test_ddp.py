@@ -334,7 +334,26 @@ def run_rank(out: Path, scenario: str) -> None:
         failures={},
     )
     failing_fits(record, ["guard"])
+    record["quarantine"] = quarantine_fit()
     (out / f"rank{rank}.json").write_text(json.dumps(record))
+
+
+def quarantine_fit() -> dict:
+    """The default guard with the attribution producers over a good source and one of a single class: what each
+    rank audited, decided and drew."""
+    from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, SourceAudit, SourceCheck
+
+    from cg_testing import id_dataset
+
+    dm = MixedDataModule(id_dataset(120, REAL_BASE), {"good": id_dataset(80, SYNTH_BASE),
+                                                      "one_class": id_dataset(80, 2 * SYNTH_BASE, label=0)},
+                         real_fraction=0.25, holdout=0.25, reserve=0.25, batch_size=BATCH, samples_per_epoch=SAMPLES)
+    guard = CollapseGuard(verbose=False)
+    make_ddp_trainer([HeldOutRealCheck(), SourceAudit(), SourceCheck(batches=2), guard], max_epochs=3).fit(
+        TinyMLP(), datamodule=dm)
+    return {"events": [(e.epoch, e.action, list(e.sources)) for e in guard.events],
+            "quarantines": [(q["epoch"], q["sources"]) for q in dm.quarantines],
+            "last_epoch": dm.samples_by_source("epoch"), "mixer": dm.state_dict()}
 
 
 # -- the tests ----------------------------------------------------------------------------------------------------
@@ -419,6 +438,13 @@ def test_two_ranks_shard_reduce_decide_together_and_fail_together(tmp_path):
 
     # a metric the module logs without sync_dist differs between ranks: the guard says so, and judges rank 0's
     assert any("train_loss differs between ranks" in w for w in a["warnings"])
+
+    # a source lacking classes is quarantined by the default guard at the first check, the same on both ranks, and
+    # not drawn by either rank from the next epoch on
+    qa, qb = a["quarantine"], b["quarantine"]
+    assert qa["events"] == qb["events"] == [[0, "quarantine", ["one_class"]]]
+    assert qa["quarantines"] == qb["quarantines"] and qa["mixer"] == qb["mixer"]
+    assert qa["last_epoch"]["one_class"] == 0 and qa["last_epoch"]["good"] > 0
 
     # a guard check that raises on rank 1 only ends the fit on both ranks at that epoch, each with the reason,
     # rank 0 without waiting for rank 1 in the next collective (run_collectively)

@@ -85,12 +85,17 @@ class SourceAudit(Callback, CollapseMetricsProducer):
         """With two or more synthetic sources audited: a source lacking a class of the real data
         (``collapse/audit/missing_classes/*`` above 0.5) or covering less than 0.9 of the best source's coverage
         (``collapse/audit/coverage_vs_best/*``), judged once, at the first check; ``CollapseGuard()`` adds them to
-        its default rules (action ``"quarantine"`` when the guard's action is ``"inject"``)."""
+        its default rules (action ``"quarantine"`` when the guard's action is ``"inject"``); each only when the
+        audit measured it for some source."""
         if self.report is None or len(self.report["sources"]) < 2:
             return None
-        return [Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5, name="missing classes"),
-                Rule("collapse/audit/coverage_vs_best/*", mode="max", threshold=COVERAGE_VS_BEST,
-                     name="coverage vs the best source")]
+        measured = {key for entry in self.report["sources"].values() for key, v in entry.items() if v is not None}
+        rules = [Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5, name="missing classes"),
+                 Rule("collapse/audit/coverage_vs_best/*", mode="max", threshold=COVERAGE_VS_BEST,
+                      name="coverage vs the best source")]
+        # a rule only over what the audit could measure (no class target: no missing classes; inputs that are not
+        # comparable vectors, or no source covering anything: no coverage ratio)
+        return [rule for rule in rules if rule.monitor.split("/")[2] in measured] or None
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         if self.report is None:

@@ -149,3 +149,14 @@ def test_source_check_keeps_every_check_and_resumes_it():
     again = SourceCheck()
     again.load_state_dict(check.state_dict())
     assert again.history == check.history and again.last == check.last
+
+
+def test_the_audit_gives_rules_only_over_what_it_measured():
+    audit = SourceAudit()
+    entry = {"missing_classes": [], "coverage": 0.0, "coverage_vs_best": None}
+    audit.report = {"sources": {"a": dict(entry), "b": dict(entry)}}
+    assert [r.monitor for r in audit.attribution_rules(None)] == ["collapse/audit/missing_classes/*"]
+    audit.report = {"sources": {"a": {**entry, "missing_classes": None}}}
+    assert audit.attribution_rules(None) is None  # one source: nothing to attribute
+    audit.report = {"sources": {n: {"missing_classes": None, "coverage_vs_best": None} for n in "ab"}}
+    assert audit.attribution_rules(None) is None
