@@ -51,9 +51,9 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
     **Which source.** With two or more synthetic sources and ``SourceAudit`` / ``SourceCheck`` among the callbacks,
     the default rules add their attribution rules (each a family rule, one member per source, action
     ``"quarantine"`` for a guard whose action is ``"inject"``, the guard's own otherwise): a source lacking a class
-    of the real data, or covering under 0.9 of the best source's k-NN coverage of real data (judged at the first
-    check), or whose held-out accuracy stays 0.15 below the best source's for two checks. The event names the source
-    (:attr:`GuardEvent.sources`) and the evidence. Without those callbacks a fit mixing several sources is warned
+    of the real data, or covering under 0.9 of the best complete source's k-NN coverage of real data (judged at the
+    first check), or whose held-out accuracy stays 15 points and 3 standard errors below the best source's for two
+    checks. The event names the source (:attr:`GuardEvent.sources`) and the evidence. Without those callbacks a fit mixing several sources is warned
     about at set-up.
 
     **Best weights.** ``"stop"`` puts back the model's weights from the check at which the first rule's indicator

@@ -51,7 +51,7 @@ class SourceAudit(Callback, CollapseMetricsProducer):
 
     produces = ("collapse/audit/",)
 
-    def __init__(self, batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None, max_samples: int = 2000,
+    def __init__(self, batch_fn: Optional[Callable[[Any], tuple[Any, Tensor]]] = None, max_samples: int = 1000,
                  k: int = 5, missing_share: float = 0.1, seed: int = 0) -> None:
         self.batch_fn = batch_fn or default_batch_fn
         self.max_samples = check_count(max_samples, "max_samples", minimum=12, optional=False)

@@ -61,7 +61,7 @@ def _sample(pool: Tensor, n: int, gen: torch.Generator) -> Tensor:
     return pool[torch.randperm(len(pool), generator=gen)[:n]] if len(pool) > n else pool
 
 
-def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_samples: int = 2000, k: int = 5,
+def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_samples: int = 1000, k: int = 5,
                   missing_share: float = 0.1, seed: int = 0) -> dict:
     """Audit every map-style synthetic source of a set-up ``MixedDataModule`` against its real training data.
 
@@ -120,8 +120,13 @@ def _coverage_vs_best(entries: dict) -> None:
     """Each source's coverage over the best source's (``coverage_vs_best``, in ``[0, 1]``; ``None`` without one):
     how much of the real data's neighbourhoods it covers beside the other synthetic sources. A good generator may
     cover less than real data does (a text n-gram model: about 0.8 of real-vs-real), so a source is judged against
-    its peers: a collapsed generation or an offset source covers far less than a good one beside it."""
-    best = max((e["coverage"] for e in entries.values() if e.get("coverage") is not None), default=None)
+    its peers: a collapsed generation or an offset source covers far less than a good one beside it. The best is
+    taken among the sources that lack no class (all of them when every one lacks some): a source missing classes is
+    named by them, not a reference that makes a complete source look poor (with noisy coverage, e.g. text, it can
+    cover more of the real data than a complete one)."""
+    measured = [e for e in entries.values() if e.get("coverage") is not None]
+    complete = [e for e in measured if not e.get("missing_classes")]  # a source lacking classes is no reference
+    best = max((e["coverage"] for e in complete or measured), default=None)
     for entry in entries.values():
         coverage = entry.get("coverage")
         entry["coverage_vs_best"] = coverage / best if coverage is not None and best else None
