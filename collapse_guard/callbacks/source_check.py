@@ -13,6 +13,7 @@ from collapse_guard._numbers import check_count
 from collapse_guard._rng import preserved_rng
 from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixed_datamodule, run_collectively
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
+from collapse_guard.callbacks.quarantine import active_sources
 from collapse_guard.callbacks.rules import Rule
 from collapse_guard.metrics.functional.classification import binomial_standard_error
 from collapse_guard.metrics.functional.gradient_alignment import flat_gradient, gradient_cosines
@@ -85,6 +86,9 @@ class SourceCheck(Callback, CollapseMetricsProducer):
       has a negative cosine; read it against its standard error, e.g.
       ``Rule("collapse/source/grad_cosine/*", threshold=0.0, action="warn")``, a family rule judging each source
       and naming it in the event.
+
+    A source the next epoch does not draw from (quarantined: ``MixedDataModule.quarantine``) is no longer checked:
+    nothing is logged for it, and the best source is the best of those still drawn.
 
     The gradients are taken in eval mode on ``params`` (``"last"``: the last layer, as TracIn's and GRAD-MATCH's
     practical versions do, cheap at any model size; ``"all"``: every trainable parameter), without touching
@@ -221,7 +225,10 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         reference = torch.stack(real_grads).mean(0)
         out: dict[str, float] = {}
         rights: dict[str, Tensor] = {}
+        drawn = set(active_sources(dm))  # a quarantined source is not judged again (nor the best among the others)
         for name, indices in self._sources.items():
+            if name not in drawn:
+                continue
             grads, loss, right = self._pass(pl_module, self._split(trainer, dm.train_set, indices, collate), params)
             mean, se = gradient_cosines(grads, reference)
             out.update({f"collapse/source/loss/{name}": loss, f"collapse/source/grad_cosine/{name}": mean,

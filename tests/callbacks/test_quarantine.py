@@ -96,7 +96,8 @@ def fit(synthetic, real_fraction: float, epochs: int = 8, guard: bool = True):
     guard_cb = CollapseGuard(verbose=False)
     callbacks = [RatioMonitor(), HeldOutRealCheck(), SourceAudit(), SourceCheck(), guard_cb] if guard else []
     model = DigitsClassifier(lr=5e-3)
-    make_trainer(max_epochs=epochs, callbacks=callbacks).fit(model, datamodule=dm)
+    trainer = make_trainer(max_epochs=epochs, callbacks=callbacks)
+    trainer.fit(model, datamodule=dm)
     return dm, guard_cb, accuracy(model, *SPLITS["test"])
 
 
@@ -118,6 +119,10 @@ def test_the_default_guard_quarantines_the_harmful_source_and_keeps_the_good_one
     synthetic = (fit_counts["good"] + fit_counts["noisy"]) / sum(fit_counts.values())
     assert synthetic >= 0.5
     assert dm.quarantines[0]["sources"] == ["noisy"] and guard.summary()["state"] == "quarantine"
+    # the dropped source is no longer judged: the checks after it hold only the good source, none fires again
+    checks = guard.summary()["checks"]
+    assert all(c["word"].startswith("ok") or c["word"] in ("quarantined", "cooling") for c in checks), checks
+    assert checks[-1]["word"] == "ok (quarantined)"
     _, _, real_only = fit(None, real_fraction=1.0, guard=False)
     assert acc >= real_only - 0.01
 
