@@ -118,6 +118,8 @@ INDICATORS: tuple[Indicator, ...] = (
               "the best; far below: labels that disagree with the inputs)", "falls"),
     Indicator("collapse/source/grad_cosine/*", "cosine between the loss gradients of the source's batches and of "
               "held-out real data (negative: its steps raise the real loss)", "falls"),
+    Indicator("collapse/source/acc_vs_best_stderr/*", "standard error of acc_vs_best: the two accuracies' binomial "
+              "standard errors in quadrature"),
     Indicator("collapse/source/grad_cosine_stderr/*", "standard error of grad_cosine over the source's batches"),
     # CollapseGuard
     Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped, "
