@@ -32,6 +32,7 @@ Usage::
 
     python benchmarks/choose_defaults.py runs/bench/suite.json [--top 10] [--json runs/bench/choose_defaults.json]
     python benchmarks/choose_defaults.py runs/bench/suite_round2.json --round3 --json runs/bench/choose_round3.json
+    python benchmarks/choose_defaults.py runs/bench/suite_round2.json --added --json ''   # after a choice: below
 """
 from __future__ import annotations
 
@@ -276,6 +277,28 @@ def _setting(rule: Optional[Rule]) -> str:
     return text + (f" min_change={rule.min_change:g}" if rule.min_change else "")
 
 
+def added_to_defaults(runs: list[dict], extra: list[Rule]) -> list[dict]:
+    """Each of ``extra`` added to today's ``default_rules()``, scored on ``runs``: ``{"rule", caught, false alarms,
+    delays...}`` per rule (a look after a choice, not a choice: RESULTS.md 10a)."""
+    out = []
+    for rule in extra:
+        rules = default_rules() + [rule]
+        s = suite.summarize(runs, lambda r: suite.replay(r["trajectory"], rules)["epoch"])
+        out.append(dict(s, rule=rule_code(rule), setting=_setting(rule)))
+    return out
+
+
+def print_added(rows: list[dict], most_alarms: int = 3) -> None:
+    """For 0 to ``most_alarms`` false alarms, the added rule catching the most (then the smallest median delay)."""
+    print("Today's default rules plus one accumulating rule (RESULTS.md 10a), on the development part:")
+    for k in range(most_alarms + 1):
+        within = [r for r in rows if r["false_alarms"] <= k and r["pure_real_fired"] == 0]
+        if within:
+            best = max(within, key=lambda r: (r["caught"], -(r["median_delay"] or 0), -r["false_alarms"]))
+            print(f"  at most {k} false alarms: {best['caught']}/{best['collapsed']} caught, {best['false_alarms']}/"
+                  f"{best['healthy']} false alarms, median {suite._delay(best['median_delay'])}: {best['setting']}")
+
+
 class _Combos:
     """The combinations of one rule of each family, in ``itertools.product`` order, without listing them."""
 
@@ -295,8 +318,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--top", type=int, default=10, help="candidates to print")
     ap.add_argument("--json", default="runs/bench/choose_defaults.json", help="where to write the result ('': nowhere)")
     ap.add_argument("--round3", action="store_true", help="round 3's grid (RESULTS.md, section 10)")
+    ap.add_argument("--added", action="store_true", help="score today's defaults plus each accumulating rule of "
+                    "round 3's grid, on the development part, instead of choosing")
     args = ap.parse_args(argv)
     runs = development_runs(json.loads(Path(args.record).read_text()))
+    if args.added:
+        rows = added_to_defaults(runs, [r for r in accumulation_rules() if r is not None])
+        print_added(rows)
+        write_record({"record": args.record, "added": rows}, args.json)
+        return {"added": rows}
     if args.round3:
         families = [round3_noise_rules(), paired_rules(), round3_class_rules(), accumulation_rules()]
         labels = ("acc", "acc_change", "class", "accumulation")
