@@ -129,6 +129,9 @@ class Rule:
         Rule("collapse/heldout_real/acc", mode="max", sigmas=1.5, min_change=0.02, patience=2)
         # each class against its own level and noise (sampling and check-to-check)
         Rule("collapse/heldout_real/class_recall/*", sigmas=3, noise="combined", baseline="level", patience=2)
+        # slow falls: the paired accuracy change's falls beyond 1.5 paired units summed (CUSUM) past 4
+        Rule("collapse/heldout_real/acc_change", sigmas=4, baseline="zero", baseline_checks=3, accumulate="cusum",
+             allowance=1.5)
     """
 
     monitor: str
