@@ -19,17 +19,19 @@ together. Layout (``SCHEMA_VERSION`` 1; ``null`` marks a part whose callback or 
         "every_n_epochs": 1, "keys": ["collapse/heldout_real/acc", ...],
         "history": [{"epoch", "global_step", "collapse/...": value, ...}, ...]},
       "guards": [{                                       # every CollapseGuard of the Trainer ([] when none)
-        "state": "ok" | "warn" | "inject" | "stop", "injections": 0, "cooldown_left": 0,
+        "state": "ok" | "warn" | "quarantine" | "inject" | "stop", "injections": 0, "cooldown_left": 0,
         "config": {"action", "inject_fraction", "real_fraction_step", "max_injections", "cooldown", "strict",
                    "restore_best"},
         "rules": [{"name", "monitor", "mode", "threshold", "relative", "sigmas", "stderr", "baseline",
                    "baseline_checks", "min_change", "min_delta", "patience", "action", "non_finite",  # min_delta: Rule.margin
-                   "noise",                                                # "stderr" | "checks" | "combined"
+                   "noise",                              # "stderr" | "checks" | "combined" | "detrended"
+                   "accumulate", "allowance", "smoothing",              # only when the rule accumulates
                    "state": {"checks", "first_values", "best", "wait", "last_stderr", "values"},  # RuleState.state_dict()
                    "members": {member: {...the same...}},                 # family rules ("prefix/*") only
                    "baseline_value": float | null,                        # RuleState.baseline()
                    "bound": float | null}],                # RuleState.bound(last_stderr)
-        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules"}],
+        "events": [{"epoch", "global_step", "rule", "monitor", "value", "threshold", "action", "reason", "rules",
+                    "sources"}],                         # sources: a quarantine's synthetic sources
                                                          # threshold: GuardEvent.bound, the bound in force
         "checks": [{"epoch", "global_step", "action", "state", "word",   # optional: the guard's CheckLog, per check
                     "rules": [{"rule", "monitor", "value", "bound", "violated", "fired",  # bound: in force then
