@@ -275,16 +275,23 @@ def ratios(fits: dict, a: str, b: str, key: str) -> dict:
     return {"median": float(np.median(values)), "all": values}
 
 
-def run(args) -> dict:
+def prepare(args, make_dm) -> tuple:
+    """One torch thread, quiet logs; the load before, the start time, the data and its set-up datamodule
+    (``make_dm(data, args)``); ``args.batches`` set to the batches of an epoch."""
     quiet()
     torch.set_num_threads(1)
     load_before = load_average()
     t_start = time.perf_counter()
     data = make_data(args.synthetic)
-    dm = mixed_dm(data, args)
+    dm = make_dm(data, args)
     dm.setup("fit")
-    batches_per_epoch = len(dm.train_dataloader())
-    args.batches = batches_per_epoch
+    args.batches = len(dm.train_dataloader())
+    return load_before, t_start, data, dm
+
+
+def run(args) -> dict:
+    load_before, t_start, data, dm = prepare(args, mixed_dm)
+    batches_per_epoch = args.batches
     config = {
         "model": f"MLP {SIDE * SIDE}-{'-'.join(map(str, HIDDEN))}-10 ({sum(p.numel() for p in MLP().parameters()):,} "
                  "parameters), Adam 1e-3",
@@ -368,14 +375,7 @@ def run_attribution(args) -> dict:
     """``RatioMonitor() + HeldOutRealCheck() + SourceAudit() + SourceCheck() + CollapseGuard()`` against the same
     fit without callbacks, on the digits with two synthetic sources, in palindromic order; the attribution
     producers' CPU seconds (``SourceAudit.setup`` per fit, ``SourceCheck`` per check)."""
-    quiet()
-    torch.set_num_threads(1)
-    load_before = load_average()
-    t_start = time.perf_counter()
-    data = make_data(args.synthetic)
-    dm = two_source_dm(data, args)
-    dm.setup("fit")
-    args.batches = len(dm.train_dataloader())
+    load_before, t_start, data, dm = prepare(args, two_source_dm)
     profile = Profile()
     profile._wrap(SourceAudit, "setup", "SourceAudit.setup (per fit)")
     profile._wrap(SourceCheck, "on_train_epoch_end", "SourceCheck (per check)")
