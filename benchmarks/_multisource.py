@@ -350,7 +350,7 @@ def _cells(s: dict) -> str:
 def score(record: dict) -> dict:
     runs = [r for r in record["runs"] if r["scenario"] != "real_only"]
     out: dict = {"parts": {}}
-    for name in ("development", "untouched", "other"):
+    for name in dict.fromkeys(r["part"] for r in runs):  # section 9's parts, or the labels of --report-from
         rs = [r for r in runs if r["part"] == name]
         if not rs:
             continue
@@ -438,14 +438,57 @@ def member_source(member: Optional[str], sources: list[str]) -> Optional[str]:
     return None
 
 
+def read_records(spec: str) -> dict:
+    """The records of ``--report-from``: comma-separated ``path`` (its runs keep the parts they were scored with) or
+    ``LABEL=path`` (every run of that file is one part, ``LABEL``: a part section 9's ``part()`` does not know, such
+    as section 9d's seeds 27-29), joined into one record."""
+    import json
+
+    runs, groups, seconds, first = [], [], 0.0, None
+    for item in (x for x in spec.split(",") if x):
+        label, _, path = item.rpartition("=")
+        record = json.loads(Path(path).read_text())
+        first = first or record
+        for r in record["runs"]:
+            runs.append(dict(r, part=label) if label else r)
+        groups += record.get("groups", [])
+        seconds += record.get("seconds", 0.0)
+    return {**first, "runs": runs, "groups": groups, "seconds": seconds}
+
+
+def extra_figures(runs: list[dict]) -> str:
+    """What section 9d reads beside the tables, for the acting two-source runs: harmful runs against the control
+    of the same dataset and seed, runs more than 1 point below real-only, the quarantines by scenario, epoch and
+    rule, other actions, misses, wrong names, runs under 50% synthetic, held-out copies, done-when failures."""
+    from collections import Counter
+
+    runs = [r for r in runs if r["scenario"] != "real_only" and r.get("mode", "act") == "act"]
+    control = {(r["dataset"], r["seed"]): r["final_test_acc"] for r in runs if r["scenario"] == CONTROL}
+    lines = []
+    diffs = [r["final_test_acc"] - control[(r["dataset"], r["seed"])] for r in runs
+             if r["harmful"] and (r["dataset"], r["seed"]) in control]
+    if diffs:
+        lines.append(f"harmful - control (same dataset, seed): mean {100 * np.mean(diffs):+.2f}, min "
+                     f"{100 * min(diffs):+.2f}, max {100 * max(diffs):+.2f} points")
+    below = Counter(r["dataset"] for r in runs if r["final_test_acc"] - r["real_only_acc"] < -0.01)
+    lines.append(f"runs more than 1 point below real-only: {sum(below.values())} {dict(below)}")
+    quarantines = Counter((r["scenario"], e["epoch"], e["rule"]) for r in runs for e in r["events"]
+                          if e["action"] == "quarantine" and r["harmful"] in e["sources"])
+    lines += [f"  quarantine of the harmful source {k}: {v}" for k, v in sorted(quarantines.items())]
+    lines.append(f"other actions: {dict(Counter(e['action'] for r in runs for e in r['events'] if e['action'] != 'quarantine'))}")
+    lines.append(f"harmful not named: {[(r['dataset'], r['seed'], r['scenario']) for r in runs if r['harmful'] and not r['harmful_named']]}")
+    lines.append(f"wrong named: {[(r['dataset'], r['seed'], r['scenario'], r['wrong_named']) for r in runs if r['wrong_named']]}")
+    lines.append(f"under 50% synthetic: {[(r['dataset'], r['seed'], r['scenario'], round(r['synthetic_share'], 3)) for r in runs if r['synthetic_share'] < 0.5]}")
+    lines.append(f"held-out copies: {[(r['dataset'], r['seed'], r['scenario'], r['audit_copies']) for r in runs if any((r.get('audit_copies') or {}).values())]}")
+    return "\n".join(lines)
+
+
 def main(args, write_record) -> dict:
     """``detection.py --multi-source``: fit, print the report, write the record."""
     import detection
 
-    if args.report_from:  # re-score a saved record (the observe fits' names re-read from their events)
-        import json
-
-        record = json.loads(Path(args.report_from).read_text())
+    if args.report_from:  # re-score saved records (the observe fits' names re-read from their events)
+        record = read_records(args.report_from)
         for r in record["runs"]:
             if r["scenario"] != "real_only":
                 observing = r.get("mode") == "observe"
@@ -455,6 +498,7 @@ def main(args, write_record) -> dict:
                 r["wrong_named"] = [n for n in r["named"] if n != r["harmful"]]
         record["scores"] = score(record)
         print(report(record, record["scores"]))
+        print(extra_figures(record["runs"]))
         if args.json:
             write_record(record, args.json)
         return record
