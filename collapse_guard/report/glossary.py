@@ -27,6 +27,12 @@ class Indicator(NamedTuple):
 
 _REAL, _FEAT = "collapse/heldout_real/", "collapse/features/"
 
+
+def _per_source(prefix: str, rows: Iterable[tuple[str, str, Optional[str]]]) -> tuple[Indicator, ...]:
+    """A family per ``(name, measures, bad)`` row, keyed ``prefix + name + "/*"`` (one key per synthetic source)."""
+    return tuple(Indicator(f"{prefix}{name}/*", measures, bad) for name, measures, bad in rows)
+
+
 INDICATORS: tuple[Indicator, ...] = (
     # RatioMonitor
     Indicator("collapse/real_fraction", "real share (real + injected reserve) of this epoch's training samples"),
@@ -97,30 +103,30 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("collapse/generated/unigram_entropy_real", "token entropy of the held-out real text, nats", "falls"),
     Indicator("collapse/generated/vocab_coverage", "share of the real token types found in the samples", "falls"),
     # SourceAudit: each synthetic source (and the real-vs-real baseline) before training
-    Indicator("collapse/audit/missing_classes/*", "classes of the real data the source lacks (audit)", "rises"),
-    Indicator("collapse/audit/class_tv/*", "total variation between the source's and the real class marginals "
-              "(audit)", "rises"),
-    Indicator("collapse/audit/precision/*", "k-NN precision of the source's inputs against real ones (audit)",
-              "falls"),
-    Indicator("collapse/audit/recall/*", "k-NN recall of real inputs by the source's (audit)", "falls"),
-    Indicator("collapse/audit/density/*", "k-NN density of the source's inputs among real ones (audit)", "moves"),
-    Indicator("collapse/audit/coverage/*", "share of real inputs with a source input nearby (audit)", "falls"),
-    Indicator("collapse/audit/coverage_vs_best/*", "the source's coverage over the best synthetic source's (audit; "
-              "1: the best; a collapsed or offset source covers far less than a good one beside it)", "falls"),
-    Indicator("collapse/audit/heldout_copies/*", "the source's exact copies of held-out real samples (audit)",
-              "rises"),
+    *_per_source("collapse/audit/", (
+        ("missing_classes", "classes of the real data the source lacks (audit)", "rises"),
+        ("class_tv", "total variation between the source's and the real class marginals (audit)", "rises"),
+        ("precision", "k-NN precision of the source's inputs against real ones (audit)", "falls"),
+        ("recall", "k-NN recall of real inputs by the source's (audit)", "falls"),
+        ("density", "k-NN density of the source's inputs among real ones (audit)", "moves"),
+        ("coverage", "share of real inputs with a source input nearby (audit)", "falls"),
+        ("coverage_vs_best", "the source's coverage over the best synthetic source's (audit; 1: the best; a "
+         "collapsed or offset source covers far less than a good one beside it)", "falls"),
+        ("heldout_copies", "the source's exact copies of held-out real samples (audit)", "rises"),
+    )),
     # SourceCheck: each synthetic source at every check
-    Indicator("collapse/source/loss/*", "mean loss of the source's held-out samples", "moves"),
-    Indicator("collapse/source/acc/*", "accuracy on the source's held-out samples"),
-    Indicator("collapse/source/acc_gap/*", "accuracy on the source's held-out samples minus held-out real accuracy",
-              "rises"),
-    Indicator("collapse/source/acc_vs_best/*", "accuracy on the source's held-out samples minus the best source's (0: "
-              "the best; far below: labels that disagree with the inputs)", "falls"),
-    Indicator("collapse/source/grad_cosine/*", "cosine between the loss gradients of the source's batches and of "
-              "held-out real data (negative: its steps raise the real loss)", "falls"),
-    Indicator("collapse/source/acc_vs_best_stderr/*", "standard error of acc_vs_best: the two accuracies' binomial "
-              "standard errors in quadrature"),
-    Indicator("collapse/source/grad_cosine_stderr/*", "standard error of grad_cosine over the source's batches"),
+    *_per_source("collapse/source/", (
+        ("loss", "mean loss of the source's held-out samples", "moves"),
+        ("acc", "accuracy on the source's held-out samples", None),
+        ("acc_gap", "accuracy on the source's held-out samples minus held-out real accuracy", "rises"),
+        ("acc_vs_best", "accuracy on the source's held-out samples minus the best source's (0: the best; far "
+         "below: labels that disagree with the inputs)", "falls"),
+        ("grad_cosine", "cosine between the loss gradients of the source's batches and of held-out real data "
+         "(negative: its steps raise the real loss)", "falls"),
+        ("acc_vs_best_stderr", "standard error of acc_vs_best: the two accuracies' binomial standard errors in "
+         "quadrature", None),
+        ("grad_cosine_stderr", "standard error of grad_cosine over the source's batches", None),
+    )),
     # CollapseGuard
     Indicator("collapse/guard/state", "the guard's last action: 0 none, 1 warned, 2 injected, 3 stopped, "
               "4 quarantined (synthetic sources dropped from the next epoch)"),
