@@ -4,11 +4,15 @@ Nothing here is part of collapse_guard; the benchmarks import the package exactl
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
 import logging
+import multiprocessing
 import os
 import platform
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,3 +344,31 @@ def tensor(x: np.ndarray) -> torch.Tensor:
 def median(values) -> Optional[float]:
     values = [v for v in values if v is not None]
     return float(np.median(values)) if values else None
+
+
+def fit_groups(groups: list[tuple], fit_group: Callable[..., list[dict]], extra: tuple = (), jobs: int = 1,
+               describe: Callable[[list[dict]], str] = lambda result: "", width: int = 14) -> list[dict]:
+    """The runs of every ``(dataset, seed)`` group, ``fit_group(dataset, seed, *extra)``: in this process with
+    ``jobs <= 1`` (its torch thread count put back after), else in up to ``jobs`` spawned worker processes (fresh
+    workers: no forked torch state). Each group's line (``describe(its runs)``) goes to stderr as it ends; the runs
+    come back in the order the groups ended (callers sort them). ``suite.py``, ``suite_tasks.py`` and
+    ``_multisource.py`` fit through it."""
+    t0, runs = time.perf_counter(), []
+
+    def done(group: tuple, result: list[dict]) -> None:
+        runs.extend(result)
+        print(f"  {group[0]:<{width}} seed {group[1]}: {describe(result)} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    if jobs <= 1:
+        threads = torch.get_num_threads()
+        for group in groups:
+            done(group, fit_group(*group, *extra))
+        torch.set_num_threads(threads)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            pending = {pool.submit(fit_group, *group, *extra): group for group in groups}
+            for future in concurrent.futures.as_completed(pending):
+                done(pending[future], future.result())
+    return runs

@@ -22,8 +22,6 @@ the logged trajectories (``RuleState.judge_row``, the code the guard runs).
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import re
 import sys
 import time
@@ -36,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
 import _datasets  # noqa: E402
-from _common import SYNTHETIC_SIZE, machine_info, median, quiet, schedule  # noqa: E402
+from _common import SYNTHETIC_SIZE, fit_groups, machine_info, median, quiet, schedule  # noqa: E402
 
 from collapse_guard.data import SyntheticSource  # noqa: E402
 
@@ -98,21 +96,6 @@ def build(dataset: str, scenario: str, data, seed: int) -> Optional[dict]:
 
 
 # -- the fits ---------------------------------------------------------------------------------------------------
-def _callbacks():
-    from pytorch_lightning import Callback
-
-    class EpochShares(Callback):
-        """Each epoch's samples per source (all ranks), at its end."""
-
-        def __init__(self) -> None:
-            self.rows: list[dict] = []
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.rows.append(trainer.datamodule.samples_by_source("epoch"))
-
-    return EpochShares
-
-
 def _observing_datamodule():
     from collapse_guard import MixedDataModule
 
@@ -172,8 +155,8 @@ def guarded_fit(dataset: str, scenario: str, seed: int, task, data, sources: dic
     audit, check = SourceAudit(), SourceCheck()
     guard = CollapseGuard(action="warn", verbose=False) if observe else CollapseGuard(verbose=False)
     probe = detection.Probe(task.test(data), cfg, drift=False, backend="", seed=seed)
-    shares = _callbacks()()
-    trainer = Trainer(callbacks=[RatioMonitor(), HeldOutRealCheck(), audit, check, probe, shares, guard],
+    ratio = RatioMonitor()  # its history: each epoch's samples per source
+    trainer = Trainer(callbacks=[ratio, HeldOutRealCheck(), audit, check, probe, guard],
                       **_common.trainer_kwargs(cfg["epochs"]))
     t0 = time.perf_counter()
     trainer.fit(task.model(), datamodule=dm)
@@ -183,11 +166,12 @@ def guarded_fit(dataset: str, scenario: str, seed: int, task, data, sources: dic
     named = _named(events, quarantines, names, observe)
     harmful = scenario if scenario in HARMFUL else None
     total = dm.samples_by_source()
-    last = shares.rows[-1]
+    epochs = [row["samples"] for row in ratio.history]
+    last = epochs[-1]
     n_last = max(1, sum(last.values()))
     report = audit.report or {"sources": {}}
     rows = probe.rows
-    for row, counts in zip(rows, shares.rows):
+    for row, counts in zip(rows, epochs):
         row["samples"] = dict(counts)
         row.pop("heldout_correct", None)
     return {
@@ -237,24 +221,9 @@ def fit_group(dataset: str, seed: int, cfg: dict, scenarios=SCENARIOS, observe: 
 def run(groups: list[tuple[str, int]], cfg: dict, jobs: int = 1, scenarios=SCENARIOS, observe: bool = False) -> dict:
     """Fit every (dataset, seed) group in up to ``jobs`` worker processes."""
     t0 = time.perf_counter()
-    runs: list[dict] = []
-
-    def done(group, result):
-        runs.extend(result)
-        print(f"  {group[0]:<14} seed {group[1]}: " + ", ".join(
-            f"{r['scenario']}{'(obs)' if r.get('mode') == 'observe' else ''} named {r['named'] or '-'}"
-            for r in result if r["scenario"] != "real_only") + f" ({time.perf_counter() - t0:.0f} s)",
-            file=sys.stderr, flush=True)
-
-    if jobs <= 1:
-        for group in groups:
-            done(group, fit_group(*group, cfg, scenarios, observe))
-    else:
-        context = multiprocessing.get_context("spawn")  # fresh workers: no forked torch state
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(fit_group, *group, cfg, scenarios, observe): group for group in groups}
-            for future in concurrent.futures.as_completed(futures):
-                done(futures[future], future.result())
+    runs = fit_groups(groups, fit_group, (cfg, scenarios, observe), jobs, lambda result: ", ".join(
+        f"{r['scenario']}{'(obs)' if r.get('mode') == 'observe' else ''} named {r['named'] or '-'}"
+        for r in result if r["scenario"] != "real_only"))
     order = {d: i for i, d in enumerate(_datasets.DATASETS)}
     runs.sort(key=lambda r: (order[r["dataset"]], r["seed"], SCENARIOS.index(r["scenario"]), r.get("mode", "")))
     return {"config": cfg, "groups": groups, "scenarios": list(scenarios), "observe": observe, "runs": runs,

@@ -34,9 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -45,7 +43,7 @@ from typing import Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _datasets  # noqa: E402
-from _common import WARMUP_EPOCHS, machine_info, median, quiet, write_record  # noqa: E402
+from _common import WARMUP_EPOCHS, fit_groups, machine_info, median, quiet, write_record  # noqa: E402
 
 from collapse_guard import default_rules  # noqa: E402
 from collapse_guard.callbacks.rules import Rule, RuleState, heldout_loss_rule  # noqa: E402
@@ -114,23 +112,8 @@ def run(datasets: list[str], seeds: list[int], cfg: dict, jobs: int = 1,
     groups = groups or [(d, s) for d in datasets for s in seeds]
     datasets = list(dict.fromkeys(d for d, _ in groups))
     seeds = sorted({s for _, s in groups})
-    runs: list[dict] = []
-
-    def done(group, result):
-        runs.extend(result)
-        print(f"  {group[0]:<14} seed {group[1]}: onsets {[r['onset'] for r in result]}, guard "
-              f"{[r['fired']['collapse_guard'] for r in result]} ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
-
-    if jobs <= 1:
-        for group in groups:
-            done(group, fit_group(*group, cfg))
-    else:
-        context = multiprocessing.get_context("spawn")  # fresh workers: no forked torch state
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(fit_group, *group, cfg): group for group in groups}
-            for future in concurrent.futures.as_completed(futures):
-                done(futures[future], future.result())
+    runs = fit_groups(groups, fit_group, (cfg,), jobs, lambda result: (
+        f"onsets {[r['onset'] for r in result]}, guard {[r['fired']['collapse_guard'] for r in result]}"))
     order = {name: i for i, name in enumerate(_datasets.DATASETS)}
     scenarios = {name: i for i, name in enumerate(_datasets.SCENARIOS)}
     runs.sort(key=lambda r: (order[r["task"]], scenarios[r["scenario"]], r["seed"]))

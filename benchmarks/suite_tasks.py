@@ -25,9 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _tasks  # noqa: E402
 import suite  # noqa: E402
-from _common import machine_info, quiet, trainer_kwargs, write_record  # noqa: E402
+from _common import fit_groups, machine_info, quiet, trainer_kwargs, write_record  # noqa: E402
 
 from collapse_guard import CollapseGuard, HeldOutRealCheck, MixedDataModule, RatioMonitor  # noqa: E402
 from collapse_guard.callbacks.rules import Rule, heldout_loss_rule  # noqa: E402
@@ -127,25 +125,8 @@ def fit_group(dataset: str, seed: int, cfg: dict, scenarios: tuple, guard: bool)
 
 def fit_all(groups: list[tuple], cfg: dict, scenarios: tuple, guard: bool, jobs: int) -> list[dict]:
     """The runs of every ``(dataset, seed)`` group, in up to ``jobs`` spawned worker processes."""
-    t0, runs = time.perf_counter(), []
-
-    def done(group: tuple, result: list[dict]) -> None:
-        runs.extend(result)
-        print(f"  {group[0]:<22} seed {group[1]}: onsets {[r['onset'] for r in result]}, guard "
-              f"{[r['fired']['collapse_guard'] for r in result]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
-              flush=True)
-
-    if jobs <= 1:  # in this process (the smoke test)
-        threads = torch.get_num_threads()
-        for group in groups:
-            done(group, fit_group(*group, cfg, scenarios, guard))
-        torch.set_num_threads(threads)
-    else:
-        context = multiprocessing.get_context("spawn")  # fresh workers: no forked torch state
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            pending = {pool.submit(fit_group, d, s, cfg, scenarios, guard): (d, s) for d, s in groups}
-            for future in concurrent.futures.as_completed(pending):
-                done(pending[future], future.result())
+    runs = fit_groups(groups, fit_group, (cfg, scenarios, guard), jobs, lambda result: (
+        f"onsets {[r['onset'] for r in result]}, guard {[r['fired']['collapse_guard'] for r in result]}"), width=22)
     order = {d: i for i, d in enumerate(_tasks.DATASETS)}
     names = [s for kind in KINDS for s in _tasks.SCENARIOS[kind]]
     runs.sort(key=lambda r: (order[r["task"]], names.index(r["scenario"]), r["seed"]))
