@@ -102,6 +102,23 @@ def _ratio_at(record: dict) -> dict[Any, Any]:
     return {r["epoch"]: r.get("real_fraction") for r in (record.get("ratio") or {}).get("history", [])}
 
 
+def rule_modes(record: dict) -> dict[tuple[int, str], str]:
+    """The mode of every rule, by guard and rule name.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``{(guard index, rule name): "max" | "min"}`` (``{}`` without a guard).
+
+    Example::
+
+        rule_modes(record)[(0, "acc_floor")]   # 'max': healthy while the value stays above its bound
+    """
+    return {(g, r["name"]): r["mode"] for g, guard in enumerate(record.get("guards") or [])
+            for r in guard.get("rules", [])}
+
+
 def timeline_columns(record: dict) -> list[tuple[int, str, str]]:
     """The rule columns of the timeline: ``(guard, rule name, monitor)`` of every rule with a check."""
     columns: list[tuple[int, str, str]] = []

@@ -10,7 +10,7 @@ import json
 from html import escape
 from typing import Any, Iterable, Mapping, Optional
 
-from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
+from collapse_guard.report.checks import health, monitored_keys, rule_modes, timeline, timeline_columns
 from collapse_guard.report.glossary import BAD_DIRECTIONS, legend
 from collapse_guard.report.plots import ACTION_COLORS, other_keys
 from collapse_guard.report.record import as_float, jsonable
@@ -217,7 +217,7 @@ def _timeline(record: dict) -> str:
     if not rows:
         return '<p class="muted">No per-check record of the guard (no CollapseGuard, or a report written before it).</p>'
     columns = timeline_columns(record)
-    modes = {(g, r["name"]): r["mode"] for g, guard in enumerate(record.get("guards", [])) for r in guard.get("rules", [])}
+    modes = rule_modes(record)
     refs = list(dict.fromkeys(m for _, _, m in columns if m in rows[0]["reference"]))
     several = len(record.get("guards", [])) > 1
     headers = (["epoch", "real fraction"]

@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Optional
 
-from collapse_guard.report.checks import health, monitored_keys, timeline, timeline_columns
+from collapse_guard.report.checks import health, monitored_keys, rule_modes, timeline, timeline_columns
 from collapse_guard.report.html import action_text, comparison_cells, fmt, judged_text, short
 from collapse_guard.report.reference import comparison
+from collapse_guard.report.sources import SourceTable as Table  # (title, [(column, justify)], [(cells, style)])
 from collapse_guard.report.sources import source_tables
 
-#: one table: ``(title, [(column, justify)], [(cells, style)])``
-Table = tuple[str, list[tuple[str, str]], list[tuple[list[str], Optional[str]]]]
 #: the terminal timeline shows every check up to this many; beyond, the first, the last and those where something
 #: happened (a value beyond its bound, a rule fired, an action, a change of word)
 TIMELINE_ROWS = 12
@@ -107,7 +106,7 @@ def timeline_table(record: dict) -> list[Table]:
     if not rows:
         return []
     columns = timeline_columns(record)
-    modes = {(g, r["name"]): r["mode"] for g, guard in enumerate(record.get("guards", [])) for r in guard.get("rules", [])}
+    modes = rule_modes(record)
     shown, previous = [], None
     for i, row in enumerate(rows):
         eventful = row["fired"] or row["action"] != "—" or row["word"] != previous or any(
