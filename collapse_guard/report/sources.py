@@ -17,7 +17,7 @@ from collapse_guard.report.glossary import BAD_DIRECTIONS, bad_direction
 from collapse_guard.report.html import fmt, table
 from collapse_guard.report.record import as_float
 
-#: one table: ``(title, [(column, justify)], [(cells, rich style or None)])``, as the summary's
+#: one table: ``(title, [(column, justify)], [(cells, rich style or None)])``; the summary's ``Table`` too
 SourceTable = tuple[str, list[tuple[str, str]], list[tuple[list[str], Optional[str]]]]
 PREFIX = "collapse/source/"
 #: the terminal's share table shows every epoch up to this many; beyond, the first, the last and the quarantines
