@@ -90,12 +90,14 @@ class SourceAudit(Callback, CollapseMetricsProducer):
         if self.report is None or len(self.report["sources"]) < 2:
             return None
         measured = {key for entry in self.report["sources"].values() for key, v in entry.items() if v is not None}
-        rules = [Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5, name="missing classes"),
-                 Rule("collapse/audit/coverage_vs_best/*", mode="max", threshold=COVERAGE_VS_BEST,
-                      name="coverage vs the best source")]
+        # by the audit entry each rule reads (its key's name in ``collapse/audit/<name>/<source>``)
+        rules = {"missing_classes": Rule("collapse/audit/missing_classes/*", mode="min", threshold=0.5,
+                                         name="missing classes"),
+                 "coverage_vs_best": Rule("collapse/audit/coverage_vs_best/*", mode="max", threshold=COVERAGE_VS_BEST,
+                                          name="coverage vs the best source")}
         # a rule only over what the audit could measure (no class target: no missing classes; inputs that are not
         # comparable vectors, or no source covering anything: no coverage ratio)
-        return [rule for rule in rules if rule.monitor.split("/")[2] in measured] or None
+        return [rule for entry, rule in rules.items() if entry in measured] or None
 
     def metric_keys(self, trainer: Trainer) -> Optional[set[str]]:
         if self.report is None:
