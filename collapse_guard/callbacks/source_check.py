@@ -6,7 +6,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import default_collate
 
 from collapse_guard._compat import Callback, LightningModule, Trainer
 from collapse_guard._numbers import check_count
@@ -15,6 +14,7 @@ from collapse_guard.callbacks._base import CollapseMetricsProducer, require_mixe
 from collapse_guard.callbacks._model_io import default_batch_fn, default_forward_fn
 from collapse_guard.callbacks.quarantine import active_sources
 from collapse_guard.callbacks.rules import Rule
+from collapse_guard.data.checks import split_batches
 from collapse_guard.metrics.functional.classification import binomial_standard_error
 from collapse_guard.metrics.functional.gradient_alignment import flat_gradient, gradient_cosines
 
@@ -191,10 +191,10 @@ class SourceCheck(Callback, CollapseMetricsProducer):
 
     # -- one check ------------------------------------------------------------------------------------------
     def _split(self, trainer: Trainer, dataset: Any, indices: list[int], collate: Any) -> list:
+        """``dataset[indices]`` in ``self.batches`` collated batches (the last one shorter), on the model's device."""
         size = -(-len(indices) // self.batches)
-        parts = [indices[i:i + size] for i in range(0, len(indices), size)]
-        return [trainer.strategy.batch_to_device((collate or default_collate)([dataset[i] for i in part]))
-                for part in parts]
+        return [trainer.strategy.batch_to_device(batch)
+                for batch in split_batches(dataset, indices, collate, size, batch_fn=lambda batch: batch)]
 
     def _losses(self, pl_module: LightningModule, batch: Any) -> tuple[Tensor, Optional[Tensor]]:
         """Per-sample losses ``(N,)`` and, for a classifier, per-sample correctness ``(N,)``."""
@@ -223,6 +223,7 @@ class SourceCheck(Callback, CollapseMetricsProducer):
         real_grads, _, real_right = self._pass(pl_module, self._split(trainer, dm.heldout_real, self._real, collate),
                                                params)
         reference = torch.stack(real_grads).mean(0)
+        real_acc = None if real_right is None else float(real_right.mean())
         out: dict[str, float] = {}
         rights: dict[str, Tensor] = {}
         drawn = set(active_sources(dm))  # a quarantined source is not judged again (nor the best among the others)
@@ -233,11 +234,10 @@ class SourceCheck(Callback, CollapseMetricsProducer):
             mean, se = gradient_cosines(grads, reference)
             out.update({f"collapse/source/loss/{name}": loss, f"collapse/source/grad_cosine/{name}": mean,
                         f"collapse/source/grad_cosine_stderr/{name}": se})
-            if right is not None and real_right is not None:
+            if right is not None and real_acc is not None:
                 rights[name] = right
                 acc = float(right.mean())
-                out.update({f"collapse/source/acc/{name}": acc, f"collapse/source/acc_gap/{name}": acc - float(
-                    real_right.mean())})
+                out.update({f"collapse/source/acc/{name}": acc, f"collapse/source/acc_gap/{name}": acc - real_acc})
         out.update(versus_best(rights))
         return out
 
