@@ -53,6 +53,11 @@ def natural_order(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
+
+def _accumulation_parameter(rule: Rule) -> float:
+    """``Rule.accumulate``'s parameter: the CUSUM's allowance ``k`` or the EWMA's weight ``λ``."""
+    return rule.allowance if rule.accumulate == "cusum" else rule.smoothing
+
 @dataclass
 class RuleState:
     """The running state of a :class:`Rule`: the values judged, baseline, best value, consecutive violations
@@ -94,10 +99,15 @@ class RuleState:
         se = abs(stderr) if stderr is not None and math.isfinite(stderr) else None
         if self.rule.noise == "stderr":
             return se
-        if self.rule.noise == "detrended":
-            return combined_sigma(se, detrended_sigma(self.values))
-        movement = check_to_check_sigma(self.values)
+        movement = self._movement()
         return movement if self.rule.noise == "checks" else combined_sigma(se, movement)
+
+    def _movement(self) -> Optional[float]:
+        """The check-to-check part of the unit, by ``Rule.noise``: around the trend (``"detrended"``), else the
+        moving range; ``None`` for ``"stderr"`` (no such part) or too few checks."""
+        if self.rule.noise == "stderr":
+            return None
+        return (detrended_sigma if self.rule.noise == "detrended" else check_to_check_sigma)(self.values)
 
     def units(self) -> Optional[float]:
         """The noise units of the ``sigmas`` bound at this check: ``Rule.sigmas``, or with ``Rule.accumulate`` the
@@ -106,8 +116,7 @@ class RuleState:
         rule = self.rule
         if rule.sigmas is None or rule.accumulate is None:
             return rule.sigmas
-        parameter = rule.allowance if rule.accumulate == "cusum" else rule.smoothing
-        return accumulation_units(rule.accumulate, self.accumulated, rule.sigmas, parameter)
+        return accumulation_units(rule.accumulate, self.accumulated, rule.sigmas, _accumulation_parameter(rule))
 
     def _accumulate(self, value: float, stderr: Optional[float]) -> None:
         """Add this check's fall in noise units to ``Rule.accumulate``'s statistic (before the value joins the
@@ -118,8 +127,7 @@ class RuleState:
             return
         unit = self.noise_unit(stderr)
         fall = (base - value if rule.mode == "max" else value - base) / unit if unit else 0.0
-        parameter = rule.allowance if rule.accumulate == "cusum" else rule.smoothing
-        self.accumulated = accumulate(rule.accumulate, self.accumulated, fall, parameter)
+        self.accumulated = accumulate(rule.accumulate, self.accumulated, fall, _accumulation_parameter(rule))
 
     def bound(self, stderr: Optional[float] = None) -> Optional[float]:
         """The bound in force now (``None`` while a rule with only baseline-relative bounds warms up).
@@ -155,8 +163,7 @@ class RuleState:
         unit = self.noise_unit(stderr) if rule.sigmas is not None else None
         if unit is not None:
             se = abs(stderr) if stderr is not None and math.isfinite(stderr) else None
-            moved = detrended_sigma if rule.noise == "detrended" else check_to_check_sigma
-            movement = moved(self.values) if rule.noise != "stderr" else None
+            movement = self._movement()
             parts = [f"standard error {se:.4f}"] if se is not None else []
             parts += [f"check-to-check {movement:.4f}"] if movement is not None else []
             against += f"; {self.units():g} x noise {unit:.4f}" + (f" ({' and '.join(parts)})" if parts else "")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from collapse_guard._numbers import check_count, check_real
+from collapse_guard.callbacks.noise import ACCUMULATIONS  # ``Rule.accumulate``: how falls add up over checks
 
 #: what a rule may ask for, mildest first: ``"quarantine"`` drops the synthetic sources a family rule over sources
 #: names (``collapse/source/acc_gap/*``, ``collapse/audit/missing_classes/*``) from the next epoch
@@ -27,8 +28,6 @@ BASELINES = ("best", "first", "level", "zero")
 #: what a ``sigmas`` bound is measured in: the logged standard error, the check-to-check movement, or both; or the
 #: logged standard error and the movement around the trend (second differences)
 NOISES = ("stderr", "checks", "combined", "detrended")
-#: ``Rule.accumulate``: how falls in noise units add up over checks (``None``: each check on its own)
-ACCUMULATIONS = ("cusum", "ewma")
 #: a monitor ending so names a family of keys, one rule state per member (``collapse/heldout_real/class_recall/*``)
 FAMILY = "/*"
 
