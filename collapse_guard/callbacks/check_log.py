@@ -11,15 +11,14 @@ import math
 from typing import Any, Mapping, Optional
 
 from collapse_guard.callbacks.events import state_word
-from collapse_guard.callbacks.rules import RuleState, Verdict  # rules first: it re-exports rule_state's classes
-from collapse_guard.callbacks.rule_state import natural_order
+# rules first: it re-exports rule_state's classes
+from collapse_guard.callbacks.rules import Rule, RuleState, Verdict
+from collapse_guard.callbacks.rule_state import beyond, natural_order
 
 
-def _crossed(value: float, bound: Optional[float], mode: str, margin: float) -> bool:
-    """Whether ``value`` lies beyond ``bound`` (by more than ``margin``) on the bad side of a ``mode`` rule."""
-    if bound is None or not math.isfinite(value):
-        return False
-    return value < bound - margin if mode == "max" else value > bound + margin
+def _crossed(rule: Rule, value: float, bound: Optional[float]) -> bool:
+    """Whether a finite ``value`` violates a ``bound`` in force (:func:`~collapse_guard.callbacks.rule_state.beyond`)."""
+    return bound is not None and math.isfinite(value) and beyond(rule, value, bound)
 
 
 def member_bounds(state: RuleState, row: Mapping[str, float]) -> dict[str, tuple[float, Optional[float]]]:
@@ -50,7 +49,7 @@ def rule_entry(verdict: Verdict, members: Mapping[str, tuple]) -> dict:
         entry["member"] = verdict.member
         entry["members"] = {
             name: {"value": value, "bound": bound, "fired": name in fired,
-                   "violated": name in fired or _crossed(value, bound, rule.mode, rule.margin)}
+                   "violated": name in fired or _crossed(rule, value, bound)}
             for name, (value, bound) in sorted(members.items(), key=lambda item: natural_order(item[0]))
         }
     return entry

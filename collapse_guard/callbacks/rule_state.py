@@ -53,6 +53,17 @@ def natural_order(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
+def beyond(rule: Rule, value: float, bound: float) -> bool:
+    """Whether ``value`` violates ``bound``: beyond it by more than ``rule.margin`` on the bad side of ``rule.mode``
+    (below for ``"max"``, above for ``"min"``); both in the metric's units.
+
+    Example::
+
+        >>> beyond(Rule("acc", mode="max", threshold=0.5), 0.4, 0.5)
+        True
+    """
+    return value < bound - rule.margin if rule.mode == "max" else value > bound + rule.margin
+
 
 def _accumulation_parameter(rule: Rule) -> float:
     """``Rule.accumulate``'s parameter: the CUSUM's allowance ``k`` or the EWMA's weight ``λ``."""
@@ -200,11 +211,10 @@ class RuleState:
             violated = False
             reason = f"{rule.monitor} = {value:.4f}: baseline warming up ({self.checks + 1}/{rule.baseline_checks})"
         else:
+            violated = beyond(rule, value, bound)
             if rule.mode == "max":
-                violated = value < bound - rule.margin
                 relation = "below" if violated else "at or above"
             else:
-                violated = value > bound + rule.margin
                 relation = "above" if violated else "at or below"
             reason = f"{rule.monitor} = {value:.4f} {relation} bound {bound:.4f}{self._against(bound, stderr)}"
         self.wait = self.wait + 1 if violated else 0
