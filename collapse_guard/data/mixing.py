@@ -74,9 +74,7 @@ class MixingState:
         self.reserve_cursor = 0
         self.real_fraction_floor = 0.0
         self.injections: list[dict] = []
-        #: synthetic source name -> the factor its weight is multiplied by from the next epoch (0: dropped)
-        self.quarantined: dict[str, float] = {}
-        self.quarantines: list[dict] = []
+        self.quarantines: list[dict] = []  # what :attr:`quarantined` is read off
         self.total_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
         self.local_epoch_counts = torch.zeros(len(self.sources), dtype=torch.long)
@@ -150,23 +148,38 @@ class MixingState:
             return 1.0
         return max(self.scheduled_fraction(epoch), self.real_fraction_floor)
 
+    @property
+    def quarantined(self) -> dict[str, float]:
+        """Synthetic source name -> the factor its weight is multiplied by from the next epoch (0: dropped): the
+        lowest ``weight`` of the :attr:`quarantines` naming it (a later quarantine never raises it back)."""
+        factors: dict[str, float] = {}
+        for record in self.quarantines:
+            for name in record["sources"]:
+                factors[name] = min(float(record["weight"]), factors.get(name, 1.0))
+        return factors
+
+    def _base_weights(self) -> Tensor:
+        """Each synthetic source's weight as given, else its pool size: float64, shape ``(S,)``."""
+        if self.synthetic_weights is not None:
+            return self.synthetic_weights.double()
+        return torch.tensor([float(len(p)) for p in self.synthetic_pools], dtype=torch.float64)
+
     def effective_synthetic(self) -> tuple[list[Tensor], Optional[Tensor]]:
         """The synthetic pools and weights the next epoch draws from: as given, or, after :meth:`quarantine`, each
         source's weight (its given weight, else its size) times its quarantine factor, a dropped source's pool
         empty."""
-        if not self.quarantined:
+        quarantined = self.quarantined
+        if not quarantined:
             return self.synthetic_pools, self.synthetic_weights
-        base = (self.synthetic_weights.double() if self.synthetic_weights is not None
-                else torch.tensor([float(len(p)) for p in self.synthetic_pools], dtype=torch.float64))
-        factor = torch.tensor([self.quarantined.get(s.name, 1.0) for s in self.sources[2:]], dtype=torch.float64)
-        weights = base * factor
+        factor = torch.tensor([quarantined.get(s.name, 1.0) for s in self.sources[2:]], dtype=torch.float64)
+        weights = self._base_weights() * factor
         return [p if w > 0 else p[:0] for p, w in zip(self.synthetic_pools, weights)], weights
 
     def synthetic_shares(self) -> dict[str, float]:
         """Each synthetic source's share of the synthetic samples the next epoch draws, by name (sums to 1, or 0
         when nothing synthetic is drawn)."""
         pools, weights = self.effective_synthetic()
-        w = weights if weights is not None else torch.tensor([float(len(p)) for p in pools], dtype=torch.float64)
+        w = weights if weights is not None else self._base_weights()
         drawn = torch.tensor([len(p) > 0 for p in pools], dtype=torch.bool)  # bool even with no synthetic source
         w = torch.where(drawn, w.double(), torch.zeros_like(w, dtype=torch.float64))
         total = float(w.sum())
@@ -182,12 +195,10 @@ class MixingState:
             epoch before and after.
         """
         before, fraction_before = self.synthetic_shares(), self._next_target(epoch)
-        for name in names:
-            self.quarantined[name] = min(float(weight), self.quarantined.get(name, 1.0))
-        record = {"epoch": epoch, "sources": list(names), "weight": float(weight), "reason": reason,
-                  "shares_before": before, "shares_after": self.synthetic_shares(),
-                  "real_fraction_before": fraction_before, "real_fraction_after": self._next_target(epoch)}
-        self.quarantines.append(record)
+        record = {"epoch": epoch, "sources": list(names), "weight": float(weight), "reason": reason}
+        self.quarantines.append(record)  # in force from here: the shares and fraction after read it
+        record.update(shares_before=before, shares_after=self.synthetic_shares(),
+                      real_fraction_before=fraction_before, real_fraction_after=self._next_target(epoch))
         return record
 
     def batches_per_rank(self, batch_size: int, num_replicas: int) -> int:
@@ -357,7 +368,6 @@ class MixingState:
         self.reserve_cursor = int(state["reserve_cursor"])
         self.real_fraction_floor = float(state["real_fraction_floor"])
         self.injections = [dict(i) for i in state["injections"]]
-        self.quarantined = {k: float(v) for k, v in state.get("quarantined", {}).items()}
         self.quarantines = [dict(q) for q in state.get("quarantines", [])]
         self.total_counts = torch.tensor(state["total_counts"], dtype=torch.long)
         if "epoch_counts" in state:
