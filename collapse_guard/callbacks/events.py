@@ -51,10 +51,14 @@ class BoundEvent:
 
     @classmethod
     def from_state(cls, state: dict):
-        """Rebuild an event from :meth:`state_dict` (a checkpoint saved with ``threshold`` included)."""
+        """Rebuild an event from :meth:`state_dict` (a checkpoint saved with ``threshold`` included; a tuple field,
+        e.g. ``rules`` or ``GuardEvent.sources``, saved as a JSON list or not at all comes back as a tuple)."""
         names = {f.name for f in fields(cls)}
         state = {("bound" if k == "threshold" else k): v for k, v in state.items()}
         state["rules"] = tuple(state.get("rules") or (state["rule"],))  # saved before ``rules`` existed: its rule
+        for f in fields(cls):  # a list after a JSON round trip; absent (its default) before the field existed
+            if isinstance(f.default, tuple):
+                state[f.name] = tuple(state.get(f.name) or f.default)
         return cls(**{k: v for k, v in state.items() if k in names})
 
 
@@ -104,11 +108,6 @@ class GuardEvent(BoundEvent):
     global_step: int
     sources: tuple = ()
 
-    @classmethod
-    def from_state(cls, state: dict) -> "GuardEvent":
-        event = super().from_state(state)
-        event.sources = tuple(event.sources or ())  # a list after a JSON round trip; absent before quarantines
-        return event
 
 
 def moved(samples: int, left: int) -> str:
