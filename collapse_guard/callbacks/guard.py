@@ -326,12 +326,11 @@ class CollapseGuard(RuleBook, CollapseMetricsReader, Callback):
 
     def _act(self, trainer: Trainer, action: str, decision: Decision) -> None:
         fired = list(decision.fired)
-        detail = ""
+        detail, reasons = "", "; ".join(v.reason for v in fired)
         if action == "quarantine":
-            detail = quarantine(trainer.datamodule, decision.sources, trainer.current_epoch,
-                                "; ".join(v.reason for v in fired))
-        if action == "inject":
-            detail = self._inject(trainer, decision, "; ".join(v.reason for v in fired))
+            detail = quarantine(trainer.datamodule, decision.sources, trainer.current_epoch, reasons)
+        elif action == "inject":
+            detail = self._inject(trainer, decision, reasons)
         elif decision.escalated == PERSISTS:
             detail = f"collapse persists after {self.injections} injection(s): stopping"
         elif decision.escalated == EXHAUSTED:

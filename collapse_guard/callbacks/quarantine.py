@@ -52,10 +52,11 @@ def warn_without_attribution(trainer: Trainer) -> None:
     """Warn once when the fit mixes two or more synthetic sources and no callback can name a harmful one: the
     default guard then can only inject real data (diluting good and bad sources alike) or stop."""
     dm = getattr(trainer, "datamodule", None)
-    if not isinstance(dm, MixedDataModuleMixin) or len(active_sources(dm)) < 2:
+    count = len(active_sources(dm)) if isinstance(dm, MixedDataModuleMixin) else 0
+    if count < 2:
         return
     rank_zero_warn(
-        f"CollapseGuard: the fit mixes {len(active_sources(dm))} synthetic sources, but no callback attributes harm "
+        f"CollapseGuard: the fit mixes {count} synthetic sources, but no callback attributes harm "
         "to one of them, so the guard can only inject real data or stop. Add SourceAudit() and SourceCheck() to the "
         "Trainer's callbacks: the default guard then quarantines a source they name (missing classes, low coverage, "
         "accuracy far below the other sources) and keeps the others."
