@@ -404,23 +404,19 @@ class MixedDataModuleMixin(TrainerNamespaceMixin, MixingRecordsMixin):
             self.mixer.count_next_batch()
             for scan in (self._scan, self._finite):
                 if scan is not None and scan.active:  # after the first epoch: one attribute read a batch
-                    scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches, self._gather())
+                    scan.after_batch(self.trainer.current_epoch, self.trainer.num_training_batches, self._gather)
         dm = self.real_datamodule
         return dm.on_after_batch_transfer(batch, dataloader_idx) if dm is not None else batch
 
-    def _gather(self) -> Optional[Callable[[Any], list]]:
-        """``obj -> [every rank's obj]`` under several processes (``torch.distributed.all_gather_object``), else
-        ``None``."""
+    def _gather(self, obj: Any) -> Optional[list]:
+        """``[every rank's obj]`` under several processes (``torch.distributed.all_gather_object``, a collective),
+        else ``None``. Called once, at the end of the first epoch, not at every batch."""
         world = self._world()[0]
         if world < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return None
-
-        def gather(obj: Any) -> list:
-            out: list = [None] * world
-            torch.distributed.all_gather_object(out, obj)
-            return out
-
-        return gather
+        out: list = [None] * world
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def teardown(self, stage: str) -> None:
         """End the first-epoch scan of :attr:`contamination` if the fit stopped within its first epoch."""

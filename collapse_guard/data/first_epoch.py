@@ -88,15 +88,16 @@ class FirstEpochCheck:
         """``dataset`` read through this check, for a training loader with ``num_workers`` workers."""
         return scanned(dataset, [self], num_workers)
 
-    def after_batch(self, epoch: int, batches_per_epoch: Any, gather: Optional[Callable[[Any], list]] = None
-                    ) -> None:
+    def after_batch(self, epoch: int, batches_per_epoch: Any,
+                    gather: Optional[Callable[[Any], Optional[list]]] = None) -> None:
         """A training batch reached the model: :meth:`drain`; at the end of the first epoch, :meth:`finish`.
 
         Args:
             epoch: the Trainer's current epoch.
             batches_per_epoch: the Trainer's training batches an epoch (``inf`` when unknown).
-            gather: under several processes, ``obj -> [every rank's obj]`` (a collective: every rank reaches the end
-                of the first epoch at the same batch), for :meth:`finish` to combine what the ranks found.
+            gather: ``obj -> [every rank's obj]`` under several processes (a collective: every rank reaches the end
+                of the first epoch at the same batch), ``None`` in one process: called by :meth:`finish` only, to
+                combine what the ranks found.
         """
         if not self.active:
             return
@@ -113,7 +114,7 @@ class FirstEpochCheck:
     def drain(self) -> None:
         """Take in what the workers sent (nothing here)."""
 
-    def finish(self, gather: Optional[Callable[[Any], list]] = None) -> None:
+    def finish(self, gather: Optional[Callable[[Any], Optional[list]]] = None) -> None:
         """Stop the first epoch's checks (workers too), after a last :meth:`drain`; :meth:`combine` what every rank
         found when given ``gather`` (see :meth:`after_batch`; never from a fit that stopped early, where the ranks
         are not in step); then :meth:`report`."""
@@ -127,8 +128,8 @@ class FirstEpochCheck:
             self.combine(gather)
         self.report()
 
-    def combine(self, gather: Callable[[Any], list]) -> None:
-        """Take in what the other ranks found (nothing here)."""
+    def combine(self, gather: Callable[[Any], Optional[list]]) -> None:
+        """Take in what the other ranks found (nothing here; ``gather`` returns ``None`` in one process)."""
 
     def report(self) -> None:
         """Say what the first epoch found (nothing here)."""
@@ -239,6 +240,8 @@ class FirstEpochScan(FirstEpochCheck):
         """Every rank's reads summed and copies joined, so each rank's record (and the report rank 0 writes) counts
         the whole first epoch, and one rank warns for all."""
         parts = gather((self.reads, self.hits))
+        if parts is None:  # one process: nothing to join
+            return
         self.reads = [0] * len(self.names)
         self.hits = [{} for _ in self.names]
         for reads, hits in parts:
