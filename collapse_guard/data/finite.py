@@ -249,6 +249,7 @@ class FiniteScan(FirstEpochCheck):
         self.starts = np.array([r[1] for r in ranges], dtype=np.int64)
         self.stops = np.array([r[2] for r in ranges], dtype=np.int64)
         self.always = np.array([r[3] for r in ranges], dtype=bool)
+        self.any_always = bool(self.always.any())  # read at every batch: computed once
         self.sizes = [len(s) if not s.streaming else None for s, *_ in ranges]
         self.streams = {k: r[0].dataset for k, r in enumerate(ranges) if isinstance(r[0].dataset, StreamDataset)}
 
@@ -266,7 +267,7 @@ class FiniteScan(FirstEpochCheck):
         """
         try:
             first_epoch = self.reading()
-            if not len(indices) or not (first_epoch or self.always.any()):
+            if not len(indices) or not (first_epoch or self.any_always):
                 return
             idx = np.fromiter(indices, dtype=np.int64, count=len(indices))
             at = np.maximum(np.searchsorted(self.starts, idx, side="right") - 1, 0)
