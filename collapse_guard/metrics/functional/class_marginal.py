@@ -20,7 +20,15 @@ def class_shares(labels: Tensor, num_classes: int) -> Tensor:
 
         class_shares(torch.tensor([0, 0, 2]), 3)   # tensor([0.6667, 0.0000, 0.3333])
     """
-    counts = torch.bincount(labels.reshape(-1).long(), minlength=num_classes)[:num_classes].double()
+    return _shares(_counts(labels, num_classes))
+
+
+def _counts(labels: Tensor, num_classes: int) -> Tensor:
+    return torch.bincount(labels.reshape(-1).long(), minlength=num_classes)[:num_classes]
+
+
+def _shares(counts: Tensor) -> Tensor:
+    counts = counts.double()
     total = counts.sum()
     return counts / total if total > 0 else counts
 
@@ -45,11 +53,9 @@ def missing_classes(real_labels: Tensor, synthetic_labels: Tensor, num_classes: 
 
         missing_classes(torch.tensor([0, 1, 2] * 10), torch.tensor([0, 1] * 15), 3)   # tensor([2])
     """
-    real = class_shares(real_labels, num_classes)
-    synthetic = class_shares(synthetic_labels, num_classes)
-    counts = torch.bincount(real_labels.reshape(-1).long(), minlength=num_classes)[:num_classes]
-    judged = counts >= min_real
-    return torch.nonzero(judged & (synthetic < missing_share * real)).reshape(-1)
+    counts = _counts(real_labels, num_classes)  # counted once: the real shares and which classes are judged
+    real, synthetic = _shares(counts), class_shares(synthetic_labels, num_classes)
+    return torch.nonzero((counts >= min_real) & (synthetic < missing_share * real)).reshape(-1)
 
 
 __all__ = ["class_shares", "missing_classes"]
