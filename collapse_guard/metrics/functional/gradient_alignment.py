@@ -52,8 +52,14 @@ def gradient_cosines(source: Sequence[Tensor], reference: Tensor) -> tuple[float
         mean, se = gradient_cosines([g1, g2, g3], g_real)   # mean < 0: the source's steps raise the real loss
     """
     ref_norm = reference.norm()
-    cos = torch.stack([(g @ reference) / (g.norm() * ref_norm) if g.norm() > 0 and ref_norm > 0
-                       else torch.zeros((), dtype=torch.float64) for g in source])
+
+    def cosine(g: Tensor) -> Tensor:  # one batch at a time: no (B, P) stack of model-sized gradients
+        norm = g.norm()  # once a gradient: each is as long as the model
+        if norm > 0 and ref_norm > 0:
+            return (g @ reference) / (norm * ref_norm)
+        return torch.zeros((), dtype=torch.float64)
+
+    cos = torch.stack([cosine(g) for g in source])
     se = float(cos.std(unbiased=True) / math.sqrt(len(cos))) if len(cos) > 1 else math.nan
     return float(cos.mean()), se
 
