@@ -118,3 +118,23 @@ def test_provenance_is_the_report_manifest():
     assert injection["reserve_remaining"] == dm.reserve_remaining == dm.reserve_size - 2
     assert [s["name"] for s in manifest["sources"]] == dm.source_names
     assert provenance_section(None) is None and provenance_section(object()) is None  # not a MixedDataModule
+
+
+def test_quarantine_factors_are_read_off_the_records_and_survive_a_state_round_trip():
+    dm = make_mixed(n_real=80, holdout=0.25, reserve=0.25, synth_sizes={"g1": 60, "g2": 20})
+    dm.setup("fit")
+    sizes = [len(p) for p in dm.mixer.synthetic_pools]
+    dm.quarantine("g1", weight=0.5, reason="a")
+    dm.quarantine(["g1", "g2"], weight=0.75, reason="b")  # g1 stays at 0.5: a later quarantine never raises it
+    assert dm.mixer.quarantined == {"g1": 0.5, "g2": 0.75}
+    weights = [sizes[0] * 0.5, sizes[1] * 0.75]
+    want = {"g1": weights[0] / sum(weights), "g2": weights[1] / sum(weights)}
+    assert dm.quarantines[-1]["shares_after"] == pytest.approx(want) == dm.mixer.synthetic_shares()
+    state = dm.mixer.state_dict()
+    assert state["quarantined"] == {"g1": 0.5, "g2": 0.75}  # the checkpoint format is unchanged
+    fresh = make_mixed(n_real=80, holdout=0.25, reserve=0.25, synth_sizes={"g1": 60, "g2": 20})
+    fresh.setup("fit")
+    assert fresh.mixer.quarantined == {} and fresh.mixer.synthetic_shares() != dm.mixer.synthetic_shares()
+    fresh.mixer.load_state_dict(state)
+    assert fresh.mixer.quarantined == {"g1": 0.5, "g2": 0.75} and fresh.quarantines == dm.quarantines
+    assert fresh.mixer.synthetic_shares() == dm.mixer.synthetic_shares()
