@@ -168,3 +168,25 @@ def test_a_family_rule_on_the_gradient_cosine_names_the_harmful_source():
     guard = CollapseGuard(rules=[Rule("collapse/source/grad_cosine/*", threshold=0.0, action="warn")], cooldown=0)
     make_trainer(max_epochs=3, callbacks=[SourceCheck(samples=48, batches=4), guard]).fit(TinyMLP(), datamodule=dm)
     assert guard.events and all("wrong" in e.reason and "good" not in e.reason for e in guard.events)
+
+
+def test_source_check_splits_its_samples_into_its_batches_in_order():
+    from types import SimpleNamespace
+
+    from collapse_guard import SourceCheck
+
+    ds = TensorDataset(torch.arange(20).float().unsqueeze(1), torch.arange(20))
+    moved = []
+    trainer = SimpleNamespace(strategy=SimpleNamespace(batch_to_device=lambda b: moved.append(b) or b))
+    batches = SourceCheck(batches=4)._split(trainer, ds, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19], None)
+    assert [b[1].tolist() for b in batches] == [[1, 3, 5], [7, 9, 11], [13, 15, 17], [19]]
+    assert len(moved) == 4 and batches[0][0].shape == (3, 1)  # each batch collated, then put on the device
+
+
+def test_the_audit_rules_follow_what_was_measured_in_either_order():
+    audit = SourceAudit()
+    entry = {"missing_classes": None, "coverage_vs_best": 0.5}
+    audit.report = {"sources": {"a": entry, "b": entry}}
+    assert [r.monitor for r in audit.attribution_rules(None)] == ["collapse/audit/coverage_vs_best/*"]
+    audit.report = {"sources": {"a": {"missing_classes": [], "coverage_vs_best": 1.0}, "b": entry}}
+    assert [r.name for r in audit.attribution_rules(None)] == ["missing classes", "coverage vs the best source"]
