@@ -8,12 +8,12 @@ import torch
 
 import collapse_guard.metrics.functional as F
 from collapse_guard.callbacks import task_rules, tasks
-from collapse_guard.metrics.functional import (baseline, distance, diversity, knn, language_model, per_sample,
-                                               regression, text)
+from collapse_guard.metrics.functional import (baseline, classification, distance, diversity, knn, language_model,
+                                               paired, per_sample, regression, text)
 
 
 @pytest.mark.parametrize("module", [knn, distance, diversity, text, baseline, language_model, per_sample, regression,
-                                    tasks, task_rules], ids=lambda m: m.__name__)
+                                    classification, paired, tasks, task_rules], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     torch.manual_seed(0)
     globs = dict(vars(F))

@@ -31,8 +31,8 @@ def predictive_entropy(probs: Tensor, eps: float = 1e-12) -> Tensor:
 
     Example::
 
-        >>> predictive_entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
-        tensor([0.6931, 0.0000])
+        >>> predictive_entropy(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+        tensor([0.6931, 0.3251])
     """
     _check_probs(probs)
     return -(probs * torch.log(probs.clamp_min(eps))).sum(dim=-1)
@@ -59,7 +59,7 @@ def effective_number_of_classes(marginal: Tensor) -> Tensor:
     Example::
 
         >>> effective_number_of_classes(torch.tensor([5.0, 5.0, 0.0]))
-        tensor(2.0000, dtype=torch.float64)
+        tensor(2., dtype=torch.float64)
     """
     return torch.exp(entropy_of_marginal(marginal))
 
@@ -153,7 +153,7 @@ def binomial_standard_error(successes: Tensor, total: Tensor) -> Tensor:
     Example::
 
         >>> round(float(binomial_standard_error(torch.tensor(342), torch.tensor(360))), 4)
-        0.0117
+        0.0119
     """
     successes = torch.as_tensor(successes).double()
     total = torch.as_tensor(total).double()
