@@ -25,7 +25,18 @@ def _family_prefix(monitor: str) -> Optional[str]:
 
 def monitored_keys(record: dict) -> list[str]:
     """Every logged key a guard rule reads, in rule order: a rule's monitor, each member of a family rule
-    (``prefix/*``) the record's indicators hold (or its checks judged)."""
+    (``prefix/*``) the record's indicators hold (or its checks judged).
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The keys, each once (``[]`` without a guard).
+
+    Example::
+
+        monitored_keys(record)   # e.g. ['collapse/heldout_real/acc', 'collapse/heldout_real/class_recall/0']
+    """
     keys: list[str] = []
     logged = list((record.get("indicators") or {}).get("keys", []))
     for guard in record.get("guards") or []:
@@ -55,7 +66,19 @@ def _member_keys(guard: dict, entry: dict) -> list[str]:
 
 def judged(guard: dict, entry: dict) -> list[tuple[str, dict]]:
     """``(key, {"value", "bound", "violated", "fired"})`` of what a rule's check entry judged: the one key, or each
-    member of a family rule."""
+    member of a family rule.
+
+    Args:
+        guard: a guard of the record (``record["guards"][i]``).
+        entry: one rule's entry of one of its checks (``guard["checks"][j]["rules"][k]``).
+
+    Returns:
+        The pairs (``[]`` for an entry without a monitor).
+
+    Example::
+
+        [key for key, seen in judged(guard, entry) if seen.get("fired")]
+    """
     members = entry.get("members") or {}
     if members:
         return list(zip(_member_keys(guard, entry), members.values()))
@@ -67,7 +90,19 @@ def bound_steps(record: dict) -> dict[str, list[dict]]:
     """``{key: [{"rule", "mode", "epoch": [...], "bound": [...], "value": [...], "violated": [...],
     "fired": [...], "action": [...]}]}``: per monitored key, each rule's bound in force at each of its checks (NaN
     while it warmed up), the value judged, whether it lay beyond the bound, whether the rule fired on it, and the
-    action taken at that check. Empty for a record without checks."""
+    action taken at that check. Empty for a record without checks.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The steps by key, one per rule that judged it, in guard and first-check order.
+
+    Example::
+
+        step = bound_steps(record)["collapse/heldout_real/acc"][0]
+        list(zip(step["epoch"], step["bound"]))   # the bound the rule had in force at each check
+    """
     out: dict[str, dict[tuple, dict]] = {}
     for g, guard in enumerate(record.get("guards") or []):
         modes = {r["name"]: r["mode"] for r in guard.get("rules", [])}
@@ -88,7 +123,18 @@ def bound_steps(record: dict) -> dict[str, list[dict]]:
 
 def end_bounds(record: dict) -> dict[str, list[dict]]:
     """``{monitor: [{"rule", "bound", "mode"}]}``: the bound each rule had in force at the end of the fit (what a
-    record without checks holds)."""
+    record without checks holds).
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The bounds by monitor; a rule without a finite bound is left out.
+
+    Example::
+
+        [b["bound"] for b in end_bounds(record).get("collapse/heldout_real/acc", [])]
+    """
     bounds: dict[str, list[dict]] = {}
     for guard in record.get("guards") or []:
         for r in guard.get("rules", []):
@@ -120,7 +166,18 @@ def rule_modes(record: dict) -> dict[tuple[int, str], str]:
 
 
 def timeline_columns(record: dict) -> list[tuple[int, str, str]]:
-    """The rule columns of the timeline: ``(guard, rule name, monitor)`` of every rule with a check."""
+    """The rule columns of the timeline: ``(guard, rule name, monitor)`` of every rule with a check.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The columns, in guard then rule order (``[]`` for a record without checks).
+
+    Example::
+
+        [name for _, name, _ in timeline_columns(record)]   # e.g. ['acc_floor', 'worst_class_recall']
+    """
     columns: list[tuple[int, str, str]] = []
     for g, guard in enumerate(record.get("guards") or []):
         seen = {e["rule"] for c in guard.get("checks", []) for e in c.get("rules", [])}
@@ -132,7 +189,18 @@ def timeline(record: dict) -> list[dict]:
     """One row per check (the epochs at which any guard judged a rule or acted), in epoch order: ``{"epoch",
     "real_fraction", "rules": {(guard, rule name): entry}, "fired": [names], "action", "word", "reference":
     {monitored key: the reference run's value at that epoch}}``; ``action`` and ``word`` of several guards are
-    the strongest of theirs. Empty for a record without checks."""
+    the strongest of theirs. Empty for a record without checks.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The rows (``action`` ``"—"`` where none was taken).
+
+    Example::
+
+        [(row["epoch"], row["action"], row["word"]) for row in timeline(record)]
+    """
     rows: dict[Any, dict] = {}
     for g, guard in enumerate(record.get("guards") or []):
         for check in guard.get("checks", []):
@@ -160,7 +228,18 @@ def timeline(record: dict) -> list[dict]:
 
 
 def reference_values(record: dict) -> dict[str, dict]:
-    """``{monitored key: {epoch: value}}`` of the reference run embedded in ``record`` (``{}`` without one)."""
+    """``{monitored key: {epoch: value}}`` of the reference run embedded in ``record`` (``{}`` without one).
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The reference's values of each monitored key it logged, by epoch.
+
+    Example::
+
+        reference_values(record).get("collapse/heldout_real/acc", {}).get(3)
+    """
     indicators = (record.get("reference") or {}).get("indicators") or {}
     history = indicators.get("history") or []
     return {key: {r["epoch"]: r[key] for r in history if key in r} for key in monitored_keys(record)
@@ -168,7 +247,18 @@ def reference_values(record: dict) -> dict[str, dict]:
 
 
 def worst(words: list) -> Optional[str]:
-    """The strongest of the guards' words (by :data:`WORDS`; an unknown word counts as the strongest)."""
+    """The strongest of the guards' words (by :data:`WORDS`; an unknown word counts as the strongest).
+
+    Args:
+        words: the words; anything not a string is passed over.
+
+    Returns:
+        The strongest word, or ``None`` without one.
+
+    Example::
+
+        worst(["ok", "ok (injected)", None])   # 'ok (injected)'
+    """
     words = [w for w in words if isinstance(w, str)]
     if not words:
         return None
@@ -178,6 +268,17 @@ def worst(words: list) -> Optional[str]:
 def health(record: dict) -> Optional[str]:
     """The guard's word at its last check (``"ok (injected)"``: it injected, and the indicators are back within
     their bounds), the worst of several guards'; ``None`` without checks. ``final.guard_state`` is the last action
-    taken, sticky; this is where the indicators stood at the end."""
+    taken, sticky; this is where the indicators stood at the end.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        A word of :data:`WORDS` (or one a newer guard wrote), or ``None``.
+
+    Example::
+
+        health(record)   # 'ok (injected)' where final.guard_state is 'inject'
+    """
     last = [guard["checks"][-1].get("word") for guard in record.get("guards") or [] if guard.get("checks")]
     return worst(last)

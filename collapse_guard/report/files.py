@@ -59,6 +59,12 @@ def events_csv(record: dict) -> str:
     """Every guard event of ``record`` as CSV text, one row per event (:data:`EVENT_COLUMNS`; ``bound`` is schema
     1's ``threshold``, ``rules`` every rule that fired joined by ``;``), for spreadsheets and loggers that keep files.
 
+    Args:
+        record: a report record.
+
+    Returns:
+        The CSV text: a header row, then one row per event (the header alone without events).
+
     Example::
 
         Path("events.csv").write_text(events_csv(record))

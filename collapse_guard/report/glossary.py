@@ -167,7 +167,18 @@ def describe(key: str) -> Optional[Indicator]:
 
 def bad_direction(key: str) -> Optional[str]:
     """Which way ``key`` goes when collapsing: ``"falls"``, ``"rises"``, ``"moves"``, or ``None`` (context, or a
-    key not described)."""
+    key not described).
+
+    Args:
+        key: a logged key, a family member or a twin (as :func:`describe` takes).
+
+    Returns:
+        The direction, or ``None``.
+
+    Example::
+
+        bad_direction("collapse/heldout_real/loss")   # 'rises'
+    """
     found = describe(key)
     return found.bad if found is not None else None
 

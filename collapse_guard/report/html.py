@@ -68,7 +68,18 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: Iterab
 
 
 def short(key: Any) -> str:
-    """A metric key without its ``collapse/`` prefix."""
+    """A metric key without its ``collapse/`` prefix.
+
+    Args:
+        key: a key (anything: shown as text).
+
+    Returns:
+        The key, shorter where it had the prefix.
+
+    Example::
+
+        short("collapse/heldout_real/acc")   # 'heldout_real/acc'
+    """
     key = str(key)
     return key[len("collapse/"):] if key.startswith("collapse/") else key
 
@@ -77,7 +88,20 @@ def judged_text(entry: Optional[dict], mode: Any = "max", compact: bool = False)
     """What a rule judged at a check, in a few characters: ``"0.9306 < 0.9309 fired"`` (value, relation to the bound
     in force, ``fired``), ``"0.9583 (warming up)"`` without a bound; a family rule's shown member first
     (``"3: 0.8500 < 0.8700"``); ``""`` when the rule did not judge at that check. ``compact``: three digits, no
-    spaces, ``!`` for fired (``"0.931<0.931!"``), for the terminal."""
+    spaces, ``!`` for fired (``"0.931<0.931!"``), for the terminal.
+
+    Args:
+        entry: a rule's entry of a check (:func:`~collapse_guard.report.checks.timeline`'s ``rules``), or ``None``.
+        mode: the rule's mode, ``"max"`` or ``"min"``.
+        compact: the terminal's short form.
+
+    Returns:
+        The text.
+
+    Example::
+
+        judged_text({"value": 0.9306, "bound": 0.9309, "violated": True, "fired": True})   # '0.9306 < 0.9309 fired'
+    """
     if not entry:
         return ""
     value, bound = entry.get("value"), entry.get("bound")
@@ -98,7 +122,18 @@ def judged_text(entry: Optional[dict], mode: Any = "max", compact: bool = False)
 
 
 def direction_text(direction: Optional[str]) -> str:
-    """A bad direction in words with its arrow (``"↓ falls"``); ``"—"`` for context."""
+    """A bad direction in words with its arrow (``"↓ falls"``); ``"—"`` for context.
+
+    Args:
+        direction: ``"falls"``, ``"rises"``, ``"moves"`` or ``None``.
+
+    Returns:
+        The text.
+
+    Example::
+
+        direction_text(bad_direction("collapse/heldout_real/loss"))   # '↑ rises'
+    """
     return f"{BAD_DIRECTIONS[direction]} {direction}" if direction in BAD_DIRECTIONS else "—"
 
 
@@ -136,7 +171,18 @@ def _overview(record: dict) -> str:
 
 
 def action_text(event: dict) -> str:
-    """An event's action, with the sources a quarantine named: ``"quarantine (gen2, gen3)"``."""
+    """An event's action, with the sources a quarantine named: ``"quarantine (gen2, gen3)"``.
+
+    Args:
+        event: a guard event of the record.
+
+    Returns:
+        The action, with its sources when it names some.
+
+    Example::
+
+        action_text({"action": "quarantine", "sources": ["gen2"]})   # 'quarantine (gen2)'
+    """
     sources = event.get("sources") or []
     return f"{event['action']} ({', '.join(sources)})" if sources else event["action"]
 
@@ -283,7 +329,19 @@ def _indicators(record: dict, images: Mapping[str, Optional[bytes]]) -> str:
 
 def comparison_cells(rows: list[dict]) -> list[tuple]:
     """The cells of comparison rows (:func:`~collapse_guard.report.reference.comparison`): indicator, this run,
-    reference, difference, bad direction, ``worse`` / ``not worse`` / ``—``."""
+    reference, difference, bad direction, ``worse`` / ``not worse`` / ``—``.
+
+    Args:
+        rows: the rows of :func:`~collapse_guard.report.reference.comparison`.
+
+    Returns:
+        One tuple of six cells per row (values as recorded; :func:`fmt` makes them text).
+
+    Example::
+
+        table(["indicator", "this run", "reference", "difference", "bad when it", "this run"],
+              comparison_cells(comparison(record)))
+    """
     return [(c["key"], c["this"], c["reference"], c["difference"], direction_text(c["bad"]),
              {True: "worse", False: "not worse"}.get(c["worse"], "—")) for c in rows]
 

@@ -82,7 +82,19 @@ def _group(key: str) -> int:
 def key_series(section: dict, key: str) -> Optional[dict]:
     """``{"epoch": [...], "value": [...]}`` of ``key`` in a record (or a reference run's part of one): from the
     indicator history, a ``collapse/real_fraction*`` or ``collapse/share/*`` key from the ratio history; ``None``
-    when neither has it."""
+    when neither has it.
+
+    Args:
+        section: a report record, or its ``reference`` part.
+        key: a logged key.
+
+    Returns:
+        The epochs and the values (as floats), or ``None``.
+
+    Example::
+
+        key_series(record, "collapse/share/gen1")["value"]   # from the ratio history when no check logged it
+    """
     rows = (section.get("indicators") or {}).get("history", [])
     points = [(r["epoch"], as_float(r[key])) for r in rows if key in r]
     ratio_rows = (section.get("ratio") or {}).get("history", [])
@@ -112,7 +124,18 @@ def indicator_series(record: dict, keys: Optional[list[str]] = None) -> dict[str
 
 
 def other_keys(record: dict) -> list[str]:
-    """The indicators no guard rule reads, grouped as in :func:`indicator_series`."""
+    """The indicators no guard rule reads, grouped as in :func:`indicator_series`.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        The keys that have values, in panel order.
+
+    Example::
+
+        figure_indicators(record, other_keys(record))
+    """
     monitored = set(monitored_keys(record))
     return [k for k in indicator_series(record) if k not in monitored]
 
@@ -229,7 +252,18 @@ REFERENCE_COLOR = "#E69F00"
 
 def panel_title(key: str) -> str:
     """A panel's title: the key without ``collapse/``, its bad direction as an arrow (``heldout_real/acc  ↓ bad``),
-    ``$`` escaped."""
+    ``$`` escaped.
+
+    Args:
+        key: a logged key.
+
+    Returns:
+        The title text.
+
+    Example::
+
+        panel_title("collapse/heldout_real/acc")   # 'heldout_real/acc  ↓ bad'
+    """
     title = plain(key[len("collapse/"):] if key.startswith("collapse/") else key)
     direction = bad_direction(key)
     return f"{title}  {BAD_DIRECTIONS[direction]} bad" if direction else title
@@ -345,7 +379,20 @@ def figure_indicators(record: dict, keys: Optional[list[str]] = None, columns: i
 
 def figure_other_indicators(record: dict):
     """:func:`figure_indicators` of the indicators no guard rule reads (four columns); ``None`` without a rule
-    (then :file:`indicators.png` holds them all) or without such indicators."""
+    (then :file:`indicators.png` holds them all) or without such indicators.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        A ``matplotlib.figure.Figure``, or ``None``.
+
+    Example::
+
+        fig = figure_other_indicators(record)
+        if fig is not None:
+            save_figure(fig, Path("indicators_other.png"))
+    """
     if not monitored_keys(record):
         return None
     return figure_indicators(record, other_keys(record) or [], columns=4,

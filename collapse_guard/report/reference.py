@@ -22,6 +22,13 @@ def reference_section(reference: dict, path: str) -> dict:
     Args:
         reference: the reference run's record (checked: :func:`~collapse_guard.report.files.load_record`).
         path: where it was read from, for the record.
+
+    Returns:
+        The part, JSON-ready as the record it came from.
+
+    Example::
+
+        record["reference"] = reference_section(load_record("runs/real_only"), "runs/real_only/report.json")
     """
     return {"path": str(path), "created": reference.get("created"), "status": reference.get("status"),
             "ratio": reference.get("ratio"), "indicators": reference.get("indicators"),
@@ -52,7 +59,18 @@ def load_reference(path: PathLike) -> dict:
 
 def last_values(record: Optional[dict]) -> dict[str, Any]:
     """``{key: value}`` of every indicator at the last check that logged it (``final.metrics`` for a key no check
-    logged)."""
+    logged).
+
+    Args:
+        record: a report record, or its ``reference`` part; ``None`` or ``{}``: no values.
+
+    Returns:
+        The last value of each ``collapse/...`` key.
+
+    Example::
+
+        last_values(record["reference"]).get("collapse/heldout_real/acc")
+    """
     if not record:
         return {}
     values = dict((record.get("final") or {}).get("metrics") or {})
@@ -63,7 +81,20 @@ def last_values(record: Optional[dict]) -> dict[str, Any]:
 
 def worse(key: str, this: Any, ref: Any) -> Optional[bool]:
     """Whether ``this`` run's value of ``key`` is worse than the reference's by the key's bad direction (``None``:
-    no direction, or a value that is not a finite number)."""
+    no direction, or a value that is not a finite number).
+
+    Args:
+        key: a logged key (its direction: :func:`~collapse_guard.report.glossary.bad_direction`).
+        this: this run's value.
+        ref: the reference run's value.
+
+    Returns:
+        ``True`` when worse, ``False`` when not, ``None`` when it cannot say.
+
+    Example::
+
+        worse("collapse/heldout_real/acc", 0.81, 0.86)   # True: accuracy falls when collapsing
+    """
     direction, a, b = bad_direction(key), as_float(this), as_float(ref)
     if direction not in ("falls", "rises") or not (math.isfinite(a) and math.isfinite(b)):
         return None

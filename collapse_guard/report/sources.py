@@ -99,7 +99,19 @@ def _quarantine_epochs(record: dict) -> dict[Any, list[str]]:
 def share_table(record: dict, compact: bool = False) -> list[SourceTable]:
     """(a) Each source's share of the epoch's training samples, one row per epoch, the quarantines noted; ``[]``
     without a ratio history. ``compact``: beyond :data:`SHARE_ROWS` epochs, only the first, the last and those of a
-    quarantine and the epoch after."""
+    quarantine and the epoch after.
+
+    Args:
+        record: a report record.
+        compact: the terminal's shorter table.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]`` (:data:`SourceTable`), one table or none.
+
+    Example::
+
+        (title, columns, rows), = share_table(record)   # rows: one per epoch
+    """
     ratio = record.get("ratio") or {}
     rows = sorted(ratio.get("history") or [], key=lambda r: as_float(r.get("epoch")))
     if not rows:
@@ -137,7 +149,18 @@ def _trend(first: Any, last: Any, key: str, stderr: Any = None) -> tuple[str, bo
 def indicator_table(record: dict) -> list[SourceTable]:
     """(b) Per synthetic source, each of its ``SourceCheck`` indicators at the last check with its change since the
     first (``grad_cosine`` with its standard error), and the indicators that moved the bad way (by the glossary's
-    direction; by more than twice the standard error for one that has it); ``[]`` without checks."""
+    direction; by more than twice the standard error for one that has it); ``[]`` without checks.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]`` (:data:`SourceTable`), one table or none.
+
+    Example::
+
+        [cells[0] for cells, _ in indicator_table(record)[0][2]]   # the sources
+    """
     checks, keys = _checks(record), indicator_keys(record)
     if not checks or not keys:
         return []
@@ -170,7 +193,18 @@ def indicator_table(record: dict) -> list[SourceTable]:
 
 def check_table(record: dict) -> list[SourceTable]:
     """Every ``SourceCheck`` check, one row per check and source: its value of each indicator (the trend of
-    :func:`indicator_table`, in full; the HTML page folds it); ``[]`` without checks."""
+    :func:`indicator_table`, in full; the HTML page folds it); ``[]`` without checks.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]`` (:data:`SourceTable`), one table or none.
+
+    Example::
+
+        len(check_table(record)[0][2])   # checks x sources
+    """
     checks, keys = _checks(record), indicator_keys(record)
     names = list(dict.fromkeys(n for by_name in keys.values() for n in by_name))
     rows = [([fmt(row.get("epoch")), source] + [fmt(row.get(by_name.get(n)), 3) for n in names], None)
@@ -184,7 +218,18 @@ def check_table(record: dict) -> list[SourceTable]:
 def audit_table(record: dict) -> list[SourceTable]:
     """(c) The audit before training: the real-vs-real baseline, then each source (samples read, missing classes,
     class marginal TV, k-NN precision / recall / density / coverage, coverage over the best source's, copies of
-    held-out real samples), a source with missing classes or copies flagged; ``[]`` without an audit."""
+    held-out real samples), a source with missing classes or copies flagged; ``[]`` without an audit.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]`` (:data:`SourceTable`), one table or none.
+
+    Example::
+
+        [cells[0] for cells, style in audit_table(record)[0][2] if style == "red"]   # flagged sources
+    """
     audit = _audit(record)
     entries = audit.get("sources") or {}
     if not entries:
@@ -219,7 +264,18 @@ def _shares_text(before: Any, after: Any) -> str:
 def quarantine_table(record: dict) -> list[SourceTable]:
     """(d) Every quarantine: epoch, sources, weight, the guard rule that asked for it (a guard event of action
     ``"quarantine"`` at that epoch naming those sources), the reason, the synthetic shares and the target real
-    fraction of the next epoch before -> after; ``[]`` without one."""
+    fraction of the next epoch before -> after; ``[]`` without one.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]`` (:data:`SourceTable`), one table or none.
+
+    Example::
+
+        [cells[:2] for cells, _ in quarantine_table(record)[0][2]]   # e.g. [['1', 'wrong']]
+    """
     quarantines = _quarantines(record)
     if not quarantines:
         return []

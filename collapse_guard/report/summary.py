@@ -101,7 +101,18 @@ def _column(name: str, monitor: str) -> str:
 def timeline_table(record: dict) -> list[Table]:
     """The compact timeline (``[]`` without per-check records): per check, epoch, real fraction, each rule's value
     against its bound in force, the rules that fired, the action and the guard's word; beyond
-    :data:`TIMELINE_ROWS` checks, only the first, the last and those where something happened."""
+    :data:`TIMELINE_ROWS` checks, only the first, the last and those where something happened.
+
+    Args:
+        record: a report record.
+
+    Returns:
+        ``[(title, [(column, justify)], [(cells, style)])]``: one :data:`Table`, or none.
+
+    Example::
+
+        (title, columns, rows), = timeline_table(record)   # title says how many quiet checks were left out
+    """
     rows = timeline(record)
     if not rows:
         return []
