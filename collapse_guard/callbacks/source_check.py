@@ -141,11 +141,11 @@ class SourceCheck(Callback, CollapseMetricsProducer):
             return
         dm = require_mixed_datamodule(trainer, "SourceCheck")
         held = dm.heldout_synthetic
-        indices = [int(i) for i in held.indices] if held is not None else []
-        ids = dm.mixer.source_of
+        indices = torch.as_tensor([int(i) for i in held.indices] if held is not None else [], dtype=torch.long)
+        ids = dm.mixer.source_of[indices]  # each held-out sample's source, looked up once (not once per source)
         self._sources = {}
         for sid, source in enumerate(dm.mixer.sources[2:], start=2):
-            mine = [i for i in indices if int(ids[i]) == sid][: self.samples]
+            mine = indices[ids == sid][: self.samples].tolist()  # in held-out order
             if len(mine) >= self.batches:
                 self._sources[source.name] = mine
         self._real = list(range(min(self.samples, len(dm.heldout_real))))
