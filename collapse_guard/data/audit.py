@@ -28,8 +28,10 @@ from collapse_guard.metrics.functional.class_marginal import missing_classes
 from collapse_guard.metrics.functional.classification import marginal_total_variation
 from collapse_guard.metrics.functional.knn import prdc
 
-#: inputs with more features than this are not compared in input space (pass features of your own then)
+#: inputs with more features than this are not compared in input space (have ``batch_fn`` return features of
+#: your own as the inputs then)
 MAX_DIM = 4096
+#: samples read and collated together (a batch of ``split_batches``)
 CHUNK = 512
 
 
@@ -135,6 +137,14 @@ def _coverage_vs_best(entries: dict) -> None:
 def audit_metrics(report: dict) -> dict[str, float]:
     """The audit as metric keys ``collapse/audit/<name>/<source>`` (and ``collapse/audit/<name>/real``, the
     real-vs-real baseline): numbers only; ``missing_classes`` as their count.
+
+    Args:
+        report: what :func:`audit_sources` returned.
+
+    Returns:
+        ``{key: value}``, a float per number of the report (``samples`` and ``classes`` left out; a value of
+        ``None`` or a bool left out too): shares and k-NN values in ``[0, 1]`` (density may exceed 1), copies and
+        missing classes as counts.
 
     Example::
 

@@ -153,7 +153,6 @@ class ClassificationIndicators(Metric):
         }
 
 
-
 class PairedCorrectness(Metric):
     """The change of held-out accuracy and of each class's recall from a reference check, on the same samples.
 
@@ -198,6 +197,9 @@ class PairedCorrectness(Metric):
         self.add_state("unpaired", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, correct: Tensor, reference: Optional[Tensor], target: Tensor) -> None:
+        """Pair ``correct`` (bool ``(N,)``, this check) with ``reference`` (bool ``(N,)``, the same samples at the
+        reference check, same order; ``None`` or another length: counted as ``unpaired``) by class ``target``
+        (integers ``(N,)`` in ``[0, num_classes)``)."""
         if reference is None or reference.numel() != correct.numel():
             self.unpaired += correct.numel()
             return
