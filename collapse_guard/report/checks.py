@@ -104,13 +104,13 @@ def bound_steps(record: dict) -> dict[str, list[dict]]:
         list(zip(step["epoch"], step["bound"]))   # the bound the rule had in force at each check
     """
     out: dict[str, dict[tuple, dict]] = {}
+    modes = rule_modes(record)
     for g, guard in enumerate(record.get("guards") or []):
-        modes = {r["name"]: r["mode"] for r in guard.get("rules", [])}
         for check in guard.get("checks", []):
             for entry in check.get("rules", []):
                 for key, seen in judged(guard, entry):
                     step = out.setdefault(key, {}).setdefault((g, entry["rule"]), {
-                        "rule": entry["rule"], "mode": modes.get(entry["rule"]), "epoch": [], "bound": [],
+                        "rule": entry["rule"], "mode": modes.get((g, entry["rule"])), "epoch": [], "bound": [],
                         "value": [], "violated": [], "fired": [], "action": []})
                     step["epoch"].append(check["epoch"])
                     step["bound"].append(as_float(seen.get("bound")))
