@@ -121,7 +121,9 @@ def audit_sources(dm: Any, batch_fn: Callable[[Any], tuple[Any, Tensor]], max_sa
 def _coverage_vs_best(entries: dict) -> None:
     """Each source's coverage over the best source's (``coverage_vs_best``, in ``[0, 1]``; ``None`` without one):
     how much of the real data's neighbourhoods it covers beside the other synthetic sources. A good generator may
-    cover less than real data does (a text n-gram model: about 0.8 of real-vs-real), so a source is judged against
+    cover less than real data does (the help-text 3-gram generator of benchmarks/RESULTS.md section 9, seeds 0-1:
+    coverage 0.80-0.81 against 0.98-0.99 real-vs-real, the ``audit`` of the ``good+good2`` runs in
+    ``runs/bench/multisource_dev.json``), so a source is judged against
     its peers: a collapsed generation or an offset source covers far less than a good one beside it. The best is
     taken among the sources that lack no class (all of them when every one lacks some): a source missing classes is
     named by them, not a reference that makes a complete source look poor (with noisy coverage, e.g. text, it can
