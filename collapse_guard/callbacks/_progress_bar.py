@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 _WORDS = "_collapse_guard_words"
+#: a ``get_metrics`` set on the bar instance itself before :func:`show_word` wrapped it (put back by :func:`hide_words`)
+_OWN = "_collapse_guard_own_get_metrics"
 
 
 def show_word(trainer: Any, name: str, word: str) -> None:
@@ -31,6 +33,8 @@ def show_word(trainer: Any, name: str, word: str) -> None:
     words = bar.__dict__.get(_WORDS)
     if words is None:
         words = bar.__dict__[_WORDS] = {}
+        if "get_metrics" in bar.__dict__:  # the user's override on this instance: hide_words puts it back
+            bar.__dict__[_OWN] = bar.__dict__["get_metrics"]
         inner = bar.get_metrics  # the bound method of the bar's class (or a user's override)
 
         def get_metrics(trainer: Any, pl_module: Any) -> dict:
@@ -50,6 +54,8 @@ def hide_words(trainer: Any) -> None:
     bar = getattr(trainer, "progress_bar_callback", None)
     if bar is not None and bar.__dict__.pop(_WORDS, None) is not None:
         bar.__dict__.pop("get_metrics", None)
+        if _OWN in bar.__dict__:
+            bar.get_metrics = bar.__dict__.pop(_OWN)
 
 
 __all__ = ["hide_words", "show_word"]

@@ -479,6 +479,30 @@ def test_the_progress_bar_shows_the_guard_state_as_a_word(bar, tmp_path):
     assert "guard" not in trainer.progress_bar_metrics
 
 
+def test_hiding_the_words_gives_back_a_get_metrics_set_on_the_bar_itself():
+    from types import SimpleNamespace
+
+    from collapse_guard.callbacks._progress_bar import hide_words, show_word
+
+    class Bar:
+        def get_metrics(self, trainer, pl_module):
+            return {"class": 1}
+
+    bar = Bar()
+    own = lambda trainer, pl_module: {"own": 1}  # noqa: E731 - a user's override on this one instance
+    bar.get_metrics = own
+    trainer = SimpleNamespace(progress_bar_callback=bar)
+    show_word(trainer, "guard", "ok")
+    assert bar.get_metrics(trainer, None) == {"own": 1, "guard": "ok"}
+    hide_words(trainer)
+    assert bar.get_metrics is own and bar.get_metrics(trainer, None) == {"own": 1}
+    plain = Bar()
+    trainer.progress_bar_callback = plain
+    show_word(trainer, "guard", "ok")
+    hide_words(trainer)
+    assert "get_metrics" not in plain.__dict__ and plain.get_metrics(trainer, None) == {"class": 1}
+
+
 def test_state_words():
     from collapse_guard.callbacks.events import state_word
 
