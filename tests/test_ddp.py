@@ -357,20 +357,42 @@ def quarantine_fit() -> dict:
 
 
 # -- the tests ----------------------------------------------------------------------------------------------------
+#: how a process ends when a C++ thread (gloo's) is still joinable as it is destroyed: seen 2 times in about 10 full
+#: suite runs on the loaded 2-core machine of 2026-12-04, in different DDP tests, never when run alone (20 runs); an
+#: abort of the process, not a wrong result of the code under test
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def launch(tmp_path: Path, scenario: str, timeout: float = 150.0) -> subprocess.CompletedProcess:
-    """Run the script on two ranks; on a timeout, kill both (they share a new session) and fail with their output."""
+    """Run the script on two ranks; on a timeout, kill both (they share a new session) and fail with their output.
+    A run that aborts with :data:`GLOO_ABORT` (exit -6) is run once more, from fresh output files."""
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "WORLD_SIZE",
                                                             "NODE_RANK", "RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::DeprecationWarning")
-    popen = subprocess.Popen([sys.executable, str(HERE), str(tmp_path), scenario], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = popen.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)  # rank 0 and the rank 1 it started: this test's processes only
-        stdout, stderr = popen.communicate()
-        pytest.fail(f"the two ranks did not finish in {timeout:.0f} s (a hang):\n{stderr[-4000:]}")
+    for attempt in range(2):
+        for old in tmp_path.glob("rank*.json"):
+            old.unlink()
+        popen = subprocess.Popen([sys.executable, str(HERE), str(tmp_path), scenario], cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)  # rank 0 and the rank 1 it started: this test's processes only
+            stdout, stderr = popen.communicate()
+            pytest.fail(f"the two ranks did not finish in {timeout:.0f} s (a hang):\n{stderr[-4000:]}")
+        if not (popen.returncode == -6 and GLOO_ABORT in stderr and attempt == 0):
+            break
+        if _alive(popen.pid):  # a rank left behind by the abort
+            os.killpg(popen.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def kind(sample_id: int) -> str:
